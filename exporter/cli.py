@@ -1,0 +1,160 @@
+"""The ``libvirt-exporter`` command.
+
+``libvirt-exporter [serve]`` runs the service; ``libvirt-exporter dump`` polls
+once and prints the Prometheus exposition, which is handy for checking
+permissions.  A configuration error prints one line naming the key and exits
+with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from exporter import __version__
+from exporter.config import SETTINGS, Config, load_file, read_config_path, resolve
+from exporter.errors import ConfigError, SourceError
+
+log = logging.getLogger(__name__)
+
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="libvirt-exporter",
+        description="Export libvirt host and domain metrics to Prometheus.",
+        epilog="Every setting can also come from the TOML file (--config.file) or from the environment "
+        "variable shown; the command line wins over the environment, which wins over the file.",
+    )
+    parser.add_argument("command", nargs="?", choices=("serve", "dump"), default="serve",
+                        help="serve (default): run the exporter; dump: poll once and print the metrics")
+    parser.add_argument("--version", action="version", version=f"libvirt-exporter {__version__}")
+    parser.add_argument("--config.file", dest="config_file", metavar="PATH",
+                        help="TOML configuration file (env LIBVIRT_EXPORTER_CONFIG_FILE)")
+    for setting in SETTINGS:
+        help_text = f"{setting.help} (env {setting.env})"
+        if setting.boolean:
+            parser.add_argument(setting.cli, dest=setting.key, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(setting.cli, dest=setting.key, metavar="VALUE", default=None, help=help_text)
+    return parser
+
+
+def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[str, Config]:
+    """Parse arguments and resolve the configuration (raises ConfigError)."""
+    args = build_parser().parse_args(argv)
+    cli = {s.key: getattr(args, s.key) for s in SETTINGS}
+    path = read_config_path(args.config_file, environ)
+    file_data: dict[str, Any] = load_file(path) if path else {}
+    return args.command, resolve(cli, environ, file_data, config_file=path)
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        command, config = load_config(argv, os.environ)
+    except ConfigError as exc:
+        print(f"libvirt-exporter: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    setup_logging(config.log_level)
+    if command == "dump":
+        return dump(config)
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 0
+
+
+def dump(config: Config) -> int:
+    """Poll once and print the exposition; exit 1 if libvirt cannot be read."""
+    from exporter.poller import ERROR_GROUPS
+    from exporter.prometheus import snapshot_families
+    from exporter.snapshot import Snapshot, frozen_map
+    from exporter.source import Source
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    source = Source(config.libvirt_uri, keepalive_interval=config.keepalive_interval_s,
+                    keepalive_count=config.keepalive_count)
+    started = time.time()
+    try:
+        source.open()
+        result = source.poll(config.collectors, config.keep_domain)
+    except SourceError as exc:
+        print(f"libvirt-exporter: cannot read libvirt at {config.libvirt_uri}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        source.close()
+    errors = {g: 0 for g in ERROR_GROUPS} | dict(result.errors)
+    snap = Snapshot(up=True, taken_at=started, poll_duration_s=time.time() - started, last_success_at=time.time(),
+                    host=result.host, domains=result.domains, pools=result.pools, networks=result.networks,
+                    poll_errors=frozen_map(errors))
+
+    class _Once:
+        def collect(self) -> Any:
+            return snapshot_families(snap, config.collectors, time.time())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Once())  # type: ignore[arg-type]
+    sys.stdout.write(generate_latest(registry).decode())
+    return 0
+
+
+async def serve(config: Config) -> int:
+    from exporter.poller import Poller
+    from exporter.prometheus import make_registry, render
+    from exporter.source import start_event_loop
+    from exporter.web import WebServer
+
+    if config.libvirt_uri.startswith("test:"):
+        log.warning("serving libvirt's built-in test driver (%s); set libvirt.uri for a real host",
+                    config.libvirt_uri)
+    start_event_loop()
+    poller = Poller(config)
+    registry = make_registry(lambda: poller.snapshot, config.collectors)
+
+    def health() -> dict[str, Any]:
+        snap = poller.snapshot
+        return {
+            "status": "ok",
+            "libvirt_up": snap.up,
+            "snapshot_age_seconds": round(time.time() - snap.taken_at, 3) if snap.taken_at else None,
+            "domains": len(snap.domains),
+        }
+
+    web = WebServer(config.listen_addresses, config.telemetry_path, lambda: render(registry), health)
+    try:
+        web.start()
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(
+        signal.SIGHUP, lambda: log.warning("SIGHUP ignored: the configuration is read at start-up only; restart")
+    )
+    try:
+        await poller.run(stop)
+    finally:
+        web.stop()
+        log.info("stopped")
+    return 0

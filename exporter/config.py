@@ -1,0 +1,333 @@
+"""Configuration: a TOML file, then the environment, then the command line.
+
+:func:`resolve` is pure: it takes the three layers and returns a validated,
+frozen :class:`Config` or raises :class:`ConfigError` naming the key.  Every
+setting is declared once in :data:`SETTINGS`; its environment variable and
+command-line flag are derived from that declaration.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.errors import ConfigError
+from exporter.snapshot import ALL_GROUPS
+
+ENV_PREFIX = "LIBVIRT_EXPORTER_"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+# A libvirt URI (driver[+transport]://[user@][host][:port]/path[?query]) or a
+# uri_aliases name from libvirt.conf, which libvirt resolves itself.
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s]*$")
+_ALIAS = re.compile(r"^[A-Za-z0-9_.-]+$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class ListenAddress:
+    host: str  # "" means every address, IPv4 and IPv6
+    port: int
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    libvirt_uri: str = "test:///default"
+    poll_interval_s: float = 15.0
+    poll_timeout_s: float = 0.0  # 0: same as the interval
+    keepalive_interval_s: int = 5
+    keepalive_count: int = 3
+    reconnect_backoff_max_s: float = 15.0
+    listen_addresses: tuple[ListenAddress, ...] = (ListenAddress("", 9177),)
+    telemetry_path: str = "/metrics"
+    collectors: frozenset[str] = frozenset(ALL_GROUPS)
+    domain_include: re.Pattern[str] | None = None
+    domain_exclude: re.Pattern[str] | None = None
+    log_level: str = "info"
+    config_file: str = ""
+
+    @property
+    def poll_deadline_s(self) -> float:
+        return self.poll_timeout_s or self.poll_interval_s
+
+    def keep_domain(self, name: str) -> bool:
+        if self.domain_include is not None and not self.domain_include.fullmatch(name):
+            return False
+        return not (self.domain_exclude is not None and self.domain_exclude.fullmatch(name))
+
+
+# -- value parsers: each takes a raw value (TOML value or string) ------------
+
+
+def _text(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"expected a string, got {type(raw).__name__}")
+    return raw
+
+
+def parse_duration(raw: Any) -> float:
+    """``15``, ``15s``, ``1.5m``, ``500ms`` -> seconds (float, > 0)."""
+    if isinstance(raw, bool):
+        raise ValueError("expected a duration like 15s, got a boolean")
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    else:
+        match = _DURATION.match(_text(raw))
+        if not match:
+            raise ValueError(f"expected a duration like 15s, 500ms or 2m, got {raw!r}")
+        value = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"must be greater than zero, got {raw!r}")
+    return value
+
+
+def _positive_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("expected a whole number, got a boolean")
+    if isinstance(raw, str):
+        try:
+            raw = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if not isinstance(raw, int):
+        raise ValueError(f"expected a whole number, got {type(raw).__name__}")
+    if raw < 1:
+        raise ValueError(f"must be at least 1, got {raw}")
+    return raw
+
+
+def parse_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = _text(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def parse_uri(raw: Any) -> str:
+    uri = _text(raw).strip()
+    if not uri:
+        raise ValueError("must not be empty")
+    if not (_URI.match(uri) or _ALIAS.match(uri)):
+        raise ValueError(
+            f"{uri!r} is neither a libvirt URI (like qemu:///system or qemu+ssh://host/system) "
+            "nor a uri_aliases name from libvirt.conf"
+        )
+    return uri
+
+
+def parse_listen_address(raw: Any) -> ListenAddress:
+    """``:9177``, ``127.0.0.1:9177``, ``[::1]:9177``, ``localhost:9177``."""
+    text = _text(raw).strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep:
+            raise ValueError(f"expected [IPv6]:PORT, got {text!r}")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} is not an IPv6 address") from None
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep:
+            raise ValueError(f"expected HOST:PORT or :PORT, got {text!r}")
+        if ":" in host:
+            raise ValueError(f"write IPv6 addresses in brackets, like [::1]:9177, got {text!r}")
+        if host and not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+            raise ValueError(f"{host!r} is not a host name or address")
+    try:
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"port {port!r} is not a number") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"port {number} is out of range 1-65535")
+    return ListenAddress(host, number)
+
+
+def _listen_addresses(raw: Any) -> tuple[ListenAddress, ...]:
+    if isinstance(raw, str):
+        items = [part for part in raw.split(",") if part.strip()]
+    elif isinstance(raw, list):
+        items = raw
+    else:
+        raise ValueError("expected an address or a list of addresses")
+    if not items:
+        raise ValueError("at least one listen address is needed")
+    return tuple(parse_listen_address(item) for item in items)
+
+
+def _path(raw: Any) -> str:
+    text = _text(raw).strip()
+    if not text.startswith("/") or text == "/":
+        raise ValueError(f"must be an absolute path other than /, got {raw!r}")
+    return text
+
+
+def _regex(raw: Any) -> re.Pattern[str] | None:
+    text = _text(raw)
+    if not text:
+        return None
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ValueError(f"{text!r} is not a valid regular expression: {exc}") from None
+
+
+def _log_level(raw: Any) -> str:
+    text = _text(raw).strip().lower()
+    if text not in _LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {raw!r}")
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    key: str  # dotted: TOML table and key
+    field: str  # Config attribute
+    parse: Callable[[Any], Any]
+    help: str
+    flag: str = ""  # command-line flag; derived from key when empty
+    boolean: bool = False
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper().replace(".", "_")
+
+    @property
+    def cli(self) -> str:
+        return self.flag or "--" + self.key.replace("_", "-")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("libvirt.uri", "libvirt_uri", parse_uri,
+            "libvirt connection URI or uri_aliases name (default test:///default, the built-in test driver)"),
+    Setting("libvirt.poll_interval", "poll_interval_s", parse_duration, "time between polls (default 15s)"),
+    Setting("libvirt.poll_timeout", "poll_timeout_s", parse_duration,
+            "a poll running longer is reported stuck and the last snapshot keeps being served "
+            "(default: the poll interval)"),
+    Setting("libvirt.keepalive_interval", "keepalive_interval_s", _positive_int,
+            "seconds between keepalive probes on remote connections (default 5)"),
+    Setting("libvirt.keepalive_count", "keepalive_count", _positive_int,
+            "unanswered keepalive probes before the connection is declared dead (default 3)"),
+    Setting("libvirt.reconnect_backoff_max", "reconnect_backoff_max_s", parse_duration,
+            "longest wait between reconnect attempts (default 15s)"),
+    Setting("web.listen_address", "listen_addresses", _listen_addresses,
+            "HTTP listen address(es), comma separated (default :9177, all IPv4 and IPv6 addresses)"),
+    Setting("web.telemetry_path", "telemetry_path", _path, "path of the metrics endpoint (default /metrics)"),
+    Setting("domains.include", "domain_include", _regex,
+            "only domains whose whole name matches this regular expression", flag="--domain.include"),
+    Setting("domains.exclude", "domain_exclude", _regex,
+            "skip domains whose whole name matches this regular expression", flag="--domain.exclude"),
+    Setting("log.level", "log_level", _log_level, "debug, info, warning or error (default info)"),
+) + tuple(
+    Setting(f"collectors.{group}", "", parse_bool, f"poll and export the {group} group (default on)",
+            flag=f"--collector.{group}", boolean=True)
+    for group in ALL_GROUPS
+)
+
+_BY_KEY = {s.key: s for s in SETTINGS}
+_BY_ENV = {s.env: s for s in SETTINGS}
+# Variables that are not settings but are read by the command itself.
+_ENV_OTHER = {ENV_PREFIX + "CONFIG_FILE"}
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and f"{dotted}" not in _BY_KEY:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a TOML config file; errors become :class:`ConfigError`."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError("config.file", f"{path}: no such file") from None
+    except PermissionError:
+        raise ConfigError("config.file", f"{path}: permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("config.file", f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("config.file", f"{path}: {exc.strerror}") from None
+
+
+def resolve(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    file_data: Mapping[str, Any],
+    *,
+    config_file: str = "",
+) -> Config:
+    """Merge file < environment < command line and validate every value.
+
+    ``cli`` maps dotted keys to raw values for the flags actually given.
+    """
+    raw: dict[str, tuple[Any, str]] = {}
+    for key, value in _flatten(file_data).items():
+        if key not in _BY_KEY:
+            raise ConfigError(key, f"unknown key in {config_file or 'the config file'}")
+        raw[key] = (value, f"config file {config_file}".strip())
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _ENV_OTHER:
+            continue
+        setting = _BY_ENV.get(name)
+        if setting is None:
+            raise ConfigError(name, "unknown environment variable")
+        raw[setting.key] = (value, f"environment {name}")
+    for key, value in cli.items():
+        if value is None:
+            continue
+        if key not in _BY_KEY:
+            raise ConfigError(key, "unknown command-line setting")
+        raw[key] = (value, f"command line {_BY_KEY[key].cli}")
+
+    values: dict[str, Any] = {"config_file": config_file}
+    collectors = set(ALL_GROUPS)
+    for key, (value, origin) in raw.items():
+        setting = _BY_KEY[key]
+        try:
+            parsed = setting.parse(value)
+        except ValueError as exc:
+            raise ConfigError(key, f"{exc} (from {origin})") from None
+        if key.startswith("collectors."):
+            group = key.split(".", 1)[1]
+            if parsed:
+                collectors.add(group)
+            else:
+                collectors.discard(group)
+        else:
+            values[setting.field] = parsed
+    values["collectors"] = frozenset(collectors)
+    config = Config(**values)
+    if config.poll_timeout_s and config.poll_timeout_s < 0.1:
+        raise ConfigError("libvirt.poll_timeout", "must be at least 100ms")
+    return config
+
+
+def read_config_path(cli_path: str | None, environ: Mapping[str, str]) -> str:
+    """The config file named on the command line, else in the environment."""
+    return cli_path or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
+
+
+def default_config_note(path: str) -> str:
+    return f"config file {Path(path).resolve()}" if path else "no config file"

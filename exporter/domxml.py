@@ -1,0 +1,160 @@
+"""Pure parsing of libvirt domain XML into the few facts the exporter needs.
+
+The poller fetches a domain's XML once and caches the parsed result by UUID;
+this module never talks to libvirt.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "k": 1024,
+    "kib": 1024,
+    "kb": 1000,
+    "m": 1024**2,
+    "mib": 1024**2,
+    "mb": 1000**2,
+    "g": 1024**3,
+    "gib": 1024**3,
+    "gb": 1000**3,
+    "t": 1024**4,
+    "tib": 1024**4,
+    "tb": 1000**4,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DiskConfig:
+    target: str
+    device: str
+    disk_type: str
+    bus: str
+    source: str
+    driver_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class NicConfig:
+    target: str
+    mac: str
+    model: str
+    interface_type: str
+    bridge: str
+    network: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainConfig:
+    os_type: str = ""
+    arch: str = ""
+    machine: str = ""
+    title: str = ""
+    max_memory_kib: int | None = None
+    memory_kib: int | None = None
+    vcpus_max: int | None = None
+    vcpus_current: int | None = None
+    disks: tuple[DiskConfig, ...] = ()
+    nics: tuple[NicConfig, ...] = ()
+
+    def disk(self, target: str) -> DiskConfig | None:
+        for disk in self.disks:
+            if disk.target == target:
+                return disk
+        return None
+
+    def nic(self, target: str) -> NicConfig | None:
+        for nic in self.nics:
+            if nic.target == target:
+                return nic
+        return None
+
+
+def _kib(elem: ET.Element | None) -> int | None:
+    if elem is None or not (elem.text or "").strip():
+        return None
+    try:
+        value = int(elem.text.strip())  # type: ignore[union-attr]
+    except ValueError:
+        return None
+    factor = _UNITS.get(elem.get("unit", "KiB").lower(), 1024)
+    return value * factor // 1024
+
+
+def _int(text: str | None) -> int | None:
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _disk_source(source: ET.Element | None) -> str:
+    if source is None:
+        return ""
+    for attr in ("file", "dev", "volume", "dir", "name"):
+        value = source.get(attr)
+        if value:
+            if attr == "volume" and source.get("pool"):
+                return f"{source.get('pool')}/{value}"
+            return value
+    return ""
+
+
+def parse(xml: str) -> DomainConfig:
+    """Parse a domain's XML description.  Malformed XML yields an empty config."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return DomainConfig()
+    os_type = root.find("os/type")
+    vcpu = root.find("vcpu")
+    vcpus_max = _int(vcpu.text.strip()) if vcpu is not None and vcpu.text else None
+    vcpus_current = _int(vcpu.get("current")) if vcpu is not None else None
+    disks = []
+    for disk in root.iterfind("devices/disk"):
+        target = disk.find("target")
+        if target is None or not target.get("dev"):
+            continue
+        driver = disk.find("driver")
+        disks.append(
+            DiskConfig(
+                target=target.get("dev", ""),
+                device=disk.get("device", "disk"),
+                disk_type=disk.get("type", ""),
+                bus=target.get("bus", ""),
+                source=_disk_source(disk.find("source")),
+                driver_type=driver.get("type", "") if driver is not None else "",
+            )
+        )
+    nics = []
+    for nic in root.iterfind("devices/interface"):
+        target = nic.find("target")
+        mac = nic.find("mac")
+        model = nic.find("model")
+        source = nic.find("source")
+        nics.append(
+            NicConfig(
+                target=target.get("dev", "") if target is not None else "",
+                mac=mac.get("address", "") if mac is not None else "",
+                model=model.get("type", "") if model is not None else "",
+                interface_type=nic.get("type", ""),
+                bridge=source.get("bridge", "") if source is not None else "",
+                network=source.get("network", "") if source is not None else "",
+            )
+        )
+    title = root.findtext("title") or ""
+    return DomainConfig(
+        os_type=(os_type.text or "").strip() if os_type is not None else "",
+        arch=os_type.get("arch", "") if os_type is not None else "",
+        machine=os_type.get("machine", "") if os_type is not None else "",
+        title=title.strip(),
+        max_memory_kib=_kib(root.find("memory")),
+        memory_kib=_kib(root.find("currentMemory")) or _kib(root.find("memory")),
+        vcpus_max=vcpus_max,
+        vcpus_current=vcpus_current if vcpus_current is not None else vcpus_max,
+        disks=tuple(disks),
+        nics=tuple(nics),
+    )

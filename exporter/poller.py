@@ -1,0 +1,324 @@
+"""The only loop that polls libvirt.
+
+:class:`Poller` owns the :class:`~exporter.source.Source`, runs each poll in a
+worker thread, applies libvirt events between polls, and publishes every new
+:class:`~exporter.snapshot.Snapshot` by replacing one reference.  Readers take
+``poller.snapshot`` and never see a half-built picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from exporter.config import Config
+from exporter.errors import ConnectionLost, SourceError
+from exporter.snapshot import (
+    ALL_GROUPS,
+    EMPTY,
+    STATE_CRASHED,
+    STATE_PAUSED,
+    STATE_PMSUSPENDED,
+    STATE_RUNNING,
+    STATE_SHUTDOWN,
+    STATE_SHUTOFF,
+    Domain,
+    DomainEvent,
+    Snapshot,
+    frozen_map,
+)
+from exporter.source import PollResult, Source
+
+log = logging.getLogger(__name__)
+
+#: Error groups always exported, so that their series exist from the start.
+ERROR_GROUPS = ALL_GROUPS + ("connection", "timeout")
+
+_EVENT_STATES = {
+    "started": STATE_RUNNING,
+    "resumed": STATE_RUNNING,
+    "suspended": STATE_PAUSED,
+    "stopped": STATE_SHUTOFF,
+    "shutdown": STATE_SHUTDOWN,
+    "crashed": STATE_CRASHED,
+    "pmsuspended": STATE_PMSUSPENDED,
+}
+#: Events after which the domain's definition or device list may differ.
+_REDEFINING = frozenset({"defined", "started", "device"})
+
+
+def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[Domain, ...], bool]:
+    """Return the domains as they are after ``event``, and whether a full poll is needed.
+
+    State changes apply at once.  What an event cannot tell (a new domain's
+    devices, the exact state reason) waits for the next poll, which the
+    second return value asks for.
+    """
+    result: list[Domain] = []
+    found = False
+    for dom in domains:
+        if dom.uuid != event.uuid:
+            result.append(dom)
+            continue
+        found = True
+        if event.kind == "undefined":
+            if dom.active:
+                result.append(dom.replace_fields(persistent=False))
+            continue
+        if event.kind == "stopped" and not dom.persistent:
+            continue  # a transient domain ceases to exist when it stops
+        if event.kind == "defined":
+            result.append(dom.replace_fields(persistent=True))
+            continue
+        state = _EVENT_STATES.get(event.kind)
+        if state is None:
+            result.append(dom)
+            continue
+        changes: dict[str, object] = {"state": state, "state_reason": 0}
+        if state == STATE_SHUTOFF:
+            changes["id"] = -1
+        result.append(dom.replace_fields(**changes))
+    needs_poll = not found or event.kind in _REDEFINING or event.kind in ("started", "undefined")
+    return tuple(result), needs_poll
+
+
+class Poller:
+    """Keeps one libvirt connection and a current snapshot of the host."""
+
+    def __init__(
+        self,
+        config: Config,
+        source_factory: Callable[[], Source] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._config = config
+        self._source_factory = source_factory or (
+            lambda: Source(
+                config.libvirt_uri,
+                read_only=True,
+                keepalive_interval=config.keepalive_interval_s,
+                keepalive_count=config.keepalive_count,
+            )
+        )
+        self._clock = clock
+        self._snapshot: Snapshot = EMPTY
+        self._errors: Counter[str] = Counter({g: 0 for g in ERROR_GROUPS})
+        self._reconnects = 0
+        self._events = 0
+        self._generation = 0
+        self._last_success: float | None = None
+        self._overlay: list[DomainEvent] | None = None  # events seen while a poll runs
+        self._wake = asyncio.Event()
+        self._source: Source | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt-poll")
+        self._ever_connected = False
+        self._down_logged = False
+        self._last_poll_end = 0.0
+        self._last_poll_duration = 0.0
+        self.listeners: list[Callable[[Snapshot, DomainEvent | None], None]] = []
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # -- publishing (event-loop thread only) ---------------------------------
+
+    def _publish(self, snapshot: Snapshot, event: DomainEvent | None = None) -> None:
+        self._generation += 1
+        self._snapshot = snapshot.replace(
+            generation=self._generation,
+            poll_errors=frozen_map(self._errors),
+            reconnects=self._reconnects,
+            events=self._events,
+            last_success_at=self._last_success,
+        )
+        for listener in self.listeners:
+            try:
+                listener(self._snapshot, event)
+            except Exception:  # a broken listener must not stop polling
+                log.exception("snapshot listener failed")
+
+    def _publish_down(self) -> None:
+        self._publish(Snapshot(up=False, taken_at=self._clock()))
+
+    def _publish_result(self, result: PollResult, started: float, duration: float) -> None:
+        domains = result.domains
+        for event in self._overlay or ():
+            domains, _ = apply_event(domains, event)
+        self._overlay = None
+        self._errors.update(result.errors)
+        self._last_success = self._clock()
+        self._publish(
+            Snapshot(
+                up=True,
+                taken_at=started,
+                poll_duration_s=duration,
+                host=result.host,
+                domains=domains,
+                pools=result.pools,
+                networks=result.networks,
+            )
+        )
+
+    # -- events (arrive in libvirt's event thread) ---------------------------
+
+    def _event_from_libvirt(self, event: DomainEvent) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.handle_event, event)
+
+    def _closed_from_libvirt(self, reason: str) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._connection_closed, reason)
+
+    def _connection_closed(self, reason: str) -> None:
+        log.debug("libvirt closed the connection (%s)", reason)
+        self._wake.set()
+
+    def handle_event(self, event: DomainEvent) -> None:
+        """Apply one domain event to the current snapshot at once."""
+        self._events += 1
+        if event.kind in _REDEFINING and self._source is not None:
+            self._source.invalidate(event.uuid)
+        if self._overlay is not None:
+            self._overlay.append(event)
+        snap = self._snapshot
+        if not snap.up:
+            return
+        domains, needs_poll = apply_event(snap.domains, event)
+        log.debug("event %s for %s", event.kind, event.name)
+        self._publish(snap.replace(domains=domains), event)
+        if needs_poll:
+            self._wake.set()
+
+    # -- the loop ----------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop`` is set."""
+        self._loop = asyncio.get_running_loop()
+        backoff = 1.0
+        try:
+            while not stop.is_set():
+                if self._source is None:
+                    if not await self._connect():
+                        await self._sleep(stop, backoff)
+                        backoff = min(backoff * 2, self._config.reconnect_backoff_max_s)
+                        continue
+                    backoff = 1.0
+                if not await self._poll_once(stop):
+                    continue  # connection lost: reconnect at once, then back off
+                delay = self._config.poll_interval_s
+                await self._sleep(stop, delay, early=self._min_gap())
+        finally:
+            self._drop_source()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _min_gap(self) -> float:
+        """Shortest time between an event-triggered poll and the previous one."""
+        return max(1.0, 2 * self._last_poll_duration)
+
+    async def _sleep(self, stop: asyncio.Event, delay: float, early: float | None = None) -> None:
+        """Wait ``delay`` seconds, or less if stopped or (after ``early``) woken."""
+        deadline = self._clock() + delay
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    return
+                if early is not None and self._wake.is_set():
+                    since = self._clock() - self._last_poll_end
+                    if since >= early:
+                        return
+                    remaining = min(remaining, early - since)
+                    await asyncio.wait({stop_wait}, timeout=remaining)
+                    continue
+                wake_wait = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({stop_wait, wake_wait}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                wake_wait.cancel()
+                if self._wake.is_set() and (self._source is None or not self._source.connected):
+                    return  # connection closed: go and reconnect now
+        finally:
+            stop_wait.cancel()
+
+    async def _connect(self) -> bool:
+        source = self._source_factory()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, source.open, self._closed_from_libvirt)
+            await loop.run_in_executor(self._executor, source.watch, self._event_from_libvirt)
+        except SourceError as err:
+            source.close()
+            self._errors["connection"] += 1
+            if not self._down_logged:
+                log.error("libvirt at %s is unreachable: %s; retrying with backoff", self._config.libvirt_uri, err)
+                self._down_logged = True
+            self._publish_down()
+            return False
+        if self._ever_connected:
+            self._reconnects += 1
+            log.warning("libvirt connection to %s restored", self._config.libvirt_uri)
+        else:
+            log.info("connected to libvirt at %s", self._config.libvirt_uri)
+        self._ever_connected = True
+        self._down_logged = False
+        self._source = source
+        self._wake.clear()
+        return True
+
+    def _drop_source(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            source.close()
+
+    async def _poll_once(self, stop: asyncio.Event) -> bool:
+        """One poll; False if the connection was lost."""
+        source = self._source
+        assert source is not None
+        self._wake.clear()
+        started = self._clock()
+        self._overlay = []
+        config = self._config
+        future = asyncio.wrap_future(
+            self._executor.submit(source.poll, config.collectors, config.keep_domain)
+        )
+        done, _ = await asyncio.wait({future}, timeout=config.poll_deadline_s)
+        if not done:
+            self._errors["timeout"] += 1
+            log.warning(
+                "poll of %s has run past its %.1fs deadline; serving the snapshot from %.1fs ago until it returns",
+                config.libvirt_uri, config.poll_deadline_s, self._clock() - self._snapshot.taken_at,
+            )
+            self._publish(self._snapshot.replace(stalled=True))
+            stop_wait = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({future, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if not future.done():
+                return True
+            log.warning("stalled poll of %s returned after %.1fs", config.libvirt_uri, self._clock() - started)
+        duration = self._clock() - started
+        self._last_poll_end = self._clock()
+        self._last_poll_duration = duration
+        try:
+            result = future.result()
+        except ConnectionLost as err:
+            self._overlay = None
+            self._errors["connection"] += 1
+            log.error("lost the libvirt connection to %s: %s", config.libvirt_uri, err)
+            self._down_logged = True
+            self._drop_source()
+            self._publish_down()
+            return False
+        except Exception:  # a bug must not kill the poller: count it, keep serving
+            self._overlay = None
+            self._errors["state"] += 1
+            log.exception("poll failed unexpectedly")
+            return True
+        self._publish_result(result, started, duration)
+        return True

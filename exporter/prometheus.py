@@ -1,0 +1,370 @@
+"""Prometheus front end: render the current snapshot as metric families.
+
+A scrape reads one snapshot reference and never calls libvirt.  Every family
+is declared once in :data:`SPECS` (name, type, help, labels, collector
+group); the README's metrics table is checked against that list by a test.
+
+Sample output::
+
+    libvirt_up 1
+    libvirt_domain_info_virtual_cpus{domain="web1",uuid="6695eb01-..."} 2
+    libvirt_domain_block_stats_read_bytes_total{domain="web1",target_device="vda",uuid="..."} 1.2e+09
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.snapshot import STATE_DESCRIPTIONS, Domain, Snapshot
+
+NS = 1e-9
+KIB = 1024
+
+DOMAIN = ("domain", "uuid")
+DEVICE = DOMAIN + ("target_device",)
+VCPU = DOMAIN + ("vcpu",)
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    name: str  # full exposed name; counters end in _total
+    kind: str  # "gauge" or "counter"
+    help: str
+    labels: tuple[str, ...]
+    group: str  # collector that controls it; "exporter" is always on
+
+
+def _g(name: str, help: str, labels: tuple[str, ...], group: str) -> Spec:
+    return Spec(name, "gauge", help, labels, group)
+
+
+def _c(name: str, help: str, labels: tuple[str, ...], group: str) -> Spec:
+    return Spec(name, "counter", help, labels, group)
+
+
+SPECS: tuple[Spec, ...] = (
+    # exporter and connection
+    _g("libvirt_up", "Whether the last poll of libvirt succeeded (1) or libvirt is unreachable (0).", (), "exporter"),
+    _g("libvirt_versions_info", "Versions of the exporter, libvirt and the hypervisor, as labels.",
+       ("driver", "hypervisor_version", "libvirt_version", "exporter_version"), "exporter"),
+    _g("libvirt_exporter_poll_duration_seconds", "Wall time of the last completed poll of libvirt.", (), "exporter"),
+    _g("libvirt_exporter_last_poll_success_timestamp_seconds", "Unix time of the last successful poll.", (),
+       "exporter"),
+    _g("libvirt_exporter_snapshot_timestamp_seconds", "Unix time the served data was polled.", (), "exporter"),
+    _g("libvirt_exporter_snapshot_age_seconds",
+       "Age of the served data. The exporter caches one snapshot per poll; this says how old it is.", (),
+       "exporter"),
+    _g("libvirt_exporter_poll_stalled", "1 while the current poll has run past its deadline.", (), "exporter"),
+    _c("libvirt_exporter_poll_errors_total", "Failed libvirt calls during polls, by stats group.", ("group",),
+       "exporter"),
+    _c("libvirt_exporter_reconnects_total", "Times the libvirt connection was re-established.", (), "exporter"),
+    _c("libvirt_exporter_events_total", "libvirt domain events received.", (), "exporter"),
+    # domain state and info
+    _g("libvirt_domains_number", "Number of domains (after the include/exclude filter).", (), "state"),
+    _g("libvirt_domain_info", "Domain metadata as labels; the value is always 1.",
+       DOMAIN + ("os_type", "os_type_arch", "os_type_machine", "state_desc", "persistent", "autostart"), "state"),
+    _g("libvirt_domain_state_code",
+       "Domain state: 0 nostate, 1 running, 2 blocked, 3 paused, 4 shutdown, 5 shutoff, 6 crashed, 7 pmsuspended.",
+       DOMAIN, "state"),
+    _g("libvirt_domain_state_reason_code", "libvirt's reason code for the current domain state.", DOMAIN, "state"),
+    _g("libvirt_domain_info_maximum_memory_bytes", "Maximum allowed memory of the domain, in bytes.", DOMAIN,
+       "state"),
+    _g("libvirt_domain_info_memory_usage_bytes", "Memory currently given to the domain (balloon size), in bytes.",
+       DOMAIN, "state"),
+    _g("libvirt_domain_info_virtual_cpus", "Number of virtual CPUs currently online in the domain.", DOMAIN,
+       "state"),
+    _g("libvirt_domain_vcpu_maximum", "Maximum number of virtual CPUs of the domain.", DOMAIN, "state"),
+    # cpu
+    _c("libvirt_domain_info_cpu_time_seconds_total", "CPU time used by the domain, in seconds.", DOMAIN, "cpu"),
+    _c("libvirt_domain_cpu_user_seconds_total", "User-mode CPU time used by the domain's processes.", DOMAIN, "cpu"),
+    _c("libvirt_domain_cpu_system_seconds_total", "Kernel-mode CPU time used by the domain's processes.", DOMAIN,
+       "cpu"),
+    # vcpu
+    _g("libvirt_domain_vcpu_state", "vCPU state: 0 offline, 1 running, 2 blocked.", VCPU, "vcpu"),
+    _c("libvirt_domain_vcpu_time_seconds_total", "Time spent by the virtual CPU.", VCPU, "vcpu"),
+    _c("libvirt_domain_vcpu_wait_seconds_total",
+       "Time the vCPU wanted to run but waited for I/O (from the bulk stats API).", VCPU, "vcpu"),
+    _c("libvirt_domain_vcpu_delay_seconds_total",
+       "Time the vCPU was runnable but waited for a host CPU (steal time seen by the guest).", VCPU, "vcpu"),
+    _g("libvirt_domain_vcpu_cpu", "Host CPU the vCPU is currently running on.", VCPU, "vcpu"),
+    # balloon / memory stats
+    _g("libvirt_domain_memory_stats_actual_balloon_bytes", "Current balloon size, in bytes.", DOMAIN, "balloon"),
+    _g("libvirt_domain_memory_stats_available_bytes", "Memory the guest sees as total, in bytes.", DOMAIN,
+       "balloon"),
+    _g("libvirt_domain_memory_stats_unused_bytes", "Memory left completely unused by the guest, in bytes.", DOMAIN,
+       "balloon"),
+    _g("libvirt_domain_memory_stats_usable_bytes",
+       "Memory the guest can use without swapping (MemAvailable), in bytes.", DOMAIN, "balloon"),
+    _g("libvirt_domain_memory_stats_rss_bytes", "Resident set size of the domain's process on the host, in bytes.",
+       DOMAIN, "balloon"),
+    _g("libvirt_domain_memory_stats_disk_cache_bytes", "Guest memory used by disk caches, in bytes.", DOMAIN,
+       "balloon"),
+    _c("libvirt_domain_memory_stats_swap_in_bytes_total", "Data read from swap space by the guest, in bytes.",
+       DOMAIN, "balloon"),
+    _c("libvirt_domain_memory_stats_swap_out_bytes_total", "Data written to swap space by the guest, in bytes.",
+       DOMAIN, "balloon"),
+    _c("libvirt_domain_memory_stats_major_fault_total", "Page faults in the guest that needed disk I/O.", DOMAIN,
+       "balloon"),
+    _c("libvirt_domain_memory_stats_minor_fault_total", "Page faults in the guest served without disk I/O.", DOMAIN,
+       "balloon"),
+    _g("libvirt_domain_memory_stats_last_update_timestamp_seconds",
+       "Guest timestamp of the last balloon statistics update.", DOMAIN, "balloon"),
+    # block
+    _g("libvirt_domain_block_stats_info", "Block device metadata as labels; the value is always 1.",
+       DEVICE + ("device", "disk_type", "target_bus", "source_file", "driver_type"), "block"),
+    _c("libvirt_domain_block_stats_read_requests_total", "Read requests from a block device.", DEVICE, "block"),
+    _c("libvirt_domain_block_stats_read_bytes_total", "Bytes read from a block device.", DEVICE, "block"),
+    _c("libvirt_domain_block_stats_read_time_seconds_total", "Time spent on reads from a block device.", DEVICE,
+       "block"),
+    _c("libvirt_domain_block_stats_write_requests_total", "Write requests to a block device.", DEVICE, "block"),
+    _c("libvirt_domain_block_stats_write_bytes_total", "Bytes written to a block device.", DEVICE, "block"),
+    _c("libvirt_domain_block_stats_write_time_seconds_total", "Time spent on writes to a block device.", DEVICE,
+       "block"),
+    _c("libvirt_domain_block_stats_flush_requests_total", "Flush requests to a block device.", DEVICE, "block"),
+    _c("libvirt_domain_block_stats_flush_time_seconds_total", "Time spent on flushes to a block device.", DEVICE,
+       "block"),
+    _c("libvirt_domain_block_stats_errors_total", "I/O errors on a block device (drivers that count them).", DEVICE,
+       "block"),
+    _g("libvirt_domain_block_stats_capacity_bytes", "Logical size of the block device, in bytes.", DEVICE, "block"),
+    _g("libvirt_domain_block_stats_allocation_bytes", "Bytes of the device's image actually allocated.", DEVICE,
+       "block"),
+    _g("libvirt_domain_block_stats_physical_bytes", "Physical size of the device's backing file, in bytes.", DEVICE,
+       "block"),
+    # interface
+    _g("libvirt_domain_interface_stats_info", "Network interface metadata as labels; the value is always 1.",
+       DEVICE + ("mac_address", "interface_type", "source_bridge", "source_network", "model_type"), "interface"),
+    _c("libvirt_domain_interface_stats_receive_bytes_total", "Bytes received on a network interface.", DEVICE,
+       "interface"),
+    _c("libvirt_domain_interface_stats_receive_packets_total", "Packets received on a network interface.", DEVICE,
+       "interface"),
+    _c("libvirt_domain_interface_stats_receive_errors_total", "Receive errors on a network interface.", DEVICE,
+       "interface"),
+    _c("libvirt_domain_interface_stats_receive_drops_total", "Received packets dropped on a network interface.",
+       DEVICE, "interface"),
+    _c("libvirt_domain_interface_stats_transmit_bytes_total", "Bytes transmitted on a network interface.", DEVICE,
+       "interface"),
+    _c("libvirt_domain_interface_stats_transmit_packets_total", "Packets transmitted on a network interface.",
+       DEVICE, "interface"),
+    _c("libvirt_domain_interface_stats_transmit_errors_total", "Transmit errors on a network interface.", DEVICE,
+       "interface"),
+    _c("libvirt_domain_interface_stats_transmit_drops_total", "Transmitted packets dropped on a network interface.",
+       DEVICE, "interface"),
+    # node
+    _g("libvirt_node_info", "Host metadata as labels; the value is always 1.", ("hostname", "cpu_model"), "node"),
+    _g("libvirt_node_cpus", "Logical CPUs of the host.", (), "node"),
+    _g("libvirt_node_cpu_frequency_hertz", "Host CPU frequency as reported by libvirt.", (), "node"),
+    _g("libvirt_node_memory_total_bytes", "Host memory in total.", (), "node"),
+    _g("libvirt_node_memory_free_bytes", "Host memory free, including buffers and page cache.", (), "node"),
+    _c("libvirt_node_cpu_seconds_total", "Host CPU time by mode, all CPUs together.", ("mode",), "node"),
+    # storage pools
+    _g("libvirt_storage_pool_state",
+       "Storage pool state: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible.",
+       ("storage_pool", "uuid"), "pool"),
+    _g("libvirt_storage_pool_capacity_bytes", "Size of the storage pool.", ("storage_pool", "uuid"), "pool"),
+    _g("libvirt_storage_pool_allocation_bytes", "Bytes allocated in the storage pool.", ("storage_pool", "uuid"),
+       "pool"),
+    _g("libvirt_storage_pool_available_bytes", "Free space in the storage pool.", ("storage_pool", "uuid"), "pool"),
+    _g("libvirt_storage_pool_autostart", "1 if the pool starts with libvirtd.", ("storage_pool", "uuid"), "pool"),
+    # networks
+    _g("libvirt_network_active", "1 if the virtual network is active.", ("network", "uuid"), "network"),
+    _g("libvirt_network_autostart", "1 if the network starts with libvirtd.", ("network", "uuid"), "network"),
+    _g("libvirt_network_info", "Network metadata as labels; the value is always 1.", ("network", "uuid", "bridge"),
+       "network"),
+)
+
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+class _Families:
+    """Lazily created metric families, yielded in :data:`SPECS` order."""
+
+    def __init__(self, groups: frozenset[str]) -> None:
+        self._groups = groups
+        self._families: dict[str, Metric] = {}
+
+    def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
+        if value is None:
+            return
+        spec = SPEC_BY_NAME[name]
+        if spec.group != "exporter" and spec.group not in self._groups:
+            return
+        family = self._families.get(name)
+        if family is None:
+            if spec.kind == "counter":
+                family = CounterMetricFamily(name, spec.help, labels=spec.labels)
+            else:
+                family = GaugeMetricFamily(name, spec.help, labels=spec.labels)
+            self._families[name] = family
+        family.add_metric(list(labels), value)
+
+    def __iter__(self) -> Iterator[Metric]:
+        for spec in SPECS:
+            family = self._families.get(spec.name)
+            if family is not None:
+                yield family
+
+
+def _scaled(value: int | None, factor: float) -> float | None:
+    return None if value is None else value * factor
+
+
+def _version(encoded: int) -> str:
+    if not encoded:
+        return ""
+    return f"{encoded // 1_000_000}.{encoded // 1000 % 1000}.{encoded % 1000}"
+
+
+def _domain_families(f: _Families, dom: Domain) -> None:
+    ids = (dom.name, dom.uuid)
+    f.add("libvirt_domain_info", ids + (dom.os_type, dom.arch, dom.machine,
+                                        STATE_DESCRIPTIONS.get(dom.state, "no state"),
+                                        str(dom.persistent).lower(), str(dom.autostart).lower()), 1)
+    f.add("libvirt_domain_state_code", ids, dom.state)
+    f.add("libvirt_domain_state_reason_code", ids, dom.state_reason)
+    f.add("libvirt_domain_info_maximum_memory_bytes", ids, _scaled(dom.max_memory_kib, KIB))
+    f.add("libvirt_domain_info_memory_usage_bytes", ids, _scaled(dom.memory_kib, KIB))
+    f.add("libvirt_domain_info_virtual_cpus", ids, dom.vcpus_current)
+    f.add("libvirt_domain_vcpu_maximum", ids, dom.vcpus_max)
+    f.add("libvirt_domain_info_cpu_time_seconds_total", ids, _scaled(dom.cpu_time_ns, NS))
+    f.add("libvirt_domain_cpu_user_seconds_total", ids, _scaled(dom.cpu_user_ns, NS))
+    f.add("libvirt_domain_cpu_system_seconds_total", ids, _scaled(dom.cpu_system_ns, NS))
+
+    for vcpu in dom.vcpus:
+        vids = ids + (str(vcpu.number),)
+        f.add("libvirt_domain_vcpu_state", vids, vcpu.state)
+        f.add("libvirt_domain_vcpu_time_seconds_total", vids, _scaled(vcpu.time_ns, NS))
+        f.add("libvirt_domain_vcpu_wait_seconds_total", vids, _scaled(vcpu.wait_ns, NS))
+        f.add("libvirt_domain_vcpu_delay_seconds_total", vids, _scaled(vcpu.delay_ns, NS))
+        f.add("libvirt_domain_vcpu_cpu", vids, vcpu.physical_cpu)
+
+    mem = dom.memory
+    f.add("libvirt_domain_memory_stats_actual_balloon_bytes", ids, _scaled(mem.actual_kib, KIB))
+    f.add("libvirt_domain_memory_stats_available_bytes", ids, _scaled(mem.available_kib, KIB))
+    f.add("libvirt_domain_memory_stats_unused_bytes", ids, _scaled(mem.unused_kib, KIB))
+    f.add("libvirt_domain_memory_stats_usable_bytes", ids, _scaled(mem.usable_kib, KIB))
+    f.add("libvirt_domain_memory_stats_rss_bytes", ids, _scaled(mem.rss_kib, KIB))
+    f.add("libvirt_domain_memory_stats_disk_cache_bytes", ids, _scaled(mem.disk_caches_kib, KIB))
+    f.add("libvirt_domain_memory_stats_swap_in_bytes_total", ids, _scaled(mem.swap_in_kib, KIB))
+    f.add("libvirt_domain_memory_stats_swap_out_bytes_total", ids, _scaled(mem.swap_out_kib, KIB))
+    f.add("libvirt_domain_memory_stats_major_fault_total", ids, mem.major_faults)
+    f.add("libvirt_domain_memory_stats_minor_fault_total", ids, mem.minor_faults)
+    f.add("libvirt_domain_memory_stats_last_update_timestamp_seconds", ids, mem.last_update_s)
+
+    for blk in dom.blocks:
+        bids = ids + (blk.target,)
+        f.add("libvirt_domain_block_stats_info",
+              bids + (blk.device, blk.disk_type, blk.bus, blk.source, blk.driver_type), 1)
+        f.add("libvirt_domain_block_stats_read_requests_total", bids, blk.read_requests)
+        f.add("libvirt_domain_block_stats_read_bytes_total", bids, blk.read_bytes)
+        f.add("libvirt_domain_block_stats_read_time_seconds_total", bids, _scaled(blk.read_time_ns, NS))
+        f.add("libvirt_domain_block_stats_write_requests_total", bids, blk.write_requests)
+        f.add("libvirt_domain_block_stats_write_bytes_total", bids, blk.write_bytes)
+        f.add("libvirt_domain_block_stats_write_time_seconds_total", bids, _scaled(blk.write_time_ns, NS))
+        f.add("libvirt_domain_block_stats_flush_requests_total", bids, blk.flush_requests)
+        f.add("libvirt_domain_block_stats_flush_time_seconds_total", bids, _scaled(blk.flush_time_ns, NS))
+        f.add("libvirt_domain_block_stats_errors_total", bids, blk.errors)
+        f.add("libvirt_domain_block_stats_capacity_bytes", bids, blk.capacity_bytes)
+        f.add("libvirt_domain_block_stats_allocation_bytes", bids, blk.allocation_bytes)
+        f.add("libvirt_domain_block_stats_physical_bytes", bids, blk.physical_bytes)
+
+    for nic in dom.interfaces:
+        nids = ids + (nic.target,)
+        f.add("libvirt_domain_interface_stats_info",
+              nids + (nic.mac, nic.interface_type, nic.bridge, nic.network, nic.model), 1)
+        f.add("libvirt_domain_interface_stats_receive_bytes_total", nids, nic.receive_bytes)
+        f.add("libvirt_domain_interface_stats_receive_packets_total", nids, nic.receive_packets)
+        f.add("libvirt_domain_interface_stats_receive_errors_total", nids, nic.receive_errors)
+        f.add("libvirt_domain_interface_stats_receive_drops_total", nids, nic.receive_drops)
+        f.add("libvirt_domain_interface_stats_transmit_bytes_total", nids, nic.transmit_bytes)
+        f.add("libvirt_domain_interface_stats_transmit_packets_total", nids, nic.transmit_packets)
+        f.add("libvirt_domain_interface_stats_transmit_errors_total", nids, nic.transmit_errors)
+        f.add("libvirt_domain_interface_stats_transmit_drops_total", nids, nic.transmit_drops)
+
+
+def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float) -> Iterator[Metric]:
+    """All metric families for one snapshot (pure: no I/O, no libvirt)."""
+    f = _Families(groups)
+    f.add("libvirt_up", (), 1 if snap.up else 0)
+    host = snap.host
+    f.add("libvirt_versions_info",
+          (host.driver if host else "", _version(host.hypervisor_version) if host else "",
+           _version(host.libvirt_version) if host else "", __version__), 1)
+    if snap.up:
+        f.add("libvirt_exporter_poll_duration_seconds", (), snap.poll_duration_s)
+        f.add("libvirt_exporter_snapshot_timestamp_seconds", (), snap.taken_at)
+        f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
+    f.add("libvirt_exporter_last_poll_success_timestamp_seconds", (), snap.last_success_at)
+    f.add("libvirt_exporter_poll_stalled", (), 1 if snap.stalled else 0)
+    for group, count in sorted(snap.poll_errors.items()):
+        f.add("libvirt_exporter_poll_errors_total", (group,), count)
+    f.add("libvirt_exporter_reconnects_total", (), snap.reconnects)
+    f.add("libvirt_exporter_events_total", (), snap.events)
+    if not snap.up:
+        yield from f
+        return
+
+    f.add("libvirt_domains_number", (), len(snap.domains))
+    for dom in snap.domains:
+        _domain_families(f, dom)
+
+    if host is not None:
+        f.add("libvirt_node_info", (host.hostname, host.cpu_model), 1 if host.cpus is not None else None)
+        f.add("libvirt_node_cpus", (), host.cpus)
+        f.add("libvirt_node_cpu_frequency_hertz", (), _scaled(host.cpu_mhz, 1e6))
+        f.add("libvirt_node_memory_total_bytes", (), host.memory_total_bytes)
+        f.add("libvirt_node_memory_free_bytes", (), host.memory_free_bytes)
+        for mode, ns in sorted(host.cpu_time_ns.items()):
+            f.add("libvirt_node_cpu_seconds_total", (mode,), ns * NS)
+    for pool in snap.pools:
+        pids = (pool.name, pool.uuid)
+        f.add("libvirt_storage_pool_state", pids, pool.state)
+        f.add("libvirt_storage_pool_capacity_bytes", pids, pool.capacity_bytes)
+        f.add("libvirt_storage_pool_allocation_bytes", pids, pool.allocation_bytes)
+        f.add("libvirt_storage_pool_available_bytes", pids, pool.available_bytes)
+        f.add("libvirt_storage_pool_autostart", pids, int(pool.autostart))
+    for net in snap.networks:
+        nids = (net.name, net.uuid)
+        f.add("libvirt_network_active", nids, int(net.active))
+        f.add("libvirt_network_autostart", nids, int(net.autostart))
+        f.add("libvirt_network_info", nids + (net.bridge,), 1)
+    yield from f
+
+
+class SnapshotCollector(Collector):
+    """prometheus_client collector that reads whatever snapshot is current."""
+
+    def __init__(
+        self,
+        get_snapshot: Callable[[], Snapshot],
+        groups: frozenset[str],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._get_snapshot = get_snapshot
+        self._groups = groups
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        return snapshot_families(self._get_snapshot(), self._groups, self._clock())
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the snapshot; skip the registration-time collect
+
+
+def make_registry(get_snapshot: Callable[[], Snapshot], groups: frozenset[str]) -> CollectorRegistry:
+    """A private registry with the snapshot collector and process metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(get_snapshot, groups))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,254 @@
+"""Immutable picture of one libvirt host at one moment.
+
+The poller builds a :class:`Snapshot` and publishes it by swapping a single
+reference; every front end (Prometheus, SNMP) reads only snapshots.  Field
+names carry their unit (``_ns``, ``_kib``, ``_bytes``, ``_s``) so that every
+conversion is visible where it happens.  ``None`` means "not reported by this
+driver or for this domain"; front ends omit such values rather than invent 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# libvirt's virDomainState values.  Kept here (not in source.py) because the
+# front ends need them and must not import libvirt.
+STATE_NOSTATE = 0
+STATE_RUNNING = 1
+STATE_BLOCKED = 2
+STATE_PAUSED = 3
+STATE_SHUTDOWN = 4
+STATE_SHUTOFF = 5
+STATE_CRASHED = 6
+STATE_PMSUSPENDED = 7
+
+STATE_NAMES: Mapping[int, str] = MappingProxyType(
+    {
+        STATE_NOSTATE: "nostate",
+        STATE_RUNNING: "running",
+        STATE_BLOCKED: "blocked",
+        STATE_PAUSED: "paused",
+        STATE_SHUTDOWN: "shutdown",
+        STATE_SHUTOFF: "shutoff",
+        STATE_CRASHED: "crashed",
+        STATE_PMSUSPENDED: "pmsuspended",
+    }
+)
+
+STATE_DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
+    {
+        STATE_NOSTATE: "no state",
+        STATE_RUNNING: "the domain is running",
+        STATE_BLOCKED: "the domain is blocked on resource",
+        STATE_PAUSED: "the domain is paused by user",
+        STATE_SHUTDOWN: "the domain is being shut down",
+        STATE_SHUTOFF: "the domain is shut off",
+        STATE_CRASHED: "the domain is crashed",
+        STATE_PMSUSPENDED: "the domain is suspended by guest power management",
+    }
+)
+
+#: Poll groups, which are also the names of the ``--collector.NAME`` switches.
+DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface")
+HOST_GROUPS = ("node", "pool", "network")
+ALL_GROUPS = DOMAIN_GROUPS + HOST_GROUPS
+
+
+def frozen_map(data: Mapping[str, int] | None = None) -> Mapping[str, int]:
+    """A read-only copy of ``data`` for use inside frozen dataclasses."""
+    return MappingProxyType(dict(data or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class Vcpu:
+    number: int
+    state: int | None = None  # virVcpuState: 0 offline, 1 running, 2 blocked
+    time_ns: int | None = None
+    wait_ns: int | None = None
+    delay_ns: int | None = None
+    physical_cpu: int | None = None  # -1 in libvirt when offline: stored as None
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    target: str  # "vda"
+    device: str = "disk"  # disk, cdrom, floppy, lun
+    disk_type: str = ""  # file, block, network, volume
+    bus: str = ""
+    source: str = ""
+    driver_type: str = ""  # qcow2, raw, ...
+    read_requests: int | None = None
+    read_bytes: int | None = None
+    read_time_ns: int | None = None
+    write_requests: int | None = None
+    write_bytes: int | None = None
+    write_time_ns: int | None = None
+    flush_requests: int | None = None
+    flush_time_ns: int | None = None
+    errors: int | None = None
+    capacity_bytes: int | None = None
+    allocation_bytes: int | None = None
+    physical_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    target: str  # host-side device, "vnet3" or "tap0a"
+    mac: str = ""
+    model: str = ""
+    interface_type: str = ""  # bridge, network, ethernet, direct, ...
+    bridge: str = ""
+    network: str = ""
+    receive_bytes: int | None = None
+    receive_packets: int | None = None
+    receive_errors: int | None = None
+    receive_drops: int | None = None
+    transmit_bytes: int | None = None
+    transmit_packets: int | None = None
+    transmit_errors: int | None = None
+    transmit_drops: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """Balloon driver statistics (virDomainMemoryStats), in KiB unless named."""
+
+    actual_kib: int | None = None
+    available_kib: int | None = None
+    unused_kib: int | None = None
+    usable_kib: int | None = None
+    rss_kib: int | None = None
+    disk_caches_kib: int | None = None
+    swap_in_kib: int | None = None
+    swap_out_kib: int | None = None
+    major_faults: int | None = None
+    minor_faults: int | None = None
+    last_update_s: int | None = None  # guest-side timestamp of the stats
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    name: str
+    uuid: str
+    id: int  # -1 when inactive
+    state: int
+    state_reason: int = 0
+    persistent: bool = True
+    autostart: bool = False
+    os_type: str = ""
+    arch: str = ""
+    machine: str = ""
+    title: str = ""
+    max_memory_kib: int | None = None
+    memory_kib: int | None = None  # current balloon size
+    vcpus_current: int | None = None
+    vcpus_max: int | None = None
+    cpu_time_ns: int | None = None
+    cpu_user_ns: int | None = None
+    cpu_system_ns: int | None = None
+    memory: Memory = field(default_factory=Memory)
+    vcpus: tuple[Vcpu, ...] = ()
+    blocks: tuple[Block, ...] = ()
+    interfaces: tuple[Interface, ...] = ()
+
+    @property
+    def active(self) -> bool:
+        return self.id >= 0
+
+    @property
+    def state_name(self) -> str:
+        return STATE_NAMES.get(self.state, "nostate")
+
+    def replace_fields(self, **changes: object) -> Domain:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    hostname: str = ""
+    driver: str = ""  # virConnectGetType: "QEMU", "TEST"
+    hypervisor_version: int = 0  # libvirt's encoding: major * 1e6 + minor * 1e3 + micro
+    libvirt_version: int = 0
+    uri: str = ""
+    cpu_model: str = ""
+    cpus: int | None = None
+    cpu_mhz: int | None = None
+    memory_total_bytes: int | None = None
+    memory_free_bytes: int | None = None
+    # Host CPU time by mode (kernel, user, idle, iowait), all CPUs together.
+    cpu_time_ns: Mapping[str, int] = field(default_factory=frozen_map)
+
+
+@dataclass(frozen=True, slots=True)
+class StoragePool:
+    name: str
+    uuid: str
+    state: int  # virStoragePoolState: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible
+    autostart: bool = False
+    capacity_bytes: int | None = None
+    allocation_bytes: int | None = None
+    available_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    name: str
+    uuid: str
+    active: bool
+    autostart: bool = False
+    bridge: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the front ends serve, as of ``taken_at``.
+
+    ``up`` is False when libvirt could not be reached: ``host`` is then None
+    and ``domains`` empty, so no stale series is served as if fresh.  The
+    counters (``poll_errors``, ``reconnects``, ``events``) are cumulative over
+    the life of the process.
+    """
+
+    up: bool
+    taken_at: float  # Unix time the data describes
+    poll_duration_s: float = 0.0
+    last_success_at: float | None = None
+    host: Host | None = None
+    domains: tuple[Domain, ...] = ()
+    pools: tuple[StoragePool, ...] = ()
+    networks: tuple[Network, ...] = ()
+    poll_errors: Mapping[str, int] = field(default_factory=frozen_map)
+    reconnects: int = 0
+    events: int = 0
+    generation: int = 0  # bumps on every publish, poll or event
+    stalled: bool = False  # the current poll has run past its deadline
+
+    def domain_by_uuid(self, uuid: str) -> Domain | None:
+        for dom in self.domains:
+            if dom.uuid == uuid:
+                return dom
+        return None
+
+    def replace(self, **changes: object) -> Snapshot:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+EMPTY = Snapshot(up=False, taken_at=0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class DomainEvent:
+    """A libvirt domain event, as delivered by the source.
+
+    ``kind`` is one of defined, undefined, started, suspended, resumed,
+    stopped, shutdown, pmsuspended, crashed, or device (a device was added or
+    removed).  ``detail`` is libvirt's event detail code.
+    """
+
+    uuid: str
+    name: str
+    kind: str
+    detail: int = 0

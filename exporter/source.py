@@ -1,0 +1,788 @@
+"""The libvirt boundary: the only module that imports :mod:`libvirt`.
+
+It turns libvirt data into :mod:`exporter.snapshot` dataclasses and libvirt
+errors into :mod:`exporter.errors` exceptions.  One :class:`Source` owns one
+connection.  :meth:`Source.poll` is a blocking call meant for a worker thread;
+event callbacks arrive on libvirt's default event loop, which runs in a daemon
+thread started by :func:`start_event_loop`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import libvirt
+
+from exporter import domxml
+from exporter.errors import ConnectionLost, DomainGone, SourceError, Unsupported
+from exporter.snapshot import (
+    STATE_NOSTATE,
+    Block,
+    Domain,
+    DomainEvent,
+    Host,
+    Interface,
+    Memory,
+    Network,
+    StoragePool,
+    Vcpu,
+    frozen_map,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_GROUP_FLAGS: Mapping[str, int] = {
+    "state": libvirt.VIR_DOMAIN_STATS_STATE,
+    "cpu": libvirt.VIR_DOMAIN_STATS_CPU_TOTAL,
+    "balloon": libvirt.VIR_DOMAIN_STATS_BALLOON,
+    "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
+    "interface": libvirt.VIR_DOMAIN_STATS_INTERFACE,
+    "block": libvirt.VIR_DOMAIN_STATS_BLOCK,
+}
+
+_EVENT_NAMES: Mapping[int, str] = {
+    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
+    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
+    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
+    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
+    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
+    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
+    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
+    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
+    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
+}
+
+_CONNECTION_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_NO_CONNECT,
+        libvirt.VIR_ERR_INVALID_CONN,
+        libvirt.VIR_ERR_SYSTEM_ERROR,
+        libvirt.VIR_ERR_RPC,
+        libvirt.VIR_ERR_AUTH_FAILED,
+    }
+)
+_UNSUPPORTED_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_NO_SUPPORT,
+        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+        libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+    }
+)
+
+# libvirt prints every error to stderr unless a handler is installed; ours are
+# raised as exceptions and logged where they are handled.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_event_loop_lock = threading.Lock()
+_event_loop_started = False
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread.
+
+    Needed for events, keepalive and the close callback.  Idempotent; must
+    run before the first connection that wants events is opened.
+    """
+    global _event_loop_started
+    with _event_loop_lock:
+        if _event_loop_started:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except libvirt.libvirtError as exc:  # pragma: no cover - defensive
+                    log.warning("libvirt event loop iteration failed: %s", exc)
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _event_loop_started = True
+
+
+def _convert(exc: libvirt.libvirtError, conn: libvirt.virConnect | None = None) -> SourceError:
+    code = exc.get_error_code()
+    message = exc.get_error_message() or str(exc)
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
+        return DomainGone(message, code=code)
+    if code in _UNSUPPORTED_CODES:
+        return Unsupported(message, code=code)
+    lost = code in _CONNECTION_CODES or exc.get_error_domain() == libvirt.VIR_FROM_RPC
+    if conn is not None and not lost:
+        try:
+            lost = not conn.isAlive()
+        except libvirt.libvirtError:
+            lost = True
+    if lost:
+        return ConnectionLost(message, code=code)
+    return SourceError(message, code=code)
+
+
+@dataclass(frozen=True, slots=True)
+class PollResult:
+    host: Host
+    domains: tuple[Domain, ...]
+    pools: tuple[StoragePool, ...]
+    networks: tuple[Network, ...]
+    errors: Mapping[str, int] = field(default_factory=frozen_map)
+
+
+class Source:
+    """One libvirt connection and everything learnt about its driver."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        read_only: bool = True,
+        keepalive_interval: int = 5,
+        keepalive_count: int = 3,
+    ) -> None:
+        self.uri = uri
+        self.read_only = read_only
+        self._keepalive = (keepalive_interval, keepalive_count)
+        self._conn: libvirt.virConnect | None = None
+        self._bulk_mask: int | None = None  # stats groups the driver has in bulk
+        self._nowait = False
+        self._unsupported: set[str] = set()  # host calls the driver lacks
+        self._static: dict[str, Any] = {}
+        self._xml: dict[str, tuple[int, domxml.DomainConfig]] = {}
+        self._stale: set[str] = set()
+        self._lock = threading.Lock()
+        self._callbacks: list[int] = []
+
+    # -- connection --------------------------------------------------------
+
+    def open(self, on_close: Callable[[str], None] | None = None) -> None:
+        """Open the connection; raises :class:`SourceError` on failure."""
+        try:
+            conn = libvirt.openReadOnly(self.uri) if self.read_only else libvirt.open(self.uri)
+        except libvirt.libvirtError as exc:
+            raise ConnectionLost(exc.get_error_message() or str(exc), code=exc.get_error_code()) from None
+        self._conn = conn
+        self._bulk_mask = None
+        self._xml.clear()
+        try:
+            conn.setKeepAlive(*self._keepalive)
+        except libvirt.libvirtError as exc:
+            log.debug("keepalive not available on %s: %s", self.uri, exc.get_error_message())
+        if on_close is not None:
+            reasons = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
+
+            def closed(_conn: Any, reason: int, _opaque: Any) -> None:
+                on_close(reasons.get(reason, f"reason {reason}"))
+
+            try:
+                conn.registerCloseCallback(closed, None)
+            except libvirt.libvirtError as exc:
+                log.debug("close callback not available: %s", exc.get_error_message())
+        self._static = {
+            "hostname": self._call_or(conn.getHostname, ""),
+            "driver": self._call_or(conn.getType, ""),
+            "hypervisor_version": self._call_or(conn.getVersion, 0),
+            "libvirt_version": self._call_or(conn.getLibVersion, 0),
+            "uri": self._call_or(conn.getURI, self.uri),
+        }
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        self._callbacks.clear()
+        if conn is None:
+            return
+        try:
+            conn.unregisterCloseCallback()
+        except libvirt.libvirtError:
+            pass
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    @property
+    def connected(self) -> bool:
+        conn = self._conn
+        if conn is None:
+            return False
+        try:
+            return bool(conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    def _require(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise ConnectionLost("not connected")
+        return self._conn
+
+    def _call_or(self, fn: Callable[[], T], default: T) -> T:
+        try:
+            return fn()
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, self._conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            return default
+
+    # -- events --------------------------------------------------------------
+
+    def invalidate(self, uuid: str) -> None:
+        """Forget the cached XML of one domain (its definition changed)."""
+        with self._lock:
+            self._stale.add(uuid)
+
+    def watch(self, on_event: Callable[[DomainEvent], None]) -> None:
+        """Deliver lifecycle and device events (in libvirt's event thread)."""
+        conn = self._require()
+
+        def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+            kind = _EVENT_NAMES.get(event, f"event{event}")
+            on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind=kind, detail=detail))
+
+        def device(_conn: Any, dom: Any, _alias: str, _opaque: Any) -> None:
+            on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
+
+        try:
+            self._callbacks.append(
+                conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
+            )
+        except libvirt.libvirtError as exc:
+            raise _convert(exc, conn) from None
+        for event_id in (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED):
+            try:
+                self._callbacks.append(conn.domainEventRegisterAny(None, event_id, device, None))
+            except libvirt.libvirtError as exc:
+                log.debug("device events not available: %s", exc.get_error_message())
+
+    # -- polling -------------------------------------------------------------
+
+    def _probe(self, conn: libvirt.virConnect) -> None:
+        """Find once per connection which stats groups the driver has in bulk."""
+        enforce = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+        try:
+            sample = conn.listAllDomains(0)[:1]
+        except libvirt.libvirtError as exc:
+            raise _convert(exc, conn) from None
+        mask = 0
+        for group, flag in _GROUP_FLAGS.items():
+            try:
+                if sample:
+                    conn.domainListGetStats(sample, flag, enforce)
+                else:
+                    conn.getAllDomainStats(flag, enforce)
+            except libvirt.libvirtError as exc:
+                err = _convert(exc, conn)
+                if isinstance(err, ConnectionLost):
+                    raise err from None
+                if isinstance(err, DomainGone):  # raced with an undefine: try again next poll
+                    return
+                continue
+            mask |= flag
+        try:
+            conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+            self._nowait = True
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            self._nowait = False
+        self._bulk_mask = mask
+        missing = sorted(set(_GROUP_FLAGS) - self.bulk_groups())
+        if missing:
+            log.info("%s lacks bulk stats for %s; using per-domain calls for those", self.uri, ", ".join(missing))
+
+    def bulk_groups(self) -> frozenset[str]:
+        """Stats groups served by getAllDomainStats on this connection."""
+        mask = self._bulk_mask or 0
+        return frozenset(g for g, f in _GROUP_FLAGS.items() if mask & f)
+
+    def poll(self, groups: Iterable[str], keep: Callable[[str], bool] = lambda _name: True) -> PollResult:
+        """Read the whole host once.  Raises :class:`ConnectionLost` only."""
+        conn = self._require()
+        wanted = frozenset(groups) | {"state"}
+        if self._bulk_mask is None:
+            self._probe(conn)
+        errors: Counter[str] = Counter()
+        mask = 0
+        for group in wanted:
+            if group in _GROUP_FLAGS and (self._bulk_mask or 0) & _GROUP_FLAGS[group]:
+                mask |= _GROUP_FLAGS[group]
+        bulk = mask
+        flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT if self._nowait else 0
+        try:
+            raw: list[tuple[Any, dict[str, Any]]] = conn.getAllDomainStats(mask, flags)
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            log.warning("bulk stats failed on %s, falling back to per-domain calls: %s", self.uri, err)
+            errors["state"] += 1
+            bulk = 0
+            try:
+                raw = [(dom, {}) for dom in conn.listAllDomains(0)]
+            except libvirt.libvirtError as exc2:
+                raise _convert(exc2, conn) from None
+
+        autostart = self._uuid_set(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART, errors)
+        transient = self._uuid_set(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, errors)
+        with self._lock:
+            stale, self._stale = self._stale, set()
+        seen: set[str] = set()
+        domains: list[Domain] = []
+        for dom, stats in raw:
+            try:
+                name = dom.name()
+                if not keep(name):
+                    continue
+                uuid = dom.UUIDString()
+                seen.add(uuid)
+                domains.append(
+                    self._domain(conn, dom, name, uuid, stats, bulk, wanted, uuid in stale, errors,
+                                 autostart=uuid in autostart, persistent=uuid not in transient)
+                )
+            except libvirt.libvirtError as exc:
+                self._skip_domain(_convert(exc, conn), errors)
+            except SourceError as err:
+                self._skip_domain(err, errors)
+        for uuid in set(self._xml) - seen:
+            del self._xml[uuid]
+        host = self._host(conn, wanted, errors)
+        pools = self._pools(conn, errors) if "pool" in wanted else ()
+        networks = self._networks(conn, errors) if "network" in wanted else ()
+        domains.sort(key=lambda d: d.name)
+        return PollResult(host=host, domains=tuple(domains), pools=pools, networks=networks, errors=frozen_map(errors))
+
+    @staticmethod
+    def _skip_domain(err: SourceError, errors: Counter[str]) -> None:
+        """A domain that vanished mid-poll is skipped; other failures are counted."""
+        if isinstance(err, ConnectionLost):
+            raise err
+        if isinstance(err, DomainGone):
+            log.debug("domain vanished during the poll; skipped")
+            return
+        errors["state"] += 1
+        log.warning("domain skipped in this poll: %s", err)
+
+    def _uuid_set(self, conn: libvirt.virConnect, flag: int, errors: Counter[str]) -> frozenset[str]:
+        try:
+            return frozenset(d.UUIDString() for d in conn.listAllDomains(flag))
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            errors["state"] += 1
+            return frozenset()
+
+    def _config(self, dom: Any, uuid: str, dom_id: int, stale: bool) -> domxml.DomainConfig:
+        cached = self._xml.get(uuid)
+        if cached is not None and cached[0] == dom_id and not stale:
+            return cached[1]
+        try:
+            config = domxml.parse(dom.XMLDesc(0))
+        except libvirt.libvirtError as exc:
+            raise _convert(exc, self._conn) from None
+        self._xml[uuid] = (dom_id, config)
+        return config
+
+    def _domain(
+        self,
+        conn: libvirt.virConnect,
+        dom: Any,
+        name: str,
+        uuid: str,
+        stats: dict[str, Any],
+        bulk: int,
+        wanted: frozenset[str],
+        stale: bool,
+        errors: Counter[str],
+        *,
+        autostart: bool,
+        persistent: bool,
+    ) -> Domain:
+        dom_id = dom.ID()
+        cfg = self._config(dom, uuid, dom_id, stale)
+        if "state.state" in stats:
+            state, reason = int(stats["state.state"]), int(stats.get("state.reason", 0))
+        else:
+            try:
+                state, reason = dom.state(0)
+            except libvirt.libvirtError as exc:
+                raise _convert(exc, conn) from None
+        active = dom_id >= 0
+        info: list[int] | None = None
+
+        def get_info() -> list[int] | None:
+            nonlocal info
+            if info is None:
+                info = self._domain_call(dom.info, "state", errors)
+            return info
+
+        def in_bulk(group: str) -> bool:
+            return bool(bulk & _GROUP_FLAGS[group])
+
+        max_kib = _opt_int(stats.get("balloon.maximum"))
+        cur_kib = _opt_int(stats.get("balloon.current"))
+        cpu_ns = _opt_int(stats.get("cpu.time"))
+        user_ns = _opt_int(stats.get("cpu.user"))
+        system_ns = _opt_int(stats.get("cpu.system"))
+        if active and (max_kib is None or cur_kib is None or ("cpu" in wanted and not in_bulk("cpu"))):
+            i = get_info()
+            if i is not None:
+                max_kib = max_kib if max_kib is not None else i[1]
+                cur_kib = cur_kib if cur_kib is not None else i[2]
+                if cpu_ns is None and "cpu" in wanted:
+                    cpu_ns = i[4]
+        if active and "cpu" in wanted and not in_bulk("cpu") and user_ns is None:
+            cpu_stats = self._domain_call(lambda: dom.getCPUStats(True), "cpu", errors)
+            if cpu_stats:
+                user_ns = _opt_int(cpu_stats[0].get("user_time"))
+                system_ns = _opt_int(cpu_stats[0].get("system_time"))
+        if max_kib is None:
+            max_kib = cfg.max_memory_kib
+        if cur_kib is None:
+            cur_kib = cfg.memory_kib
+
+        memory = Memory()
+        if "balloon" in wanted:
+            if in_bulk("balloon"):
+                memory = _memory_from(stats, "balloon.", "last-update")
+            elif active:
+                mstats = self._domain_call(dom.memoryStats, "balloon", errors)
+                if mstats:
+                    memory = _memory_from(mstats, "", "last_update")
+
+        vcpus_current = _opt_int(stats.get("vcpu.current"))
+        vcpus_max = _opt_int(stats.get("vcpu.maximum"))
+        vcpus: tuple[Vcpu, ...] = ()
+        if "vcpu" in wanted and active:
+            vcpus = self._vcpus(dom, stats if in_bulk("vcpu") else None, vcpus_current, errors)
+            if vcpus_current is None and vcpus:
+                vcpus_current = len(vcpus)
+        if vcpus_current is None:
+            i = get_info() if active else None
+            vcpus_current = i[3] if i is not None else cfg.vcpus_current
+        if vcpus_max is None:
+            vcpus_max = cfg.vcpus_max
+
+        blocks: tuple[Block, ...] = ()
+        if "block" in wanted:
+            blocks = self._blocks(dom, cfg, stats if in_bulk("block") else None, active, errors)
+        interfaces: tuple[Interface, ...] = ()
+        if "interface" in wanted:
+            interfaces = self._interfaces(dom, cfg, stats if in_bulk("interface") else None, active, errors)
+
+        return Domain(
+            name=name,
+            uuid=uuid,
+            id=dom_id,
+            state=state if state in range(0, 8) else STATE_NOSTATE,
+            state_reason=reason,
+            persistent=persistent,
+            autostart=autostart,
+            os_type=cfg.os_type,
+            arch=cfg.arch,
+            machine=cfg.machine,
+            title=cfg.title,
+            max_memory_kib=max_kib,
+            memory_kib=cur_kib,
+            vcpus_current=vcpus_current,
+            vcpus_max=vcpus_max,
+            cpu_time_ns=cpu_ns,
+            cpu_user_ns=user_ns,
+            cpu_system_ns=system_ns,
+            memory=memory,
+            vcpus=vcpus,
+            blocks=blocks,
+            interfaces=interfaces,
+        )
+
+    def _domain_call(self, fn: Callable[[], T], group: str, errors: Counter[str]) -> T | None:
+        """Run one per-domain call; count a failure against ``group``."""
+        try:
+            return fn()
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, self._conn)
+            if isinstance(err, (ConnectionLost, DomainGone)):
+                raise err from None
+            errors[group] += 1
+            log.debug("%s call failed: %s", group, err)
+            return None
+
+    def _vcpus(
+        self, dom: Any, stats: dict[str, Any] | None, current: int | None, errors: Counter[str]
+    ) -> tuple[Vcpu, ...]:
+        placement: dict[int, tuple[int, int, int]] = {}
+        info = self._domain_call(dom.vcpus, "vcpu", errors)
+        if info:
+            for number, state, time_ns, cpu in info[0]:
+                placement[number] = (state, time_ns, cpu)
+        if stats is not None:
+            count = _opt_int(stats.get("vcpu.maximum")) or current or 0
+            result = []
+            for n in range(count):
+                prefix = f"vcpu.{n}."
+                if prefix + "state" not in stats:
+                    continue
+                cpu = placement.get(n, (0, 0, -1))[2]
+                result.append(
+                    Vcpu(
+                        number=n,
+                        state=_opt_int(stats.get(prefix + "state")),
+                        time_ns=_opt_int(stats.get(prefix + "time")),
+                        wait_ns=_opt_int(stats.get(prefix + "wait")),
+                        delay_ns=_opt_int(stats.get(prefix + "delay")),
+                        physical_cpu=cpu if cpu >= 0 else None,
+                    )
+                )
+            return tuple(result)
+        return tuple(
+            Vcpu(number=n, state=s, time_ns=t, physical_cpu=c if c >= 0 else None)
+            for n, (s, t, c) in sorted(placement.items())
+        )
+
+    def _blocks(
+        self, dom: Any, cfg: domxml.DomainConfig, stats: dict[str, Any] | None, active: bool, errors: Counter[str]
+    ) -> tuple[Block, ...]:
+        result: dict[str, Block] = {
+            d.target: Block(
+                target=d.target, device=d.device, disk_type=d.disk_type, bus=d.bus, source=d.source,
+                driver_type=d.driver_type,
+            )
+            for d in cfg.disks
+        }
+        if stats is not None:
+            for n in range(_opt_int(stats.get("block.count")) or 0):
+                p = f"block.{n}."
+                target = stats.get(p + "name")
+                if not target:
+                    continue
+                base = result.get(target) or Block(target=target, source=str(stats.get(p + "path", "")))
+                result[target] = _replace(
+                    base,
+                    source=base.source or str(stats.get(p + "path", "")),
+                    read_requests=_opt_int(stats.get(p + "rd.reqs")),
+                    read_bytes=_opt_int(stats.get(p + "rd.bytes")),
+                    read_time_ns=_opt_int(stats.get(p + "rd.times")),
+                    write_requests=_opt_int(stats.get(p + "wr.reqs")),
+                    write_bytes=_opt_int(stats.get(p + "wr.bytes")),
+                    write_time_ns=_opt_int(stats.get(p + "wr.times")),
+                    flush_requests=_opt_int(stats.get(p + "fl.reqs")),
+                    flush_time_ns=_opt_int(stats.get(p + "fl.times")),
+                    capacity_bytes=_opt_int(stats.get(p + "capacity")),
+                    allocation_bytes=_opt_int(stats.get(p + "allocation")),
+                    physical_bytes=_opt_int(stats.get(p + "physical")),
+                )
+        elif active:
+            for target, base in list(result.items()):
+                if base.device not in ("disk", "lun") or not base.source:
+                    continue
+                io = self._domain_call(lambda t=target: dom.blockStats(t), "block", errors)
+                size = self._domain_call(lambda t=target: dom.blockInfo(t), "block", errors)
+                changes: dict[str, int | None] = {}
+                if io is not None:
+                    rd_req, rd_bytes, wr_req, wr_bytes, errs = io
+                    changes.update(
+                        read_requests=_nonneg(rd_req), read_bytes=_nonneg(rd_bytes),
+                        write_requests=_nonneg(wr_req), write_bytes=_nonneg(wr_bytes), errors=_nonneg(errs),
+                    )
+                if size is not None:
+                    changes.update(capacity_bytes=size[0], allocation_bytes=size[1], physical_bytes=size[2])
+                result[target] = _replace(base, **changes)
+        return tuple(result.values())
+
+    def _interfaces(
+        self, dom: Any, cfg: domxml.DomainConfig, stats: dict[str, Any] | None, active: bool, errors: Counter[str]
+    ) -> tuple[Interface, ...]:
+        if not active:
+            return ()
+        configured = {n.target: n for n in cfg.nics if n.target}
+        result: dict[str, Interface] = {
+            t: Interface(target=t, mac=n.mac, model=n.model, interface_type=n.interface_type,
+                         bridge=n.bridge, network=n.network)
+            for t, n in configured.items()
+        }
+        if stats is not None:
+            for n in range(_opt_int(stats.get("net.count")) or 0):
+                p = f"net.{n}."
+                target = stats.get(p + "name")
+                if not target:
+                    continue
+                base = result.get(target) or Interface(target=target)
+                result[target] = _replace(base, **_net_counters(
+                    stats.get(p + "rx.bytes"), stats.get(p + "rx.pkts"), stats.get(p + "rx.errs"),
+                    stats.get(p + "rx.drop"), stats.get(p + "tx.bytes"), stats.get(p + "tx.pkts"),
+                    stats.get(p + "tx.errs"), stats.get(p + "tx.drop"),
+                ))
+        else:
+            for target, base in list(result.items()):
+                io = self._domain_call(lambda t=target: dom.interfaceStats(t), "interface", errors)
+                if io is not None:
+                    result[target] = _replace(base, **_net_counters(*io))
+        return tuple(result.values())
+
+    def _host(self, conn: libvirt.virConnect, wanted: frozenset[str], errors: Counter[str]) -> Host:
+        static = self._static
+        host = Host(
+            hostname=static.get("hostname", ""),
+            driver=static.get("driver", ""),
+            hypervisor_version=static.get("hypervisor_version", 0),
+            libvirt_version=static.get("libvirt_version", 0),
+            uri=static.get("uri", self.uri),
+        )
+        if "node" not in wanted:
+            return host
+        info = self._host_call(conn.getInfo, "getInfo", errors)
+        cpu_times: dict[str, int] = {}
+        raw_cpu = self._host_call(lambda: conn.getCPUStats(-1), "getCPUStats", errors)
+        if raw_cpu:
+            cpu_times = {k: int(v) for k, v in raw_cpu.items()}
+        total: int | None = None
+        free: int | None = None
+        mem = self._host_call(lambda: conn.getMemoryStats(-1), "getMemoryStats", errors)
+        if mem:
+            total = mem.get("total", 0) * 1024 if "total" in mem else None
+            if "free" in mem:
+                free = (mem.get("free", 0) + mem.get("buffers", 0) + mem.get("cached", 0)) * 1024
+        if total is None and info:
+            total = int(info[1]) * 1024 * 1024
+        if free is None:
+            free_bytes = self._host_call(conn.getFreeMemory, "getFreeMemory", errors)
+            free = int(free_bytes) if free_bytes is not None else None
+        return Host(
+            hostname=host.hostname,
+            driver=host.driver,
+            hypervisor_version=host.hypervisor_version,
+            libvirt_version=host.libvirt_version,
+            uri=host.uri,
+            cpu_model=str(info[0]) if info else "",
+            cpus=int(info[2]) if info else None,
+            cpu_mhz=int(info[3]) if info else None,
+            memory_total_bytes=total,
+            memory_free_bytes=free,
+            cpu_time_ns=frozen_map(cpu_times),
+        )
+
+    def _host_call(self, fn: Callable[[], T], name: str, errors: Counter[str]) -> T | None:
+        if name in self._unsupported:
+            return None
+        try:
+            return fn()
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, self._conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            if isinstance(err, Unsupported):
+                log.info("%s is not supported by %s; not asked again on this connection", name, self.uri)
+                self._unsupported.add(name)
+            else:
+                errors["node"] += 1
+            return None
+
+    def _pools(self, conn: libvirt.virConnect, errors: Counter[str]) -> tuple[StoragePool, ...]:
+        try:
+            pools = conn.listAllStoragePools(0)
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            if not isinstance(err, Unsupported):
+                errors["pool"] += 1
+            return ()
+        result = []
+        for pool in pools:
+            try:
+                state, capacity, allocation, available = pool.info()
+                running = state == libvirt.VIR_STORAGE_POOL_RUNNING
+                result.append(
+                    StoragePool(
+                        name=pool.name(), uuid=pool.UUIDString(), state=state, autostart=bool(pool.autostart()),
+                        capacity_bytes=capacity if running else None,
+                        allocation_bytes=allocation if running else None,
+                        available_bytes=available if running else None,
+                    )
+                )
+            except libvirt.libvirtError as exc:
+                err = _convert(exc, conn)
+                if isinstance(err, ConnectionLost):
+                    raise err from None
+                errors["pool"] += 1
+        return tuple(sorted(result, key=lambda p: p.name))
+
+    def _networks(self, conn: libvirt.virConnect, errors: Counter[str]) -> tuple[Network, ...]:
+        try:
+            nets = conn.listAllNetworks(0)
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, conn)
+            if isinstance(err, ConnectionLost):
+                raise err from None
+            if not isinstance(err, Unsupported):
+                errors["network"] += 1
+            return ()
+        result = []
+        for net in nets:
+            try:
+                try:
+                    bridge = net.bridgeName() or ""
+                except libvirt.libvirtError:
+                    bridge = ""  # networks without a bridge (macvtap, hostdev)
+                result.append(
+                    Network(name=net.name(), uuid=net.UUIDString(), active=bool(net.isActive()),
+                            autostart=bool(net.autostart()), bridge=bridge)
+                )
+            except libvirt.libvirtError as exc:
+                err = _convert(exc, conn)
+                if isinstance(err, ConnectionLost):
+                    raise err from None
+                errors["network"] += 1
+        return tuple(sorted(result, key=lambda n: n.name))
+
+
+def _opt_int(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _nonneg(value: int) -> int | None:
+    """libvirt reports -1 for "not available" in the old tuple-returning calls."""
+    return value if value >= 0 else None
+
+
+def _net_counters(*values: Any) -> dict[str, int | None]:
+    names = (
+        "receive_bytes", "receive_packets", "receive_errors", "receive_drops",
+        "transmit_bytes", "transmit_packets", "transmit_errors", "transmit_drops",
+    )
+    return {n: (_nonneg(int(v)) if v is not None else None) for n, v in zip(names, values)}
+
+
+def _memory_from(stats: Mapping[str, Any], prefix: str, last_update_key: str) -> Memory:
+    def get(key: str) -> int | None:
+        return _opt_int(stats.get(prefix + key))
+
+    return Memory(
+        actual_kib=get("current") if prefix else get("actual"),
+        available_kib=get("available"),
+        unused_kib=get("unused"),
+        usable_kib=get("usable"),
+        rss_kib=get("rss"),
+        disk_caches_kib=get("disk_caches"),
+        swap_in_kib=get("swap_in"),
+        swap_out_kib=get("swap_out"),
+        major_faults=get("major_fault"),
+        minor_faults=get("minor_fault"),
+        last_update_s=get(last_update_key),
+    )
+
+
+def _replace(obj: T, **changes: Any) -> T:
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]

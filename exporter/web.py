@@ -1,0 +1,166 @@
+"""HTTP front end: ``/metrics``, a landing page at ``/`` and ``/healthz``.
+
+Each listen address gets a threading HTTP server in a daemon thread.  Handlers
+only render the current snapshot; they never call libvirt.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from exporter import __version__
+from exporter.config import ListenAddress
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(self, address: tuple[str, int], family: socket.AddressFamily, dual: bool, app: _App) -> None:
+        self.address_family = family
+        self.dual = dual
+        self.app = app
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        if self.address_family == socket.AF_INET6:
+            # The wildcard address serves IPv4 too on the IPv6 socket.
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if self.dual else 1)
+        super().server_bind()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.debug("HTTP request from %s failed", client_address, exc_info=True)
+
+
+class _App:
+    def __init__(self, metrics_path: str, render_metrics: Callable[[], bytes], health: Callable[[], dict[str, Any]]):
+        self.metrics_path = metrics_path
+        self.render_metrics = render_metrics
+        self.health = health
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = f"libvirt-exporter/{__version__}"
+    protocol_version = "HTTP/1.1"
+    timeout = 30  # seconds a client may take to send its request
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _send(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
+        encoding = ""
+        if len(body) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            encoding = "gzip"
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if encoding:
+            self.send_header("Content-Encoding", encoding)
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _route(self, head: bool) -> None:
+        app = self.server.app
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == app.metrics_path:
+                self._send(200, app.render_metrics(), CONTENT_TYPE, head)
+            elif path == "/healthz":
+                self._send(200, (json.dumps(app.health()) + "\n").encode(), "application/json", head)
+            elif path == "/":
+                self._send(200, _landing(app.metrics_path), "text/html; charset=utf-8", head)
+            else:
+                self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except Exception:
+            log.exception("error serving %s", path)
+            self._send(500, b"internal error\n", "text/plain; charset=utf-8", head)
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+        self._route(head=False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._route(head=True)
+
+    def _not_allowed(self) -> None:
+        self.send_response(405)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+
+def _landing(metrics_path: str) -> bytes:
+    return (
+        "<!DOCTYPE html><html><head><title>libvirt exporter</title></head><body>"
+        f"<h1>libvirt exporter {__version__}</h1>"
+        f'<p><a href="{metrics_path}">Metrics</a> &middot; <a href="/healthz">Health</a></p>'
+        "</body></html>\n"
+    ).encode()
+
+
+def _bind_targets(address: ListenAddress) -> list[tuple[socket.AddressFamily, str, bool]]:
+    if address.host == "":
+        if socket.has_ipv6:
+            return [(socket.AF_INET6, "::", True)]
+        return [(socket.AF_INET, "0.0.0.0", False)]
+    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"cannot resolve {address.host}")
+    family, _, _, _, sockaddr = infos[0]
+    return [(socket.AddressFamily(family), str(sockaddr[0]), False)]
+
+
+class WebServer:
+    """The HTTP listeners.  ``start`` raises OSError if an address cannot be bound."""
+
+    def __init__(
+        self,
+        addresses: tuple[ListenAddress, ...],
+        metrics_path: str,
+        render_metrics: Callable[[], bytes],
+        health: Callable[[], dict[str, Any]],
+    ) -> None:
+        self._addresses = addresses
+        self._app = _App(metrics_path, render_metrics, health)
+        self._servers: list[_Server] = []
+        self.bound: list[tuple[str, int]] = []
+
+    def start(self) -> None:
+        for address in self._addresses:
+            for family, host, dual in _bind_targets(address):
+                try:
+                    server = _Server((host, address.port), family, dual, self._app)
+                except OSError as exc:
+                    if dual:  # IPv6 disabled on this host: fall back to IPv4 only
+                        server = _Server(("0.0.0.0", address.port), socket.AF_INET, False, self._app)
+                    else:
+                        self.stop()
+                        raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+                self._servers.append(server)
+                self.bound.append(server.server_address[:2])
+                threading.Thread(target=server.serve_forever, name=f"http-{address}", daemon=True).start()
+                log.info("serving metrics on http://%s%s", address, self._app.metrics_path)
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        self._servers.clear()

@@ -1,0 +1,129 @@
+"""Shared fixtures.
+
+Tiers:
+- the test driver (``test:///default`` and generated node files), always;
+- the real hypervisor (``realqemu`` marker): a private libvirtd running two
+  QEMU domains (KVM when /dev/kvm is usable, TCG otherwise).
+
+With CI=true a tier that cannot run fails with the reason; elsewhere it is
+skipped with the reason (shown by ``-ra``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from exporter.hostgen import HostShape, node_xml
+from tests.support.libvirtd import DaemonError, PrivateLibvirtd, kvm_usable
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_HOST = ROOT / "examples" / "demo-host.xml"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip outside CI, fail in CI: no tier may silently skip there."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_tool(name: str, package: str) -> str:
+    path = shutil.which(name)
+    require(path is not None, f"{name} not found (Debian package {package})")
+    return str(path)
+
+
+@pytest.fixture
+def demo_uri() -> str:
+    return f"test://{DEMO_HOST}"
+
+
+@pytest.fixture(scope="session")
+def make_host(tmp_path_factory: pytest.TempPathFactory) -> Callable[[HostShape], str]:
+    """Write a generated node file and return its test-driver URI."""
+    folder = tmp_path_factory.mktemp("hosts")
+
+    def make(shape: HostShape) -> str:
+        path = folder / f"host-{shape.domains}x{shape.disks}x{shape.nics}x{shape.vcpus}-{shape.mixed_states}.xml"
+        if not path.exists():
+            path.write_text(node_xml(shape), encoding="utf-8")
+        return f"test://{path}"
+
+    return make
+
+
+@dataclass
+class RealHost:
+    daemon: PrivateLibvirtd
+    domains: tuple[str, ...]
+    uri: str
+    kvm: bool
+
+
+def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool) -> str:
+    return f"""<domain type='{"kvm" if kvm else "qemu"}'>
+  <name>{name}</name>
+  <memory unit='MiB'>128</memory>
+  <vcpu>2</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <features><acpi/></features>
+  <devices>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='{disk}'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <interface type='ethernet'>
+      <target dev='{tap}'/>
+      <model type='virtio'/>
+      <rom enabled='no'/>
+    </interface>
+    <memballoon model='virtio'/>
+  </devices>
+</domain>
+"""
+
+
+@pytest.fixture(scope="session")
+def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
+    """A private libvirtd with two running QEMU domains, torn down at the end."""
+    require(os.geteuid() == 0, "the real tier needs root")
+    for tool, package in (("libvirtd", "libvirt-daemon"), ("virtlogd", "libvirt-daemon"),
+                          ("virsh", "libvirt-clients"), ("qemu-system-x86_64", "qemu-system-x86"),
+                          ("qemu-img", "qemu-utils")):
+        require_tool(tool, package)
+    root = tmp_path_factory.mktemp("libvirtd")
+    root.chmod(0o755)
+    daemon = PrivateLibvirtd(root)
+    try:
+        daemon.start()
+    except DaemonError as exc:
+        require(False, f"cannot start a private libvirtd: {exc}")
+    kvm = kvm_usable()
+    names = []
+    tag = os.getpid() % 10000
+    try:
+        for i in range(2):
+            name = f"lxe-real{i}"
+            disk = root / f"{name}.qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+            xml = root / f"{name}.xml"
+            xml.write_text(_real_domain_xml(name, disk, f"lxe{tag}t{i}", kvm), encoding="utf-8")
+            daemon.virsh("define", str(xml))
+            daemon.virsh("start", name)
+            names.append(name)
+    except DaemonError as exc:
+        daemon.shutdown()
+        require(False, f"cannot start QEMU domains under the private libvirtd: {exc}\n{daemon.tail()}")
+    yield RealHost(daemon=daemon, domains=tuple(names), uri=daemon.uri(), kvm=kvm)
+    daemon.shutdown()

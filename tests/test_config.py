@@ -1,0 +1,165 @@
+"""Configuration: layering, validation, and the CLI's exit code 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from exporter.cli import load_config
+from exporter.config import ListenAddress, parse_duration, parse_listen_address, resolve
+from exporter.errors import ConfigError
+from tests.support.process import ROOT
+
+
+def test_defaults() -> None:
+    """With nothing given, every documented default applies."""
+    config = resolve({}, {}, {})
+    assert config.libvirt_uri == "test:///default"
+    assert config.poll_interval_s == 15.0
+    assert config.poll_deadline_s == 15.0
+    assert config.listen_addresses == (ListenAddress("", 9177),)
+    assert config.telemetry_path == "/metrics"
+    assert "block" in config.collectors and "pool" in config.collectors
+
+
+def test_file_then_env_then_cli() -> None:
+    """The command line beats the environment, which beats the file."""
+    file_data = {"libvirt": {"uri": "qemu:///system", "poll_interval": 30, "keepalive_count": 4},
+                 "web": {"listen_address": ["127.0.0.1:9100"]}}
+    env = {"LIBVIRT_EXPORTER_LIBVIRT_POLL_INTERVAL": "20s", "LIBVIRT_EXPORTER_WEB_TELEMETRY_PATH": "/m"}
+    cli = {"libvirt.poll_interval": "5s"}
+    config = resolve(cli, env, file_data)
+    assert config.libvirt_uri == "qemu:///system"  # file only
+    assert config.keepalive_count == 4
+    assert config.telemetry_path == "/m"  # env only
+    assert config.poll_interval_s == 5.0  # cli wins over env and file
+    assert config.listen_addresses == (ListenAddress("127.0.0.1", 9100),)
+    assert resolve({}, env, file_data).poll_interval_s == 20.0  # env wins over file
+
+
+def test_collectors_and_filters() -> None:
+    """Collector switches and the include/exclude filter resolve from every layer."""
+    config = resolve({"collectors.block": False}, {"LIBVIRT_EXPORTER_COLLECTORS_POOL": "off"},
+                     {"collectors": {"vcpu": False}, "domains": {"include": "web.*", "exclude": "web9"}})
+    assert not {"block", "pool", "vcpu"} & config.collectors
+    assert "interface" in config.collectors
+    assert config.keep_domain("web1") and not config.keep_domain("web9") and not config.keep_domain("db1")
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [(15, 15.0), ("15", 15.0), ("15s", 15.0), ("500ms", 0.5), ("2m", 120.0), (0.25, 0.25)]
+)
+def test_durations(raw: object, seconds: float) -> None:
+    """Durations accept plain seconds and ms/s/m/h suffixes."""
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(":9177", ListenAddress("", 9177)), ("127.0.0.1:1", ListenAddress("127.0.0.1", 1)),
+     ("[::1]:9177", ListenAddress("::1", 9177)), ("localhost:80", ListenAddress("localhost", 80))],
+)
+def test_listen_addresses(raw: str, expected: ListenAddress) -> None:
+    """IPv4, IPv6 in brackets, host names and the wildcard all parse."""
+    assert parse_listen_address(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("layer", "key", "value", "fragment"),
+    [
+        ("file", "libvirt.poll_interval", "soon", "expected a duration"),
+        ("file", "libvirt.poll_interval", -1, "greater than zero"),
+        ("file", "libvirt.uri", "not a uri!", "neither a libvirt URI"),
+        ("file", "libvirt.uri", 42, "expected a string"),
+        ("file", "web.listen_address", "127.0.0.1:99999", "out of range"),
+        ("file", "web.listen_address", "::1:9177", "brackets"),
+        ("file", "libvirt.keepalive_count", "three", "whole number"),
+        ("file", "collectors.block", "maybe", "true or false"),
+        ("file", "domains.include", "web[", "regular expression"),
+        ("file", "log.level", "loud", "expected one of"),
+        ("file", "web.telemetry_path", "metrics", "absolute path"),
+        ("env", "libvirt.poll_interval", "0", "greater than zero"),
+        ("cli", "libvirt.poll_interval", "fast", "expected a duration"),
+    ],
+)
+def test_bad_values_name_the_key(layer: str, key: str, value: object, fragment: str) -> None:
+    """Each bad value is refused with the key, the reason and where it came from."""
+    section, name = key.split(".")
+    layers: dict[str, dict] = {"cli": {}, "env": {}, "file": {}}
+    if layer == "file":
+        layers["file"] = {section: {name: value}}
+    elif layer == "env":
+        layers["env"] = {f"LIBVIRT_EXPORTER_{section.upper()}_{name.upper()}": value}
+    else:
+        layers["cli"] = {key: value}
+    with pytest.raises(ConfigError) as info:
+        resolve(layers["cli"], layers["env"], layers["file"])
+    assert info.value.key == key
+    assert fragment in str(info.value)
+    assert {"file": "config file", "env": "environment", "cli": "command line"}[layer] in str(info.value)
+
+
+def test_unknown_keys_are_refused() -> None:
+    """Typos in the file or the environment are errors, not silently ignored."""
+    with pytest.raises(ConfigError, match="libvirt.pol_interval: unknown key"):
+        resolve({}, {}, {"libvirt": {"pol_interval": 5}})
+    with pytest.raises(ConfigError, match="LIBVIRT_EXPORTER_LIBVIRT_URL: unknown environment variable"):
+        resolve({}, {"LIBVIRT_EXPORTER_LIBVIRT_URL": "qemu:///system"}, {})
+
+
+def test_cli_flags_map_to_settings(tmp_path) -> None:
+    """Flags such as --libvirt.poll-interval and --no-collector.block reach the config."""
+    path = tmp_path / "c.toml"
+    path.write_text('[libvirt]\nuri = "qemu:///system"\npoll_interval = "30s"\n')
+    command, config = load_config(
+        ["dump", "--config.file", str(path), "--libvirt.poll-interval", "3s", "--no-collector.block",
+         "--domain.exclude", "tmp-.*"], {}
+    )
+    assert command == "dump"
+    assert config.libvirt_uri == "qemu:///system"
+    assert config.poll_interval_s == 3.0
+    assert "block" not in config.collectors
+    assert not config.keep_domain("tmp-1")
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "exporter", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30, env={"PATH": "/usr/bin:/bin", **(env or {})})
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["--libvirt.poll-interval", "abc"], {}, "libvirt.poll_interval: expected a duration"),
+        (["--web.listen-address", "nowhere"], {}, "web.listen_address: expected HOST:PORT"),
+        ([], {"LIBVIRT_EXPORTER_LIBVIRT_URI": "::bad::"}, "libvirt.uri:"),
+        (["--config.file", "/nonexistent/x.toml"], {}, "config.file: /nonexistent/x.toml: no such file"),
+    ],
+)
+def test_cli_exit_code_2(args: list[str], env: dict[str, str], expected: str) -> None:
+    """A bad setting stops the command at once: one line on stderr, exit 2."""
+    result = _run(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_bad_toml(tmp_path) -> None:
+    """A config file that is not TOML is reported with its path, exit 2."""
+    path = tmp_path / "broken.toml"
+    path.write_text("[libvirt\nuri=")
+    result = _run("--config.file", str(path))
+    assert result.returncode == 2
+    assert f"{path}: not valid TOML" in result.stderr
+
+
+def test_version_and_help() -> None:
+    """--version prints the version; --help lists every setting with its variable."""
+    assert _run("--version").stdout.startswith("libvirt-exporter 0.")
+    text = _run("--help").stdout
+    for flag in ("--libvirt.uri", "--web.listen-address", "--collector.block", "--no-collector.block",
+                 "LIBVIRT_EXPORTER_LIBVIRT_POLL_INTERVAL", "--domain.include"):
+        assert flag in text

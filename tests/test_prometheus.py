@@ -1,0 +1,160 @@
+"""The Prometheus front end: names, values, units, promtool, and the README table."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.poller import ERROR_GROUPS
+from exporter.prometheus import SPECS, SnapshotCollector
+from exporter.snapshot import ALL_GROUPS, Snapshot, frozen_map
+from exporter.source import Source
+from tests.conftest import ROOT, require_tool
+
+
+def _snapshot(uri: str, groups=ALL_GROUPS) -> Snapshot:
+    source = Source(uri)
+    source.open()
+    started = time.time()
+    result = source.poll(groups)
+    source.close()
+    return Snapshot(up=True, taken_at=started, poll_duration_s=0.01, last_success_at=started, host=result.host,
+                    domains=result.domains, pools=result.pools, networks=result.networks,
+                    poll_errors=frozen_map({g: 0 for g in ERROR_GROUPS} | dict(result.errors)))
+
+
+def _registry(snap: Snapshot, groups=frozenset(ALL_GROUPS)) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SnapshotCollector(lambda: snap, frozenset(groups)))
+    return registry
+
+
+def test_values_and_units(demo_uri: str) -> None:
+    """Each family carries the snapshot's value in base units with domain and uuid labels."""
+    snap = _snapshot(demo_uri)
+    reg = _registry(snap)
+    web1 = next(d for d in snap.domains if d.name == "web1")
+    ids = {"domain": "web1", "uuid": web1.uuid}
+    get = reg.get_sample_value
+    assert get("libvirt_up") == 1
+    assert get("libvirt_domains_number") == 6
+    assert get("libvirt_domain_state_code", ids) == 1
+    assert get("libvirt_domain_state_code", {"domain": "batch1", "uuid": "4d1f0a52-0c6c-4c3e-9b1a-0000000000c1"}) == 3
+    assert get("libvirt_domain_info_maximum_memory_bytes", ids) == 4096 * 1024 * 1024
+    assert get("libvirt_domain_info_memory_usage_bytes", ids) == 3072 * 1024 * 1024
+    assert get("libvirt_domain_info_virtual_cpus", ids) == 4
+    assert get("libvirt_domain_info_cpu_time_seconds_total", ids) == pytest.approx(web1.cpu_time_ns / 1e9)
+    assert get("libvirt_domain_info", {**ids, "os_type": "hvm", "os_type_arch": "x86_64", "os_type_machine": "pc",
+                                       "state_desc": "the domain is running", "persistent": "true",
+                                       "autostart": "false"}) == 1
+    vda = {**ids, "target_device": "vda"}
+    assert get("libvirt_domain_block_stats_read_bytes_total", vda) == web1.blocks[0].read_bytes
+    assert get("libvirt_domain_block_stats_capacity_bytes", vda) == web1.blocks[0].capacity_bytes
+    assert get("libvirt_domain_block_stats_info", {**vda, "device": "disk", "disk_type": "file",
+                                                   "target_bus": "virtio", "driver_type": "qcow2",
+                                                   "source_file": "/var/lib/libvirt/images/web1.qcow2"}) == 1
+    tap = {**ids, "target_device": "tap-web1"}
+    assert get("libvirt_domain_interface_stats_receive_bytes_total", tap) == web1.interfaces[0].receive_bytes
+    assert get("libvirt_domain_interface_stats_info", {**tap, "mac_address": "52:54:00:00:a1:01",
+                                                       "interface_type": "bridge", "source_bridge": "br0",
+                                                       "source_network": "", "model_type": "virtio"}) == 1
+    assert get("libvirt_domain_vcpu_time_seconds_total", {**ids, "vcpu": "3"}) == pytest.approx(
+        web1.vcpus[3].time_ns / 1e9)
+    assert get("libvirt_domain_memory_stats_rss_bytes", ids) == web1.memory.rss_kib * 1024
+    assert get("libvirt_node_cpus") == 16
+    assert get("libvirt_storage_pool_capacity_bytes",
+               {"storage_pool": "images", "uuid": "4d1f0a52-0c6c-4c3e-9b1a-0000000000f3"}) > 0
+    assert get("libvirt_network_active", {"network": "isolated", "uuid": "4d1f0a52-0c6c-4c3e-9b1a-0000000000f2"}) == 1
+    assert get("libvirt_exporter_poll_errors_total", {"group": "block"}) == 0
+    # An inactive domain: state and configuration, but no live counters.
+    legacy = {"domain": "legacy1", "uuid": "4d1f0a52-0c6c-4c3e-9b1a-0000000000d1"}
+    assert get("libvirt_domain_state_code", legacy) == 5
+    assert get("libvirt_domain_info_cpu_time_seconds_total", legacy) is None
+
+
+def test_every_domain_series_has_domain_and_uuid(demo_uri: str) -> None:
+    """Labels: domain and uuid on every domain series, target_device on devices, vcpu on vCPUs."""
+    for spec in SPECS:
+        if spec.name.startswith("libvirt_domain_"):
+            assert spec.labels[:2] == ("domain", "uuid"), spec.name
+        if spec.name.startswith(("libvirt_domain_block_", "libvirt_domain_interface_")):
+            assert spec.labels[2] == "target_device", spec.name
+        if spec.name.startswith("libvirt_domain_vcpu_") and spec.name != "libvirt_domain_vcpu_maximum":
+            assert spec.labels == ("domain", "uuid", "vcpu"), spec.name
+        assert (spec.kind == "counter") == spec.name.endswith("_total"), spec.name
+
+
+def test_libvirt_down_serves_no_stale_series(demo_uri: str) -> None:
+    """When libvirt is unreachable: libvirt_up 0 and no domain, host, pool or network series."""
+    snap = Snapshot(up=False, taken_at=time.time(), poll_errors=frozen_map({"connection": 3}))
+    text = generate_latest(_registry(snap)).decode()
+    assert "libvirt_up 0.0" in text
+    assert 'libvirt_exporter_poll_errors_total{group="connection"} 3.0' in text
+    assert not re.search(r"^libvirt_(domain|node|storage|network)", text, re.M)
+
+
+def test_disabled_collectors_vanish(demo_uri: str) -> None:
+    """--no-collector.block removes every block family, and nothing else."""
+    groups = frozenset(ALL_GROUPS) - {"block"}
+    text = generate_latest(_registry(_snapshot(demo_uri, groups), groups)).decode()
+    assert "libvirt_domain_block_stats" not in text
+    assert "libvirt_domain_interface_stats_receive_bytes_total" in text
+
+
+def test_promtool_accepts_output(demo_uri: str, tmp_path) -> None:
+    """promtool check metrics prints nothing for the full demo exposition."""
+    promtool = require_tool("promtool", "prometheus")
+    text = generate_latest(_registry(_snapshot(demo_uri)))
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+    assert result.returncode == 0 and result.stdout == b"" and result.stderr == b"", result.stderr
+
+
+def _readme_metrics() -> dict[str, tuple[str, str]]:
+    """Rows of the README's metrics table: name -> (type, labels)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.match(r"^\| `(libvirt_[a-z_]+)` \| (gauge|counter) \| ([^|]*) \|", line)
+        if match:
+            rows[match.group(1)] = (match.group(2), match.group(3).strip())
+    return rows
+
+
+def test_readme_table_matches_exported_metrics() -> None:
+    """Every exported family is in the README table with its type and labels, and nothing else is."""
+    rows = _readme_metrics()
+    specs = {s.name: s for s in SPECS}
+    assert set(rows) == set(specs), (set(rows) ^ set(specs))
+    for name, (kind, labels) in rows.items():
+        assert kind == specs[name].kind, name
+        listed = [part.strip(" `") for part in labels.split(",") if part.strip()]
+        assert listed == list(specs[name].labels), name
+
+
+def test_dump_lists_every_family_it_has_data_for(demo_uri: str) -> None:
+    """The one-shot `dump` command prints a valid exposition with all six demo domains."""
+    promtool = shutil.which("promtool")
+    result = subprocess.run([sys.executable, "-m", "exporter", "dump", "--libvirt.uri", demo_uri], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    domains = set(re.findall(r'^libvirt_domain_state_code\{domain="([^"]+)"', result.stdout, re.M))
+    assert domains == {"web1", "web2", "db1", "batch1", "legacy1", "crashy1"}
+    if promtool:
+        check = subprocess.run([promtool, "check", "metrics"], input=result.stdout, capture_output=True, text=True)
+        assert check.returncode == 0 and not check.stdout and not check.stderr
+
+
+def test_dump_reports_unreachable_libvirt(tmp_path) -> None:
+    """`dump` against a dead socket exits 1 with the reason, no traceback."""
+    result = subprocess.run([sys.executable, "-m", "exporter", "dump", "--libvirt.uri",
+                             f"qemu+unix:///system?socket={tmp_path}/none"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot read libvirt" in result.stderr and "Traceback" not in result.stderr

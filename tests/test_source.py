@@ -1,0 +1,165 @@
+"""The libvirt boundary against the real test driver (no daemon)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import libvirt
+import pytest
+
+from exporter import domxml
+from exporter.errors import ConnectionLost
+from exporter.hostgen import HostShape, domain_name, runstate
+from exporter.snapshot import ALL_GROUPS, STATE_PAUSED, STATE_RUNNING, STATE_SHUTOFF
+from exporter.source import Source
+
+
+def _poll(uri: str, groups=ALL_GROUPS, keep=lambda _n: True):
+    source = Source(uri)
+    source.open()
+    try:
+        return source, source.poll(groups, keep)
+    finally:
+        source.close()
+
+
+def test_default_host_matches_libvirt() -> None:
+    """test:///default: every field matches what libvirt itself reports."""
+    _, result = _poll("test:///default")
+    conn = libvirt.openReadOnly("test:///default")
+    (dom,) = result.domains
+    ref = conn.lookupByName(dom.name)
+    state, reason = ref.state()
+    info = ref.info()
+    assert (dom.uuid, dom.id, dom.state, dom.state_reason) == (ref.UUIDString(), ref.ID(), state, reason)
+    assert dom.max_memory_kib == info[1] and dom.memory_kib == info[2]
+    assert dom.vcpus_current == info[3] == len(dom.vcpus)
+    assert dom.persistent == bool(ref.isPersistent()) and dom.autostart == bool(ref.autostart())
+    assert dom.os_type == ET.fromstring(ref.XMLDesc()).findtext("os/type")
+    # Counters of the test driver grow with the clock: ours lie between two direct reads.
+    assert 0 < dom.cpu_time_ns <= ref.info()[4]
+    host_info = conn.getInfo()
+    assert result.host.cpus == host_info[2] and result.host.cpu_mhz == host_info[3]
+    assert result.host.hostname == conn.getHostname()
+    assert result.host.driver == "TEST"
+    assert {p.name for p in result.pools} == {p.name() for p in conn.listAllStoragePools()}
+    assert {n.name for n in result.networks} == {n.name() for n in conn.listAllNetworks()}
+    conn.close()
+
+
+def test_demo_host_devices_and_states(demo_uri: str) -> None:
+    """The demo node file: states, disks, NICs, balloon and XML metadata all arrive."""
+    source, result = _poll(demo_uri)
+    assert source.bulk_groups() == frozenset({"state"})  # the test driver's only bulk group
+    by_name = {d.name: d for d in result.domains}
+    assert set(by_name) == {"web1", "web2", "db1", "batch1", "legacy1", "crashy1"}
+    assert by_name["web1"].state == STATE_RUNNING
+    assert by_name["batch1"].state == STATE_PAUSED
+    assert by_name["legacy1"].state == STATE_SHUTOFF and by_name["legacy1"].id == -1
+    web1 = by_name["web1"]
+    assert web1.title == "Front-end web server"
+    assert web1.max_memory_kib == 4096 * 1024 and web1.memory_kib == 3072 * 1024
+    assert [b.target for b in web1.blocks] == ["vda", "vdb"]
+    vda = web1.blocks[0]
+    assert (vda.bus, vda.driver_type, vda.source) == ("virtio", "qcow2", "/var/lib/libvirt/images/web1.qcow2")
+    assert vda.read_bytes and vda.capacity_bytes and vda.allocation_bytes is not None
+    (nic,) = web1.interfaces
+    assert (nic.target, nic.mac, nic.bridge, nic.model) == ("tap-web1", "52:54:00:00:a1:01", "br0", "virtio")
+    assert nic.receive_bytes and nic.transmit_packets
+    assert web1.memory.actual_kib == 3072 * 1024 and web1.memory.rss_kib is not None
+    db1 = by_name["db1"]
+    assert [n.target for n in db1.interfaces] == ["tap-db1a", "tap-db1b"]
+    assert len(db1.vcpus) == 8 and db1.vcpus[0].physical_cpu is not None
+    # An inactive domain has its configuration but no live counters.
+    legacy = by_name["legacy1"]
+    assert legacy.blocks[0].source == "/var/lib/libvirt/images/legacy1.img"
+    assert legacy.blocks[0].read_bytes is None and legacy.interfaces == () and legacy.vcpus == ()
+    assert legacy.vcpus_max == 1 and legacy.cpu_time_ns is None
+    assert {p.name for p in result.pools} == {"images"}
+    images = result.pools[0]
+    ref_pool = libvirt.openReadOnly(demo_uri).storagePoolLookupByName("images").info()
+    assert (images.state, images.capacity_bytes, images.allocation_bytes, images.available_bytes) == tuple(ref_pool)
+    assert {(n.name, n.bridge, n.active) for n in result.networks} == {
+        ("default", "virbr0", True), ("isolated", "virbr1", True)}
+    assert all(v == 0 for v in result.errors.values())
+
+
+def test_generated_host(make_host) -> None:
+    """A generated 200-domain host: every domain, state and device is present."""
+    shape = HostShape(domains=200, disks=2, nics=3, vcpus=4)
+    _, result = _poll(make_host(shape))
+    assert len(result.domains) == 200
+    for i, dom in enumerate(result.domains):
+        assert dom.name == domain_name(shape, i)
+        assert dom.state == runstate(shape, i)
+        assert len(dom.blocks) == 2
+        if dom.active:
+            assert len(dom.interfaces) == 3 and len(dom.vcpus) == 4
+            assert all(n.receive_bytes is not None for n in dom.interfaces)
+
+
+def test_collectors_limit_what_is_polled(demo_uri: str) -> None:
+    """A disabled group is neither polled nor present in the result."""
+    _, result = _poll(demo_uri, groups=("state",))
+    web1 = next(d for d in result.domains if d.name == "web1")
+    assert web1.blocks == () and web1.interfaces == () and web1.vcpus == ()
+    assert web1.cpu_time_ns is None and web1.memory.actual_kib is None
+    assert result.pools == () and result.networks == () and result.host.cpus is None
+
+
+def test_domain_filter(demo_uri: str) -> None:
+    """Filtered-out domains never reach the snapshot."""
+    _, result = _poll(demo_uri, keep=lambda name: name.startswith("web"))
+    assert [d.name for d in result.domains] == ["web1", "web2"]
+
+
+def test_unreachable_uri_raises_connection_lost(tmp_path) -> None:
+    """A URI that cannot be opened becomes the project's ConnectionLost."""
+    source = Source(f"test+unix:///default?socket={tmp_path}/nothing-here")
+    with pytest.raises(ConnectionLost, match="nothing-here"):
+        source.open()
+    with pytest.raises(ConnectionLost):
+        source.poll(ALL_GROUPS)
+
+
+def test_xml_is_cached_until_invalidated(demo_uri: str) -> None:
+    """Domain XML is parsed once per definition, not every poll."""
+    source = Source(demo_uri)
+    source.open()
+    calls = []
+    original = domxml.parse
+
+    def counting(xml: str):
+        calls.append(1)
+        return original(xml)
+
+    domxml.parse = counting
+    try:
+        source.poll(ALL_GROUPS)
+        first = len(calls)
+        source.poll(ALL_GROUPS)
+        assert len(calls) == first == 6
+        source.invalidate("4d1f0a52-0c6c-4c3e-9b1a-0000000000a1")
+        source.poll(ALL_GROUPS)
+        assert len(calls) == first + 1
+    finally:
+        domxml.parse = original
+        source.close()
+
+
+def test_domxml_units_and_sources() -> None:
+    """Memory units convert to KiB; every disk source kind is understood."""
+    cfg = domxml.parse(
+        "<domain><memory unit='GiB'>2</memory><currentMemory unit='MiB'>1536</currentMemory>"
+        "<vcpu current='2'>4</vcpu><os><type arch='aarch64' machine='virt'>hvm</type></os><devices>"
+        "<disk type='block' device='disk'><source dev='/dev/sdb'/><target dev='sdb' bus='scsi'/></disk>"
+        "<disk type='volume' device='disk'><source pool='p' volume='v1'/><target dev='vdc'/></disk>"
+        "<disk type='network' device='disk'><source protocol='rbd' name='pool/img'/><target dev='vdd'/></disk>"
+        "<disk type='file' device='cdrom'><target dev='hdc' bus='ide'/></disk>"
+        "</devices></domain>"
+    )
+    assert cfg.max_memory_kib == 2 * 1024 * 1024 and cfg.memory_kib == 1536 * 1024
+    assert (cfg.vcpus_max, cfg.vcpus_current, cfg.arch, cfg.machine) == (4, 2, "aarch64", "virt")
+    assert [d.source for d in cfg.disks] == ["/dev/sdb", "p/v1", "pool/img", ""]
+    assert cfg.disk("hdc").device == "cdrom"
+    assert domxml.parse("<not xml") == domxml.DomainConfig()
