@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,6 +95,15 @@ def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool) -> str:
 """
 
 
+def _boot_disk(raw: Path, disk: Path) -> None:
+    """A 64 MiB qcow2 whose boot sector just halts: the BIOS really reads it, so block counters move."""
+    with open(raw, "wb") as handle:
+        handle.write(bytes([0xFA, 0xF4, 0xEB, 0xFD]) + bytes(506) + b"\x55\xaa")  # cli; hlt; jmp $-1
+        handle.truncate(64 << 20)
+    subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(disk)], check=True)
+    raw.unlink()
+
+
 @pytest.fixture(scope="session")
 def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
     """A private libvirtd with two running QEMU domains, torn down at the end."""
@@ -116,7 +126,7 @@ def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
         for i in range(2):
             name = f"lxe-real{i}"
             disk = root / f"{name}.qcow2"
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+            _boot_disk(root / f"{name}.raw", disk)
             xml = root / f"{name}.xml"
             xml.write_text(_real_domain_xml(name, disk, f"lxe{tag}t{i}", kvm), encoding="utf-8")
             daemon.virsh("define", str(xml))
@@ -125,5 +135,10 @@ def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
     except DaemonError as exc:
         daemon.shutdown()
         require(False, f"cannot start QEMU domains under the private libvirtd: {exc}\n{daemon.tail()}")
+    # Wait until the BIOS has read each boot sector, so block counters are not all zero.
+    deadline = time.monotonic() + 60
+    for name in names:
+        while "rd_req 0" in daemon.virsh("domblkstat", name, "vda") and time.monotonic() < deadline:
+            time.sleep(0.2)
     yield RealHost(daemon=daemon, domains=tuple(names), uri=daemon.uri(), kvm=kvm)
     daemon.shutdown()

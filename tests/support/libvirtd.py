@@ -73,7 +73,8 @@ class PrivateLibvirtd:
             "#!/bin/sh\nset -e\n"
             f"{binds}\n"
             f"mkdir -p /var/cache/libvirt/qemu && mount --bind {CAPS_CACHE} /var/cache/libvirt/qemu\n"
-            f"virtlogd -d -p {run}/virtlogd.pid\n"
+            f"if ! kill -0 \"$(cat {run}/virtlogd.pid 2>/dev/null)\" 2>/dev/null; then\n"
+            f"  virtlogd -d -p {run}/virtlogd.pid\nfi\n"
             f"exec libvirtd -p {run}/libvirtd.pid\n",
             encoding="utf-8",
         )

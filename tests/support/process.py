@@ -71,15 +71,25 @@ class Metrics:
 class Exporter:
     """``python -m exporter`` on a free loopback port."""
 
-    def __init__(self, args: list[str], env: Mapping[str, str] | None = None, log: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+        log: Path | None = None,
+        listen: str | None = None,
+    ) -> None:
+        """``listen`` is HOST:PORT for --web.listen-address (a free loopback port by default)."""
+        if listen is None:
+            listen = f"127.0.0.1:{free_port()}"
+        first = listen.split(",")[0]
+        self.port = int(first.rsplit(":", 1)[1])
+        self.url = f"http://{first}"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("LIBVIRT_EXPORTER_")}
         full_env.update(env or {})
         self.log_path = log
         self._log = open(log, "wb") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--web.listen-address", f"127.0.0.1:{self.port}", *args],
+            [sys.executable, "-m", "exporter", "--web.listen-address", listen, *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 

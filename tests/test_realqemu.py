@@ -1,0 +1,184 @@
+"""The real hypervisor tier: a private libvirtd running two QEMU domains.
+
+Here the bulk-stats path is exercised for real: every stats group comes from
+one getAllDomainStats call, and the values are checked against what the same
+libvirtd reports for the same domains.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import libvirt
+import pytest
+
+from tests.conftest import RealHost, require_tool
+from tests.support.process import Exporter, Metrics
+
+pytestmark = pytest.mark.realqemu
+
+# (exposed family, bulk stats key suffix, scale) for per-device counters.
+_BLOCK = [
+    ("libvirt_domain_block_stats_read_requests_total", "rd.reqs", 1),
+    ("libvirt_domain_block_stats_read_bytes_total", "rd.bytes", 1),
+    ("libvirt_domain_block_stats_read_time_seconds_total", "rd.times", 1e-9),
+    ("libvirt_domain_block_stats_write_requests_total", "wr.reqs", 1),
+    ("libvirt_domain_block_stats_write_bytes_total", "wr.bytes", 1),
+    ("libvirt_domain_block_stats_flush_requests_total", "fl.reqs", 1),
+    ("libvirt_domain_block_stats_flush_time_seconds_total", "fl.times", 1e-9),
+]
+_NET = [
+    ("libvirt_domain_interface_stats_receive_bytes_total", "rx.bytes"),
+    ("libvirt_domain_interface_stats_receive_packets_total", "rx.pkts"),
+    ("libvirt_domain_interface_stats_transmit_bytes_total", "tx.bytes"),
+    ("libvirt_domain_interface_stats_transmit_packets_total", "tx.pkts"),
+    ("libvirt_domain_interface_stats_receive_drops_total", "rx.drop"),
+    ("libvirt_domain_interface_stats_transmit_errors_total", "tx.errs"),
+]
+
+
+def _bulk(uri: str) -> dict[str, dict]:
+    conn = libvirt.openReadOnly(uri)
+    try:
+        return {dom.name(): stats for dom, stats in conn.getAllDomainStats(0, 0)}
+    finally:
+        conn.close()
+
+
+def _between(before: float, exported: float | None, after: float, what: str) -> None:
+    assert exported is not None, f"{what} is not exported"
+    slack = 1e-9 * max(abs(after), 1.0)  # float rounding of ns -> s
+    assert before - slack <= exported <= after + slack, f"{what}: {exported} not within [{before}, {after}]"
+
+
+def test_metrics_match_libvirt_bulk_stats(real_host: RealHost, tmp_path) -> None:
+    """/metrics shows, for each QEMU domain, the cpu, vcpu, balloon, block and net values libvirtd reports."""
+    with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s"], log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 2, what="both QEMU domains")
+        before = _bulk(real_host.uri)
+        t_before = time.time()
+        metrics = exp.wait_for(
+            lambda m: (m.get("libvirt_exporter_snapshot_timestamp_seconds") or 0) > t_before, what="a fresh poll")
+        after = _bulk(real_host.uri)
+    for name in real_host.domains:
+        b, a = before[name], after[name]
+        ids = {"domain": name}
+        assert metrics.get("libvirt_domain_state_code", **ids) == a["state.state"] == 1
+        assert metrics.get("libvirt_domain_info_maximum_memory_bytes", **ids) == a["balloon.maximum"] * 1024
+        assert metrics.get("libvirt_domain_info_memory_usage_bytes", **ids) == a["balloon.current"] * 1024
+        assert metrics.get("libvirt_domain_info_virtual_cpus", **ids) == a["vcpu.current"] == 2
+        _between(b["cpu.time"] / 1e9, metrics.get("libvirt_domain_info_cpu_time_seconds_total", **ids),
+                 a["cpu.time"] / 1e9, f"{name} cpu.time")
+        _between(b["cpu.user"] / 1e9, metrics.get("libvirt_domain_cpu_user_seconds_total", **ids),
+                 a["cpu.user"] / 1e9, f"{name} cpu.user")
+        for n in range(2):
+            vcpu = {**ids, "vcpu": str(n)}
+            for family, key in (("libvirt_domain_vcpu_time_seconds_total", "time"),
+                                ("libvirt_domain_vcpu_delay_seconds_total", "delay"),
+                                ("libvirt_domain_vcpu_wait_seconds_total", "wait")):
+                _between(b[f"vcpu.{n}.{key}"] / 1e9, metrics.get(family, **vcpu), a[f"vcpu.{n}.{key}"] / 1e9,
+                         f"{name} vcpu.{n}.{key}")
+            assert metrics.get("libvirt_domain_vcpu_state", **vcpu) == a[f"vcpu.{n}.state"]
+            assert metrics.get("libvirt_domain_vcpu_cpu", **vcpu) is not None
+        # RSS is a gauge that moves both ways: it must be of the same size as libvirt's readings.
+        _between(min(b["balloon.rss"], a["balloon.rss"]) * 1024 * 0.5,
+                 metrics.get("libvirt_domain_memory_stats_rss_bytes", **ids),
+                 max(b["balloon.rss"], a["balloon.rss"]) * 1024 * 1.5, f"{name} balloon.rss")
+        assert a["block.0.name"] == "vda"
+        vda = {**ids, "target_device": "vda"}
+        for family, key, scale in _BLOCK:
+            _between(b[f"block.0.{key}"] * scale, metrics.get(family, **vda), a[f"block.0.{key}"] * scale,
+                     f"{name} block.0.{key}")
+        assert metrics.get("libvirt_domain_block_stats_read_requests_total", **vda) > 0  # the BIOS read the disk
+        assert metrics.get("libvirt_domain_block_stats_capacity_bytes", **vda) == a["block.0.capacity"] == 64 << 20
+        assert metrics.get("libvirt_domain_block_stats_physical_bytes", **vda) is not None
+        tap = a["net.0.name"]
+        nic = {**ids, "target_device": tap}
+        for family, key in _NET:
+            _between(b[f"net.0.{key}"], metrics.get(family, **nic), a[f"net.0.{key}"], f"{name} net.0.{key}")
+        (info,) = [s for s in metrics.series("libvirt_domain_interface_stats_info") if s["domain"] == name]
+        assert info["interface_type"] == "ethernet" and info["model_type"] == "virtio"
+        assert info["mac_address"].startswith("52:54:00:")
+    assert metrics.get("libvirt_versions_info", driver="QEMU") == 1
+    assert metrics.get("libvirt_node_cpus") == os.cpu_count()
+    errors = {s["group"]: metrics.get("libvirt_exporter_poll_errors_total", group=s["group"])
+              for s in metrics.series("libvirt_exporter_poll_errors_total")}
+    assert set(errors.values()) == {0}, errors
+
+
+def test_promtool_on_real_output(real_host: RealHost, tmp_path) -> None:
+    """promtool check metrics prints nothing for a real QEMU host's exposition."""
+    promtool = require_tool("promtool", "prometheus")
+    with Exporter(["--libvirt.uri", real_host.uri], log=tmp_path / "log") as exp:
+        metrics = exp.wait_for(lambda m: m.get("libvirt_domains_number") == 2, what="both domains")
+    result = subprocess.run([promtool, "check", "metrics"], input=metrics.text, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stdout + result.stderr
+
+
+def test_lifecycle_events_update_at_once(real_host: RealHost, tmp_path) -> None:
+    """virsh suspend/resume on the daemon shows in /metrics within a second, with polls 60 s apart."""
+    name = real_host.domains[1]
+    with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "60s"], log=tmp_path / "log") as exp:
+        first = exp.wait_for(lambda m: m.get("libvirt_domains_number") == 2, what="both domains")
+        polled_at = first.get("libvirt_exporter_snapshot_timestamp_seconds")
+        try:
+            real_host.daemon.virsh("suspend", name)
+            t0 = time.monotonic()
+            paused = exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=name) == 3, timeout=5,
+                                  what="paused state")
+            assert time.monotonic() - t0 < 1.5
+            assert paused.get("libvirt_exporter_snapshot_timestamp_seconds") == polled_at
+            assert paused.get("libvirt_exporter_events_total") >= 1
+        finally:
+            real_host.daemon.virsh("resume", name, check=False)
+        exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=name) == 1, timeout=5, what="running")
+
+
+def _domain_count(m: Metrics) -> float | None:
+    return m.get("libvirt_domains_number")
+
+
+def test_stalled_libvirtd_does_not_stall_scrapes(real_host: RealHost, tmp_path) -> None:
+    """A frozen libvirtd (SIGSTOP): scrapes stay fast on the last snapshot, the stall is reported, then recovers."""
+    pid = real_host.daemon.proc.pid
+    with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s", "--libvirt.poll-timeout", "2s"],
+                  log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            stalled = exp.wait_for(lambda m: m.get("libvirt_exporter_poll_stalled") == 1, timeout=10,
+                                   what="the stall to be reported")
+            t0 = time.monotonic()
+            metrics = exp.scrape()
+            assert time.monotonic() - t0 < 0.5
+            assert metrics.get("libvirt_up") == 1 and _domain_count(metrics) == 2
+            assert stalled.get("libvirt_exporter_snapshot_age_seconds") >= 2
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        exp.wait_for(lambda m: m.get("libvirt_exporter_poll_stalled") == 0
+                     and m.get("libvirt_exporter_snapshot_age_seconds") < 2, timeout=15, what="recovery")
+        assert exp.proc.poll() is None
+    assert "past its 2.0s deadline" in exp.output()
+
+
+def test_libvirtd_restart_under_running_exporter(real_host: RealHost, tmp_path) -> None:
+    """libvirtd stopped and started: libvirt_up goes 0 then 1, domains come back, no crash."""
+    with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s",
+                   "--libvirt.reconnect-backoff-max", "1s"], log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        real_host.daemon.stop()
+        down = exp.wait_for(lambda m: m.get("libvirt_up") == 0, timeout=15, what="libvirt_up 0")
+        assert not [n for n in down.names() if n.startswith("libvirt_domain")]
+        time.sleep(2)  # a few failed reconnects while it is down
+        real_host.daemon.start()
+        back = exp.wait_for(lambda m: m.get("libvirt_up") == 1 and _domain_count(m) == 2, timeout=30,
+                            what="libvirt_up 1 with both domains")
+        assert back.get("libvirt_exporter_reconnects_total") >= 1
+        assert exp.proc.poll() is None
+    log = exp.output()
+    assert log.count("lost the libvirt connection") == 1, log
+    assert log.count("restored") == 1, log
+    assert "Traceback" not in log
