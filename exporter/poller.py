@@ -9,11 +9,13 @@ worker thread, applies libvirt events between polls, and publishes every new
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from exporter.config import Config
 from exporter.errors import ConnectionLost, SourceError
@@ -34,6 +36,8 @@ from exporter.snapshot import (
 from exporter.source import PollResult, Source
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Error groups always exported, so that their series exist from the start.
 ERROR_GROUPS = ALL_GROUPS + ("connection", "timeout")
@@ -115,7 +119,6 @@ class Poller:
         self._wake = asyncio.Event()
         self._source: Source | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="libvirt-poll")
         self._ever_connected = False
         self._down_logged = False
         self._last_poll_end = 0.0
@@ -167,15 +170,20 @@ class Poller:
 
     # -- events (arrive in libvirt's event thread) ---------------------------
 
-    def _event_from_libvirt(self, event: DomainEvent) -> None:
+    def _to_loop(self, fn: Callable[..., None], *args: object) -> None:
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.handle_event, event)
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the loop has closed: we are shutting down
+
+    def _event_from_libvirt(self, event: DomainEvent) -> None:
+        self._to_loop(self.handle_event, event)
 
     def _closed_from_libvirt(self, reason: str) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._connection_closed, reason)
+        self._to_loop(self._connection_closed, reason)
 
     def _connection_closed(self, reason: str) -> None:
         log.debug("libvirt closed the connection (%s)", reason)
@@ -213,18 +221,21 @@ class Poller:
                     backoff = 1.0
                 if not await self._poll_once(stop):
                     continue  # connection lost: reconnect at once, then back off
-                delay = self._config.poll_interval_s
-                await self._sleep(stop, delay, early=self._min_gap())
+                await self._sleep(stop, self._config.poll_interval_s, wakeable=True)
         finally:
-            self._drop_source()
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            await self._drop_source()
 
     def _min_gap(self) -> float:
         """Shortest time between an event-triggered poll and the previous one."""
         return max(1.0, 2 * self._last_poll_duration)
 
-    async def _sleep(self, stop: asyncio.Event, delay: float, early: float | None = None) -> None:
-        """Wait ``delay`` seconds, or less if stopped or (after ``early``) woken."""
+    async def _sleep(self, stop: asyncio.Event, delay: float, *, wakeable: bool = False) -> None:
+        """Wait ``delay`` seconds or until stopped.
+
+        When ``wakeable``, an event that asked for a poll ends the wait early,
+        but no sooner than :meth:`_min_gap` after the last poll; a closed
+        connection ends it at once.
+        """
         deadline = self._clock() + delay
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
@@ -232,29 +243,61 @@ class Poller:
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     return
-                if early is not None and self._wake.is_set():
-                    since = self._clock() - self._last_poll_end
-                    if since >= early:
+                wake_wait = None
+                if wakeable and self._wake.is_set():
+                    if self._source is None or not self._source.connected:
                         return
-                    remaining = min(remaining, early - since)
-                    await asyncio.wait({stop_wait}, timeout=remaining)
-                    continue
-                wake_wait = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({stop_wait, wake_wait}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-                wake_wait.cancel()
-                if self._wake.is_set() and (self._source is None or not self._source.connected):
-                    return  # connection closed: go and reconnect now
+                    since = self._clock() - self._last_poll_end
+                    if since >= self._min_gap():
+                        return
+                    remaining = min(remaining, self._min_gap() - since)
+                elif wakeable:
+                    wake_wait = asyncio.ensure_future(self._wake.wait())
+                waits = {stop_wait} if wake_wait is None else {stop_wait, wake_wait}
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                if wake_wait is not None:
+                    wake_wait.cancel()
         finally:
             stop_wait.cancel()
 
+    def _in_thread(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+        """Run a blocking libvirt call in a daemon thread.
+
+        A daemon thread, not an executor: a call stuck in a hung libvirtd must
+        not keep the process from exiting on SIGTERM.  The loop never starts a
+        second call while one is running, so threads do not pile up.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(outcome: Callable[[], None]) -> None:
+            if not future.done():
+                outcome()
+
+        def work() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # delivered to the awaiting coroutine
+                outcome = functools.partial(future.set_exception, exc)
+            else:
+                outcome = functools.partial(future.set_result, result)
+            try:
+                loop.call_soon_threadsafe(settle, outcome)
+            except RuntimeError:
+                pass  # the loop is gone: the process is exiting
+
+        threading.Thread(target=work, name="libvirt-call", daemon=True).start()
+        return future
+
     async def _connect(self) -> bool:
         source = self._source_factory()
-        loop = asyncio.get_running_loop()
+        self._wake.clear()
         try:
-            await loop.run_in_executor(self._executor, source.open, self._closed_from_libvirt)
-            await loop.run_in_executor(self._executor, source.watch, self._event_from_libvirt)
+            await self._in_thread(source.open, self._closed_from_libvirt)
+            await self._in_thread(source.watch, self._event_from_libvirt)
         except SourceError as err:
-            source.close()
+            self._source = source
+            await self._drop_source()
             self._errors["connection"] += 1
             if not self._down_logged:
                 log.error("libvirt at %s is unreachable: %s; retrying with backoff", self._config.libvirt_uri, err)
@@ -272,10 +315,11 @@ class Poller:
         self._wake.clear()
         return True
 
-    def _drop_source(self) -> None:
+    async def _drop_source(self, timeout: float = 2.0) -> None:
+        """Close the connection without letting a hung libvirtd block the loop."""
         source, self._source = self._source, None
         if source is not None:
-            source.close()
+            await asyncio.wait({self._in_thread(source.close)}, timeout=timeout)
 
     async def _poll_once(self, stop: asyncio.Event) -> bool:
         """One poll; False if the connection was lost."""
@@ -285,9 +329,7 @@ class Poller:
         started = self._clock()
         self._overlay = []
         config = self._config
-        future = asyncio.wrap_future(
-            self._executor.submit(source.poll, config.collectors, config.keep_domain)
-        )
+        future = self._in_thread(source.poll, config.collectors, config.keep_domain)
         done, _ = await asyncio.wait({future}, timeout=config.poll_deadline_s)
         if not done:
             self._errors["timeout"] += 1
@@ -312,7 +354,7 @@ class Poller:
             self._errors["connection"] += 1
             log.error("lost the libvirt connection to %s: %s", config.libvirt_uri, err)
             self._down_logged = True
-            self._drop_source()
+            await self._drop_source()
             self._publish_down()
             return False
         except Exception:  # a bug must not kill the poller: count it, keep serving

@@ -194,9 +194,14 @@ class Source:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
-        self._callbacks.clear()
+        callbacks, self._callbacks = self._callbacks, []
         if conn is None:
             return
+        for callback_id in callbacks:
+            try:
+                conn.domainEventDeregisterAny(callback_id)
+            except libvirt.libvirtError:
+                pass  # the connection is already dead
         try:
             conn.unregisterCloseCallback()
         except libvirt.libvirtError:

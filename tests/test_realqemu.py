@@ -164,6 +164,23 @@ def test_stalled_libvirtd_does_not_stall_scrapes(real_host: RealHost, tmp_path) 
     assert "past its 2.0s deadline" in exp.output()
 
 
+def test_sigterm_exits_while_libvirtd_is_frozen(real_host: RealHost, tmp_path) -> None:
+    """SIGTERM ends the exporter promptly and cleanly even while a libvirt call hangs."""
+    pid = real_host.daemon.proc.pid
+    exp = Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s"], log=tmp_path / "log")
+    try:
+        exp.wait_ready()
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(1.5)  # the next poll is now stuck inside libvirt
+        exp.proc.send_signal(signal.SIGTERM)
+        assert exp.proc.wait(timeout=5) == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        exp.stop()
+    assert "Traceback" not in exp.output()
+
+
 def test_libvirtd_restart_under_running_exporter(real_host: RealHost, tmp_path) -> None:
     """libvirtd stopped and started: libvirt_up goes 0 then 1, domains come back, no crash."""
     with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s",
