@@ -14,7 +14,7 @@ APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-utils iproute2 curl \
 	snmp snmpd snmptrapd smitools monitoring-plugins-standard \
-	prometheus prometheus-libvirt-exporter
+	prometheus
 
 .PHONY: demo test system-deps venv clean
 
