@@ -13,7 +13,6 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from exporter.errors import ConfigError
@@ -328,6 +327,3 @@ def read_config_path(cli_path: str | None, environ: Mapping[str, str]) -> str:
     """The config file named on the command line, else in the environment."""
     return cli_path or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
 
-
-def default_config_note(path: str) -> str:
-    return f"config file {Path(path).resolve()}" if path else "no config file"

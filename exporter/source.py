@@ -275,7 +275,7 @@ class Source:
         except libvirt.libvirtError as exc:
             raise _convert(exc, conn) from None
         mask = 0
-        for group, flag in _GROUP_FLAGS.items():
+        for flag in _GROUP_FLAGS.values():
             try:
                 if sample:
                     conn.domainListGetStats(sample, flag, enforce)
@@ -378,10 +378,7 @@ class Source:
         try:
             return frozenset(d.UUIDString() for d in conn.listAllDomains(flag))
         except libvirt.libvirtError as exc:
-            err = _convert(exc, conn)
-            if isinstance(err, ConnectionLost):
-                raise err from None
-            errors["state"] += 1
+            self._failed(exc, "state", errors)
             return frozenset()
 
     def _config(self, dom: Any, uuid: str, dom_id: int, stale: bool) -> domxml.DomainConfig:
@@ -513,9 +510,9 @@ class Source:
             return fn()
         except libvirt.libvirtError as exc:
             err = _convert(exc, self._conn)
-            if isinstance(err, (ConnectionLost, DomainGone)):
+            if isinstance(err, DomainGone):
                 raise err from None
-            errors[group] += 1
+            self._failed(exc, group, errors)
             log.debug("%s call failed: %s", group, err)
             return None
 
@@ -679,73 +676,62 @@ class Source:
         try:
             return fn()
         except libvirt.libvirtError as exc:
-            err = _convert(exc, self._conn)
-            if isinstance(err, ConnectionLost):
-                raise err from None
-            if isinstance(err, Unsupported):
+            if isinstance(self._failed(exc, "node", errors, unsupported_ok=True), Unsupported):
                 log.info("%s is not supported by %s; not asked again on this connection", name, self.uri)
                 self._unsupported.add(name)
-            else:
-                errors["node"] += 1
             return None
 
     def _pools(self, conn: libvirt.virConnect, errors: Counter[str]) -> tuple[StoragePool, ...]:
-        try:
-            pools = conn.listAllStoragePools(0)
-        except libvirt.libvirtError as exc:
-            err = _convert(exc, conn)
-            if isinstance(err, ConnectionLost):
-                raise err from None
-            if not isinstance(err, Unsupported):
-                errors["pool"] += 1
-            return ()
-        result = []
-        for pool in pools:
-            try:
-                state, capacity, allocation, available = pool.info()
-                running = state == libvirt.VIR_STORAGE_POOL_RUNNING
-                result.append(
-                    StoragePool(
-                        name=pool.name(), uuid=pool.UUIDString(), state=state, autostart=bool(pool.autostart()),
-                        capacity_bytes=capacity if running else None,
-                        allocation_bytes=allocation if running else None,
-                        available_bytes=available if running else None,
-                    )
-                )
-            except libvirt.libvirtError as exc:
-                err = _convert(exc, conn)
-                if isinstance(err, ConnectionLost):
-                    raise err from None
-                errors["pool"] += 1
-        return tuple(sorted(result, key=lambda p: p.name))
+        def build(pool: Any) -> StoragePool:
+            state, capacity, allocation, available = pool.info()
+            running = state == libvirt.VIR_STORAGE_POOL_RUNNING
+            return StoragePool(
+                name=pool.name(), uuid=pool.UUIDString(), state=state, autostart=bool(pool.autostart()),
+                capacity_bytes=capacity if running else None,
+                allocation_bytes=allocation if running else None,
+                available_bytes=available if running else None,
+            )
+
+        return self._gather(conn.listAllStoragePools, build, "pool", errors)
 
     def _networks(self, conn: libvirt.virConnect, errors: Counter[str]) -> tuple[Network, ...]:
+        def build(net: Any) -> Network:
+            try:
+                bridge = net.bridgeName() or ""
+            except libvirt.libvirtError:
+                bridge = ""  # networks without a bridge (macvtap, hostdev)
+            return Network(name=net.name(), uuid=net.UUIDString(), active=bool(net.isActive()),
+                           autostart=bool(net.autostart()), bridge=bridge)
+
+        return self._gather(conn.listAllNetworks, build, "network", errors)
+
+    def _gather(
+        self, list_all: Callable[[int], list[Any]], build: Callable[[Any], T], group: str, errors: Counter[str]
+    ) -> tuple[T, ...]:
+        """List host objects (pools, networks) and build each; failures are counted under ``group``."""
         try:
-            nets = conn.listAllNetworks(0)
+            objects = list_all(0)
         except libvirt.libvirtError as exc:
-            err = _convert(exc, conn)
-            if isinstance(err, ConnectionLost):
-                raise err from None
-            if not isinstance(err, Unsupported):
-                errors["network"] += 1
+            self._failed(exc, group, errors, unsupported_ok=True)
             return ()
         result = []
-        for net in nets:
+        for obj in objects:
             try:
-                try:
-                    bridge = net.bridgeName() or ""
-                except libvirt.libvirtError:
-                    bridge = ""  # networks without a bridge (macvtap, hostdev)
-                result.append(
-                    Network(name=net.name(), uuid=net.UUIDString(), active=bool(net.isActive()),
-                            autostart=bool(net.autostart()), bridge=bridge)
-                )
+                result.append(build(obj))
             except libvirt.libvirtError as exc:
-                err = _convert(exc, conn)
-                if isinstance(err, ConnectionLost):
-                    raise err from None
-                errors["network"] += 1
-        return tuple(sorted(result, key=lambda n: n.name))
+                self._failed(exc, group, errors)
+        return tuple(sorted(result, key=lambda o: o.name))  # type: ignore[attr-defined]
+
+    def _failed(
+        self, exc: libvirt.libvirtError, group: str, errors: Counter[str], *, unsupported_ok: bool = False
+    ) -> SourceError:
+        """Convert a failed call: raise if the connection is gone, else count it under ``group``."""
+        err = _convert(exc, self._conn)
+        if isinstance(err, ConnectionLost):
+            raise err from None
+        if not (unsupported_ok and isinstance(err, Unsupported)):
+            errors[group] += 1
+        return err
 
 
 def _opt_int(value: Any) -> int | None:
@@ -767,7 +753,7 @@ def _net_counters(*values: Any) -> dict[str, int | None]:
         "receive_bytes", "receive_packets", "receive_errors", "receive_drops",
         "transmit_bytes", "transmit_packets", "transmit_errors", "transmit_drops",
     )
-    return {n: (_nonneg(int(v)) if v is not None else None) for n, v in zip(names, values)}
+    return {n: (_nonneg(int(v)) if v is not None else None) for n, v in zip(names, values, strict=True)}
 
 
 def _memory_from(stats: Mapping[str, Any], prefix: str, last_update_key: str) -> Memory:

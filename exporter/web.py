@@ -141,7 +141,7 @@ class WebServer:
         self._addresses = addresses
         self._app = _App(metrics_path, render_metrics, health)
         self._servers: list[_Server] = []
-        self.bound: list[tuple[str, int]] = []
+        self.bound: list[tuple[object, int]] = []
 
     def start(self) -> None:
         for address in self._addresses:

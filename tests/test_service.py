@@ -8,7 +8,6 @@ import threading
 import time
 
 import libvirt
-import pytest
 
 from exporter.config import resolve
 from exporter.poller import Poller

@@ -56,13 +56,13 @@ class Metrics:
 
     def get(self, name: str, **labels: str) -> float | None:
         want = set(labels.items())
-        found = [v for (n, l), v in self.samples.items() if n == name and want <= set(l)]
+        found = [v for (n, lbl), v in self.samples.items() if n == name and want <= set(lbl)]
         if len(found) > 1:
             raise AssertionError(f"{name}{labels} matches {len(found)} series")
         return found[0] if found else None
 
     def series(self, name: str) -> list[dict[str, str]]:
-        return [dict(l) for (n, l) in self.samples if n == name]
+        return [dict(lbl) for (n, lbl) in self.samples if n == name]
 
     def names(self) -> set[str]:
         return {n for n, _ in self.samples}
