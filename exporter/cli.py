@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def dump(config: Config) -> int:
     """Poll once and print the exposition; exit 1 if libvirt cannot be read."""
     from exporter.poller import ERROR_GROUPS
-    from exporter.prometheus import snapshot_families
+    from exporter.prometheus import SnapshotCollector
     from exporter.snapshot import Snapshot, frozen_map
     from exporter.source import Source
 
@@ -106,19 +106,15 @@ def dump(config: Config) -> int:
                     host=result.host, domains=result.domains, pools=result.pools, networks=result.networks,
                     poll_errors=frozen_map(errors))
 
-    class _Once:
-        def collect(self) -> Any:
-            return snapshot_families(snap, config.collectors, time.time())
-
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Once())  # type: ignore[arg-type]
+    registry.register(SnapshotCollector(lambda: snap, config.collectors))
     sys.stdout.write(generate_latest(registry).decode())
     return 0
 
 
 async def serve(config: Config) -> int:
     from exporter.poller import Poller
-    from exporter.prometheus import make_registry, render
+    from exporter.prometheus import Exposition
     from exporter.source import start_event_loop
     from exporter.web import WebServer
 
@@ -127,7 +123,7 @@ async def serve(config: Config) -> int:
                     config.libvirt_uri)
     start_event_loop()
     poller = Poller(config)
-    registry = make_registry(lambda: poller.snapshot, config.collectors)
+    exposition = Exposition(lambda: poller.snapshot, config.collectors)
 
     def health() -> dict[str, Any]:
         snap = poller.snapshot
@@ -138,7 +134,7 @@ async def serve(config: Config) -> int:
             "domains": len(snap.domains),
         }
 
-    web = WebServer(config.listen_addresses, config.telemetry_path, lambda: render(registry), health)
+    web = WebServer(config.listen_addresses, config.telemetry_path, exposition.render, health)
     try:
         web.start()
     except OSError as exc:

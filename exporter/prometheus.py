@@ -13,6 +13,7 @@ Sample output::
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -288,8 +289,12 @@ def _domain_families(f: _Families, dom: Domain) -> None:
         f.add("libvirt_domain_interface_stats_transmit_drops_total", nids, nic.transmit_drops)
 
 
-def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float) -> Iterator[Metric]:
-    """All metric families for one snapshot (pure: no I/O, no libvirt)."""
+def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float | None) -> Iterator[Metric]:
+    """All metric families for one snapshot (pure: no I/O, no libvirt).
+
+    ``now`` gives the snapshot's age; with None the age is left out, so that
+    the output depends on the snapshot alone and can be cached.
+    """
     f = _Families(groups)
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
@@ -299,7 +304,8 @@ def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float) -> Ite
     if snap.up:
         f.add("libvirt_exporter_poll_duration_seconds", (), snap.poll_duration_s)
         f.add("libvirt_exporter_snapshot_timestamp_seconds", (), snap.taken_at)
-        f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
+        if now is not None:
+            f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
     f.add("libvirt_exporter_last_poll_success_timestamp_seconds", (), snap.last_success_at)
     f.add("libvirt_exporter_poll_stalled", (), 1 if snap.stalled else 0)
     for group, count in sorted(snap.poll_errors.items()):
@@ -344,27 +350,62 @@ class SnapshotCollector(Collector):
         self,
         get_snapshot: Callable[[], Snapshot],
         groups: frozenset[str],
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = time.time,
     ) -> None:
         self._get_snapshot = get_snapshot
         self._groups = groups
         self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
-        return snapshot_families(self._get_snapshot(), self._groups, self._clock())
+        return snapshot_families(self._get_snapshot(), self._groups, self._clock() if self._clock else None)
 
     def describe(self) -> list[Metric]:
         return []  # families depend on the snapshot; skip the registration-time collect
 
 
-def make_registry(get_snapshot: Callable[[], Snapshot], groups: frozenset[str]) -> CollectorRegistry:
-    """A private registry with the snapshot collector and process metrics."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(get_snapshot, groups))
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    return registry
+class _AgeCollector(Collector):
+    def __init__(self, get_snapshot: Callable[[], Snapshot], clock: Callable[[], float]) -> None:
+        self._get_snapshot = get_snapshot
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._get_snapshot()
+        if snap.up:
+            spec = SPEC_BY_NAME["libvirt_exporter_snapshot_age_seconds"]
+            yield GaugeMetricFamily(spec.name, spec.help, value=max(0.0, self._clock() - snap.taken_at))
+
+    def describe(self) -> list[Metric]:
+        return []
 
 
-def render(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+class Exposition:
+    """Renders ``/metrics``.
+
+    The snapshot's families are rendered once per snapshot and cached (an
+    immutable snapshot always renders the same); the snapshot age and the
+    process metrics are rendered on every scrape.
+    """
+
+    def __init__(
+        self, get_snapshot: Callable[[], Snapshot], groups: frozenset[str], clock: Callable[[], float] = time.time
+    ) -> None:
+        self._get_snapshot = get_snapshot
+        self._groups = groups
+        self._lock = threading.Lock()
+        self._cached: tuple[Snapshot, bytes] | None = None
+        self.renders = 0  # snapshot renderings so far (for tests and debugging)
+        self._live = CollectorRegistry(auto_describe=False)
+        self._live.register(_AgeCollector(get_snapshot, clock))
+        ProcessCollector(registry=self._live)
+        PlatformCollector(registry=self._live)
+
+    def render(self) -> bytes:
+        snap = self._get_snapshot()
+        with self._lock:  # concurrent scrapes of a new snapshot render it once
+            if self._cached is None or self._cached[0] is not snap:
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(SnapshotCollector(lambda: snap, self._groups, clock=None))
+                self._cached = (snap, generate_latest(registry))
+                self.renders += 1
+            static = self._cached[1]
+        return static + generate_latest(self._live)

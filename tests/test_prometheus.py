@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.poller import ERROR_GROUPS
-from exporter.prometheus import SPECS, SnapshotCollector
+from exporter.prometheus import SPECS, Exposition, SnapshotCollector
 from exporter.snapshot import ALL_GROUPS, Snapshot, frozen_map
 from exporter.source import Source
 from tests.conftest import ROOT, require_tool
@@ -158,3 +158,22 @@ def test_dump_reports_unreachable_libvirt(tmp_path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "cannot read libvirt" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_exposition_renders_each_snapshot_once(demo_uri: str) -> None:
+    """Scrapes of one snapshot reuse its rendering; the age and process metrics are fresh each time."""
+    current = {"snap": _snapshot(demo_uri)}
+    clock = {"now": current["snap"].taken_at + 5}
+    exposition = Exposition(lambda: current["snap"], frozenset(ALL_GROUPS), clock=lambda: clock["now"])
+    first = exposition.render().decode()
+    clock["now"] += 10
+    second = exposition.render().decode()
+    assert exposition.renders == 1
+    assert "libvirt_exporter_snapshot_age_seconds 5.0" in first
+    assert "libvirt_exporter_snapshot_age_seconds 15.0" in second
+    assert "process_resident_memory_bytes" in second
+    assert first.count("libvirt_domain_state_code{") == second.count("libvirt_domain_state_code{") == 6
+    current["snap"] = current["snap"].replace(domains=current["snap"].domains[:2])
+    third = exposition.render().decode()
+    assert exposition.renders == 2
+    assert third.count("libvirt_domain_state_code{") == 2
