@@ -28,8 +28,10 @@ from exporter.snapshot import (
     STATE_RUNNING,
     STATE_SHUTDOWN,
     STATE_SHUTOFF,
+    Block,
     Domain,
     DomainEvent,
+    Memory,
     Snapshot,
     frozen_map,
 )
@@ -83,11 +85,17 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
             result.append(dom)
             continue
         changes: dict[str, object] = {"state": state, "state_reason": 0}
-        if state == STATE_SHUTOFF:
-            changes["id"] = -1
+        if state == STATE_SHUTOFF:  # no live counters for a domain that is off
+            changes.update(id=-1, cpu_time_ns=None, cpu_user_ns=None, cpu_system_ns=None, memory=Memory(),
+                           vcpus=(), interfaces=(), blocks=tuple(_config_only(b) for b in dom.blocks))
         result.append(dom.replace_fields(**changes))
-    needs_poll = not found or event.kind in _REDEFINING or event.kind in ("started", "undefined")
+    needs_poll = not found or event.kind not in ("suspended", "resumed")
     return tuple(result), needs_poll
+
+
+def _config_only(block: Block) -> Block:
+    return Block(target=block.target, device=block.device, disk_type=block.disk_type, bus=block.bus,
+                 source=block.source, driver_type=block.driver_type)
 
 
 class Poller:
@@ -192,6 +200,8 @@ class Poller:
     def handle_event(self, event: DomainEvent) -> None:
         """Apply one domain event to the current snapshot at once."""
         self._events += 1
+        if not self._config.keep_domain(event.name):
+            return
         if event.kind in _REDEFINING and self._source is not None:
             self._source.invalidate(event.uuid)
         if self._overlay is not None:
