@@ -163,3 +163,13 @@ def test_version_and_help() -> None:
     for flag in ("--libvirt.uri", "--web.listen-address", "--collector.block", "--no-collector.block",
                  "LIBVIRT_EXPORTER_LIBVIRT_POLL_INTERVAL", "--domain.include"):
         assert flag in text
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["qemu:///system", "qemu+ssh://monitor@hv1.example.net/system", "qemu+tls://hv1/system?no_verify=1",
+     "test:///default", "test+unix:///default?socket=/run/x.sock", "hv1", "lab-host.2"],
+)
+def test_uri_forms_accepted(uri: str) -> None:
+    """Local, remote and uri_aliases names pass; libvirt resolves aliases itself."""
+    assert resolve({"libvirt.uri": uri}, {}, {}).libvirt_uri == uri

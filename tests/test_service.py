@@ -50,6 +50,17 @@ def test_ipv6_and_two_listen_addresses(demo_uri: str, tmp_path) -> None:
             assert status == 200 and b"libvirt_domains_number 6.0" in body, url
 
 
+def test_wildcard_listens_on_ipv4_and_ipv6(demo_uri: str, tmp_path) -> None:
+    """The default form :PORT serves both 127.0.0.1 and ::1 from one dual-stack socket."""
+    require(socket.has_ipv6, "no IPv6 support in this Python build")
+    port = free_port()
+    exp = Exporter(["--libvirt.uri", demo_uri], listen=f":{port}", log=tmp_path / "log")
+    exp.url = f"http://127.0.0.1:{port}"
+    with exp:
+        for url in (f"http://127.0.0.1:{port}/healthz", f"http://[::1]:{port}/healthz"):
+            assert http_get(url)[0] == 200, url
+
+
 def test_listen_address_in_use_is_reported(demo_uri: str, tmp_path) -> None:
     """A port already taken stops the exporter with a clear message, not a traceback."""
     with socket.socket() as taken:

@@ -228,3 +228,14 @@ def test_failing_group_is_counted_and_the_poll_goes_on(demo_uri: str) -> None:
     assert all(b.read_bytes is None and b.capacity_bytes for b in web1.blocks)  # blockInfo still worked
     assert web1.interfaces[0].receive_bytes is not None
     assert len(result.domains) == 6
+
+
+def test_only_source_imports_libvirt() -> None:
+    """exporter/source.py is the single libvirt boundary of the package."""
+    import re
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "exporter"
+    importers = sorted(p.name for p in package.rglob("*.py")
+                       if re.search(r"^\s*(import libvirt|from libvirt)", p.read_text(), re.M))
+    assert importers == ["source.py"]
