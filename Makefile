@@ -16,7 +16,12 @@ APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	snmp snmpd snmptrapd smitools monitoring-plugins-standard \
 	prometheus
 
-.PHONY: demo test system-deps venv clean
+# Real texts of the base MIBs (SNMPv2-SMI, -TC, -CONF, -MIB, IF-MIB), which
+# Debian main lacks, come from the npm package net-snmp: fetched, never run.
+BASE_MIBS := build/base-mibs
+NET_SNMP_NPM := net-snmp@3.29.2
+
+.PHONY: demo test system-deps venv base-mibs clean
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -35,15 +40,27 @@ $(BIN)/.installed: pyproject.toml | system-deps
 
 venv: system-deps $(BIN)/.installed
 
-demo: venv
+$(BASE_MIBS)/SNMPv2-SMI: | system-deps
+	@command -v npm >/dev/null || { echo "installing npm (for the base MIB texts)"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; }
+	rm -rf build/npm-pack && mkdir -p build/npm-pack $(BASE_MIBS)
+	cd build/npm-pack && npm pack --silent $(NET_SNMP_NPM) >/dev/null && tar xzf net-snmp-*.tgz
+	for f in build/npm-pack/package/lib/mibs/*.mib; do cp $$f $(BASE_MIBS)/$$(basename $$f .mib); done
+	rm -rf build/npm-pack
+	test -s $(BASE_MIBS)/SNMPv2-SMI
+
+base-mibs: $(BASE_MIBS)/SNMPv2-SMI
+
+demo: venv base-mibs
 	@echo
 	@echo "libvirt-exporter demo on libvirt's test driver (examples/demo-host.xml)."
 	@echo "Try:  curl http://$(DEMO_ADDRESS)/metrics"
+	@echo "      snmpwalk -v2c -c public -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB 127.0.0.1:1161 lvxDomainName"
 	@echo
-	$(BIN)/libvirt-exporter --libvirt.uri test://$(CURDIR)/examples/demo-host.xml \
-		--web.listen-address $(DEMO_ADDRESS) --libvirt.poll-interval 5s
+	$(BIN)/libvirt-exporter --config.file examples/demo.toml \
+		--libvirt.uri test://$(CURDIR)/examples/demo-host.xml --state.directory $(CURDIR)/build/demo-state
 
-test: venv
+test: venv base-mibs
 	$(BIN)/python -m pytest
 
 clean:

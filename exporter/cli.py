@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
                         help="TOML configuration file (env LIBVIRT_EXPORTER_CONFIG_FILE)")
     for setting in SETTINGS:
+        if setting.file_only:
+            continue  # secrets never go on the command line
         help_text = f"{setting.help} (env {setting.env})"
         if setting.boolean:
             parser.add_argument(setting.cli, dest=setting.key, action=argparse.BooleanOptionalAction,
@@ -52,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_config(argv: Sequence[str] | None, environ: Mapping[str, str]) -> tuple[str, Config]:
     """Parse arguments and resolve the configuration (raises ConfigError)."""
     args = build_parser().parse_args(argv)
-    cli = {s.key: getattr(args, s.key) for s in SETTINGS}
+    cli = {s.key: getattr(args, s.key) for s in SETTINGS if not s.file_only}
     path = read_config_path(args.config_file, environ)
     file_data: dict[str, Any] = load_file(path) if path else {}
     return args.command, resolve(cli, environ, file_data, config_file=path)
@@ -141,6 +143,20 @@ async def serve(config: Config) -> int:
         log.error("%s", exc)
         return 1
 
+    agent = None
+    if config.snmp_enabled:
+        from exporter.indexmap import StateError
+        from exporter.snmp.agent import SnmpAgent
+
+        try:
+            agent = SnmpAgent(config, lambda: poller.snapshot)
+            agent.start()
+        except (OSError, StateError) as exc:
+            log.error("%s", exc)
+            web.stop()
+            return 1
+        poller.listeners.append(agent.on_snapshot)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -152,5 +168,7 @@ async def serve(config: Config) -> int:
         await poller.run(stop)
     finally:
         web.stop()
+        if agent is not None:
+            agent.stop()
         log.info("stopped")
     return 0

@@ -12,7 +12,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from exporter.errors import ConfigError
@@ -41,6 +41,39 @@ class ListenAddress:
 
 
 @dataclass(frozen=True, slots=True)
+class Community:
+    """An SNMPv1/v2c community.  Read-only unless ``write`` (see the README)."""
+
+    name: str
+    view: str = "all"
+    write: bool = False
+
+
+AUTH_PROTOCOLS = ("SHA-224", "SHA-256", "SHA-384", "SHA-512")
+PRIV_PROTOCOLS = ("AES", "AES-192", "AES-256")
+
+
+@dataclass(frozen=True, slots=True)
+class V3User:
+    """An SNMPv3 USM user: SHA-2 authentication, AES privacy (or none: authNoPriv)."""
+
+    name: str
+    auth_key: str
+    priv_key: str = ""
+    auth_protocol: str = "SHA-256"
+    priv_protocol: str = "AES"
+    view: str = "all"
+    write: bool = False
+
+    @property
+    def level(self) -> str:
+        return "authPriv" if self.priv_key else "authNoPriv"
+
+
+BUILTIN_VIEWS: dict[str, tuple[tuple[int, ...], ...]] = {"all": ((1, 3, 6, 1),)}
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     libvirt_uri: str = "test:///default"
     poll_interval_s: float = 15.0
@@ -55,6 +88,15 @@ class Config:
     domain_exclude: re.Pattern[str] | None = None
     log_level: str = "info"
     config_file: str = ""
+    state_directory: str = "/var/lib/libvirt-exporter"
+    snmp_enabled: bool = True
+    snmp_listen_addresses: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 1161),)
+    snmp_engine_id: bytes | None = None
+    snmp_contact: str = ""
+    snmp_location: str = ""
+    snmp_communities: tuple[Community, ...] = ()
+    snmp_users: tuple[V3User, ...] = ()
+    snmp_views: Mapping[str, tuple[tuple[int, ...], ...]] = field(default_factory=lambda: dict(BUILTIN_VIEWS))
 
     @property
     def poll_deadline_s(self) -> float:
@@ -193,6 +235,96 @@ def _log_level(raw: Any) -> str:
     return text
 
 
+def _engine_id(raw: Any) -> bytes:
+    text = _text(raw).strip().lower().removeprefix("0x").replace(":", "")
+    try:
+        value = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError(f"expected hexadecimal digits, got {raw!r}") from None
+    if not 5 <= len(value) <= 32:
+        raise ValueError(f"an engine ID has 5 to 32 bytes, got {len(value)}")
+    return value
+
+
+def _table_list(raw: Any, what: str) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise ValueError(f"expected a list of tables ([[{what}]] in TOML)")
+    return raw
+
+
+def _fields(item: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
+    unknown = set(item) - allowed
+    if unknown:
+        raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+    missing = required - set(item)
+    if missing:
+        raise ValueError(f"{where}: {sorted(missing)[0]!r} is required")
+
+
+def _communities(raw: Any) -> tuple[Community, ...]:
+    result = []
+    for n, item in enumerate(_table_list(raw, "snmp.communities"), start=1):
+        where = f"entry {n}"
+        _fields(item, {"name", "view", "write"}, {"name"}, where)
+        name = _text(item["name"])
+        if not name or len(name) > 64:
+            raise ValueError(f"{where}: the community must have 1 to 64 characters")
+        result.append(Community(name=name, view=_text(item.get("view", "all")),
+                                write=parse_bool(item.get("write", False))))
+    if len({c.name for c in result}) != len(result):
+        raise ValueError("a community is listed twice")
+    return tuple(result)
+
+
+def _users(raw: Any) -> tuple[V3User, ...]:
+    result = []
+    for n, item in enumerate(_table_list(raw, "snmp.users"), start=1):
+        where = f"entry {n}"
+        _fields(item, {"name", "auth_key", "priv_key", "auth_protocol", "priv_protocol", "view", "write"},
+                {"name", "auth_key"}, where)
+        user = V3User(
+            name=_text(item["name"]), auth_key=_text(item["auth_key"]), priv_key=_text(item.get("priv_key", "")),
+            auth_protocol=_text(item.get("auth_protocol", "SHA-256")).upper(),
+            priv_protocol=_text(item.get("priv_protocol", "AES")).upper(),
+            view=_text(item.get("view", "all")), write=parse_bool(item.get("write", False)),
+        )
+        if not user.name or len(user.name) > 32:
+            raise ValueError(f"{where}: a user name has 1 to 32 characters")
+        if user.auth_protocol not in AUTH_PROTOCOLS:
+            raise ValueError(f"{where}: auth_protocol must be one of {', '.join(AUTH_PROTOCOLS)}")
+        if user.priv_protocol not in PRIV_PROTOCOLS:
+            raise ValueError(f"{where}: priv_protocol must be one of {', '.join(PRIV_PROTOCOLS)}")
+        for key_name in ("auth_key", "priv_key"):
+            key = getattr(user, key_name)
+            if key and len(key) < 8:
+                raise ValueError(f"{where}: {key_name} must have at least 8 characters")
+        result.append(user)
+    if len({u.name for u in result}) != len(result):
+        raise ValueError("a user is listed twice")
+    return tuple(result)
+
+
+def _oid(text: str) -> tuple[int, ...]:
+    try:
+        parts = tuple(int(p) for p in text.strip().strip(".").split("."))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a numeric OID like 1.3.6.1.2.1.1") from None
+    if len(parts) < 2 or any(p < 0 for p in parts):
+        raise ValueError(f"{text!r} is not a numeric OID like 1.3.6.1.2.1.1")
+    return parts
+
+
+def _views(raw: Any) -> dict[str, tuple[tuple[int, ...], ...]]:
+    if not isinstance(raw, dict):
+        raise ValueError("expected a table of view name = [OID subtrees]")
+    views = dict(BUILTIN_VIEWS)
+    for name, subtrees in raw.items():
+        if not isinstance(subtrees, list) or not subtrees:
+            raise ValueError(f"view {name!r}: expected a non-empty list of OIDs")
+        views[name] = tuple(_oid(_text(s)) for s in subtrees)
+    return views
+
+
 @dataclass(frozen=True, slots=True)
 class Setting:
     key: str  # dotted: TOML table and key
@@ -201,6 +333,7 @@ class Setting:
     help: str
     flag: str = ""  # command-line flag; derived from key when empty
     boolean: bool = False
+    file_only: bool = False  # secrets: never from the command line or the environment
 
     @property
     def env(self) -> str:
@@ -232,6 +365,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("domains.exclude", "domain_exclude", _regex,
             "skip domains whose whole name matches this regular expression", flag="--domain.exclude"),
     Setting("log.level", "log_level", _log_level, "debug, info, warning or error (default info)"),
+    Setting("state.directory", "state_directory", _path,
+            "where SNMP row indexes and engine boots are kept (default /var/lib/libvirt-exporter)"),
+    Setting("snmp.enabled", "snmp_enabled", parse_bool, "serve SNMP (default on)", boolean=True),
+    Setting("snmp.listen_address", "snmp_listen_addresses", _listen_addresses,
+            "SNMP UDP listen address(es), comma separated (default 127.0.0.1:1161)"),
+    Setting("snmp.engine_id", "snmp_engine_id", _engine_id,
+            "SNMPv3 engine ID in hex (default: derived from the machine ID)"),
+    Setting("snmp.contact", "snmp_contact", _text, "sysContact"),
+    Setting("snmp.location", "snmp_location", _text, "sysLocation"),
+    Setting("snmp.communities", "snmp_communities", _communities, "SNMPv1/v2c communities", file_only=True),
+    Setting("snmp.users", "snmp_users", _users, "SNMPv3 users", file_only=True),
+    Setting("snmp.views", "snmp_views", _views, "named lists of OID subtrees", file_only=True),
 ) + tuple(
     Setting(f"collectors.{group}", "", parse_bool, f"poll and export the {group} group (default on)",
             flag=f"--collector.{group}", boolean=True)
@@ -292,6 +437,8 @@ def resolve(
         setting = _BY_ENV.get(name)
         if setting is None:
             raise ConfigError(name, "unknown environment variable")
+        if setting.file_only:
+            raise ConfigError(setting.key, f"can be set only in the config file, not with {name}")
         raw[setting.key] = (value, f"environment {name}")
     for key, value in cli.items():
         if value is None:
@@ -318,6 +465,10 @@ def resolve(
             values[setting.field] = parsed
     values["collectors"] = frozenset(collectors)
     config = Config(**values)
+    for key, principals in (("snmp.communities", config.snmp_communities), ("snmp.users", config.snmp_users)):
+        for n, principal in enumerate(principals, start=1):  # never name a community: it is a secret
+            if principal.view not in config.snmp_views:
+                raise ConfigError(key, f"entry {n} uses view {principal.view!r}, which snmp.views does not define")
     if config.poll_timeout_s and config.poll_timeout_s < 0.1:
         raise ConfigError("libvirt.poll_timeout", "must be at least 100ms")
     return config

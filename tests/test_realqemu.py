@@ -199,3 +199,35 @@ def test_libvirtd_restart_under_running_exporter(real_host: RealHost, tmp_path) 
     assert log.count("lost the libvirt connection") == 1, log
     assert log.count("restored") == 1, log
     assert "Traceback" not in log
+
+
+def test_snmp_shows_real_counters(real_host: RealHost, tmp_path) -> None:
+    """Over SNMP, the QEMU domains appear with real block, interface and vCPU counters equal to /metrics."""
+    from tests.support import snmp
+
+    require_tool("snmpbulkwalk", "snmp")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}")
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1h"],
+                  log=tmp_path / "log") as exp:
+        metrics = exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        target = f"127.0.0.1:{port}"
+        for name in real_host.domains:
+            index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+            block = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target,
+                                        f"lvxBlockReadRequests.{index}"))
+            (reads,) = block.values()
+            assert int(reads) > 0
+            assert int(reads) == metrics.get("libvirt_domain_block_stats_read_requests_total", domain=name,
+                                             target_device="vda")
+            nic = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target,
+                                      f"lvxInterfaceReceiveBytes.{index}"))
+            (rx,) = nic.values()
+            tap = [s["target_device"] for s in metrics.series("libvirt_domain_interface_stats_info")
+                   if s["domain"] == name][0]
+            assert int(rx) == metrics.get("libvirt_domain_interface_stats_receive_bytes_total", domain=name,
+                                          target_device=tap)
+            delay = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target, f"lvxVcpuDelay.{index}"))
+            assert len(delay) == 2  # bulk-only statistic, present for both vCPUs
+            state = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}")
+            assert state.strip() == "1"

@@ -1,0 +1,333 @@
+"""The standalone SNMP agent: pysnmp's engine with our own instrumentation.
+
+Request handlers read a :class:`~exporter.snmp.mib.MibView`, built once per
+snapshot, with a bisect for GETNEXT and GETBULK; they never call libvirt.
+Access control is pysnmp's VACM: every community and user gets a read view
+and, unless granted one, an empty write view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pysnmp.carrier.asyncio.dgram import udp, udp6
+from pysnmp.entity import config as snmp_config
+from pysnmp.entity import engine as snmp_engine
+from pysnmp.entity.rfc3413 import cmdrsp, context
+from pysnmp.proto import rfc1902, rfc1905
+from pysnmp.smi import error as smi_error
+from pysnmp.smi.instrum import AbstractMibInstrumController
+
+from exporter.config import Config, ListenAddress
+from exporter.indexmap import IndexMap, StateError
+from exporter.snapshot import DomainEvent, Snapshot
+from exporter.snmp import mib
+
+log = logging.getLogger(__name__)
+
+_AUTH = {
+    "SHA-224": snmp_config.USM_AUTH_HMAC128_SHA224,
+    "SHA-256": snmp_config.USM_AUTH_HMAC192_SHA256,
+    "SHA-384": snmp_config.USM_AUTH_HMAC256_SHA384,
+    "SHA-512": snmp_config.USM_AUTH_HMAC384_SHA512,
+}
+_PRIV = {
+    "AES": snmp_config.USM_PRIV_CFB128_AES,
+    "AES-192": snmp_config.USM_PRIV_CFB192_AES,
+    "AES-256": snmp_config.USM_PRIV_CFB256_AES,
+}
+_NO_WRITE_VIEW = "no-write"
+_MAX32 = 2**32 - 1
+_MAX64 = 2**64 - 1
+
+
+def encode(value: mib.Value, now: float) -> Any:
+    """A view value as a protocol object."""
+    syntax, raw = value
+    if callable(raw):
+        raw = raw(now)
+    if syntax == mib.INT:
+        return rfc1902.Integer32(raw)
+    if syntax == mib.STR:
+        return rfc1902.OctetString(raw.encode("utf-8"))
+    if syntax == mib.BYTES:
+        return rfc1902.OctetString(raw)
+    if syntax == mib.C64:
+        return rfc1902.Counter64(min(max(raw, 0), _MAX64))
+    if syntax == mib.G32:
+        return rfc1902.Gauge32(min(max(raw, 0), _MAX32))
+    if syntax == mib.U32:
+        return rfc1902.Unsigned32(min(max(raw, 0), _MAX32))
+    if syntax == mib.TICKS:
+        return rfc1902.TimeTicks(raw % 2**32)
+    if syntax == mib.OID:
+        return rfc1902.ObjectIdentifier(raw)
+    raise ValueError(f"unknown syntax {syntax!r}")
+
+
+def default_engine_id(state_directory: str) -> bytes:
+    """A stable engine ID: net-snmp's enterprise, format 5 (octets), hashed machine ID."""
+    seed = ""
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            seed = Path(path).read_text().strip()
+            break
+        except OSError:
+            continue
+    seed = (seed or socket.gethostname()) + ":" + os.path.abspath(state_directory)
+    return bytes.fromhex("80001f8805") + hashlib.sha256(seed.encode()).digest()[:12]
+
+
+class ViewController(AbstractMibInstrumController):
+    """pysnmp instrumentation over a MibView; every failure becomes an SNMP error."""
+
+    def __init__(self, agent: SnmpAgent) -> None:
+        self._agent = agent
+
+    @staticmethod
+    def _hidden(ac: Any, name: Any, value: Any, idx: int, context: dict[str, Any]) -> bool:
+        """True if the principal may not see this instance (not in view, or Counter64 for v1)."""
+        if ac is None:
+            return False
+        try:
+            return bool(ac("read", (name, value), idx=idx, **context))
+        except smi_error.NoAccessError:
+            return True  # RFC 3584: SNMPv1 walks skip Counter64 objects
+
+    def read_variables(self, *varBinds: Any, **context: Any) -> list[tuple[Any, Any]]:
+        view = self._agent.view()
+        now = self._agent.clock()
+        ac = context.get("acFun")
+        result = []
+        for idx, (name, _) in enumerate(varBinds):
+            try:
+                oid = tuple(name)
+                entry = view.get(oid)
+                value = encode(entry, now) if entry is not None else None
+                if ac is not None and ac("read", (name, value), idx=idx, **context):
+                    result.append((name, rfc1905.noSuchObject))  # not in this principal's view
+                elif value is not None:
+                    result.append((name, value))
+                else:
+                    obj = mib.object_of(oid)
+                    known = obj is not None and obj.oid in mib.READABLE
+                    result.append((name, rfc1905.noSuchInstance if known else rfc1905.noSuchObject))
+            except smi_error.SmiError:
+                raise
+            except Exception:
+                log.exception("GET of %s failed", name)
+                raise smi_error.GenError(name=name, idx=idx) from None
+        return result
+
+    def read_next_variables(self, *varBinds: Any, **context: Any) -> list[tuple[Any, Any]]:
+        view = self._agent.view()
+        now = self._agent.clock()
+        ac = context.get("acFun")
+        oids = view.oids
+        result = []
+        for idx, (name, _) in enumerate(varBinds):
+            try:
+                pos = view.after(tuple(name))
+                while pos < len(oids):
+                    oid = oids[pos]
+                    value = encode(view.values[oid], now)
+                    next_name = rfc1902.ObjectName(oid)
+                    if not self._hidden(ac, next_name, value, idx, context):
+                        result.append((next_name, value))
+                        break
+                    pos += 1
+                else:
+                    result.append((name, rfc1905.endOfMibView))
+            except smi_error.SmiError:
+                raise
+            except Exception:
+                log.exception("GETNEXT after %s failed", name)
+                raise smi_error.GenError(name=name, idx=idx) from None
+        return result
+
+    def write_variables(self, *varBinds: Any, **context: Any) -> list[tuple[Any, Any]]:
+        ac = context.get("acFun")
+        for idx, (name, value) in enumerate(varBinds):
+            try:
+                # Check the principal's write view first: a read-only principal always gets an error.
+                if ac is not None and ac("write", (name, value), idx=idx, **context):
+                    raise smi_error.NoAccessError(name=name, idx=idx)
+            except smi_error.SmiError:
+                raise
+            except Exception:
+                log.exception("SET of %s failed", name)
+                raise smi_error.GenError(name=name, idx=idx) from None
+            # Lifecycle control is not enabled in this version: nothing is writable.
+            raise smi_error.NotWritableError(name=name, idx=idx)
+        return []
+
+
+class SnmpAgent:
+    """Serves the MIB view of the poller's current snapshot over UDP."""
+
+    def __init__(
+        self, config: Config, get_snapshot: Callable[[], Snapshot], clock: Callable[[], float] = time.time
+    ) -> None:
+        self._config = config
+        self._get_snapshot = get_snapshot
+        self.clock = clock
+        self.started_at = clock()
+        self._state_dir = Path(config.state_directory)
+        self._index_map = IndexMap(self._state_dir / "snmp-indexes.json")  # may raise StateError
+        self._indexes = mib.Indexes({}, {}, {})
+        self._indexed_snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+        self._view: tuple[Snapshot, mib.MibView] | None = None
+        self._domain_uuids: frozenset[str] | None = None
+        self._last_change_ticks = 0
+        self._started: dict[str, float] = {}
+        self._state_error_logged = False
+        self._engine: Any = None
+        self._transports: list[Any] = []
+        self.bound: list[tuple[str, int]] = []
+
+    # -- snapshot tracking (event-loop thread) --------------------------------
+
+    def on_snapshot(self, snap: Snapshot, event: DomainEvent | None) -> None:
+        """Poller listener: keep indexes, the table-change time and start times current."""
+        if event is not None:
+            if event.kind == "started":
+                self._started[event.uuid] = self.clock()
+            elif event.kind in ("stopped", "undefined", "crashed"):
+                self._started.pop(event.uuid, None)
+        self._index(snap)
+
+    def _index(self, snap: Snapshot) -> None:
+        if snap is self._indexed_snapshot:
+            return
+        self._indexed_snapshot = snap
+        if not snap.up:
+            return
+        uuids = frozenset(d.uuid for d in snap.domains)
+        try:
+            self._indexes = mib.Indexes(
+                domains=self._index_map.assign("domain", [d.uuid for d in snap.domains]),  # name order
+                pools=self._index_map.assign("pool", [p.uuid for p in snap.pools]),
+                networks=self._index_map.assign("network", [n.uuid for n in snap.networks]),
+            )
+            self._state_error_logged = False
+        except StateError as exc:
+            if not self._state_error_logged:
+                log.error("SNMP row indexes not saved; new domains get no rows until this is fixed: %s", exc)
+                self._state_error_logged = True
+        if self._domain_uuids is not None and uuids != self._domain_uuids:
+            self._last_change_ticks = int((self.clock() - self.started_at) * 100)
+        self._domain_uuids = uuids
+
+    def view(self) -> mib.MibView:
+        """The view of the current snapshot, built on first use."""
+        snap = self._get_snapshot()
+        with self._lock:
+            cached = self._view
+            if cached is not None and cached[0] is snap:
+                return cached[1]
+            self._index(snap)
+            view = mib.build_view(
+                snap,
+                self._indexes,
+                mib.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at),
+                table_last_change_ticks=self._last_change_ticks,
+                started_at=self._started,
+            )
+            self._view = (snap, view)
+            return view
+
+    # -- engine ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind the listen addresses and register principals; raises OSError on bind failure."""
+        cfg = self._config
+        self._state_dir.mkdir(parents=True, exist_ok=True)
+        engine_id = cfg.snmp_engine_id or default_engine_id(cfg.state_directory)
+        # pysnmp keeps snmpEngineBoots below the temporary directory; point it at ours.
+        saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
+        try:
+            eng = snmp_engine.SnmpEngine(snmpEngineID=rfc1902.OctetString(engine_id))
+        finally:
+            tempfile.tempdir = saved
+        self._engine = eng
+        for n, address in enumerate(cfg.snmp_listen_addresses, start=1):
+            self._open(eng, n, address)
+
+        level_type = eng.get_mib_builder().import_symbols("SNMP-FRAMEWORK-MIB", "SnmpSecurityLevel")[0]
+        snmp_config.add_context(eng, b"")
+        for name, subtrees in cfg.snmp_views.items():
+            for subtree in subtrees:
+                snmp_config.add_vacm_view(eng, f"v-{name}", "included", subtree, b"")
+        # An explicit, empty write view: read-only principals must fail on SET.
+        snmp_config.add_vacm_view(eng, _NO_WRITE_VIEW, "excluded", (1, 3, 6, 1), b"")
+
+        def grant(model: int, sec_name: str, level: str, view: str, write: bool) -> None:
+            group = f"g-{sec_name}"
+            snmp_config.add_vacm_group(eng, group, model, sec_name)
+            snmp_config.add_vacm_access(eng, group, b"", model, level_type(level), "exact", f"v-{view}",
+                                        f"v-{view}" if write else _NO_WRITE_VIEW, f"v-{view}")
+
+        for n, community in enumerate(cfg.snmp_communities, start=1):
+            sec_name = f"community{n}"  # the community string itself never appears in VACM or logs
+            snmp_config.add_v1_system(eng, sec_name, community.name, securityName=sec_name)
+            for model in (1, 2):
+                grant(model, sec_name, "noAuthNoPriv", community.view, community.write)
+            if community.write:
+                log.warning("SNMP community %d (v1/v2c, cleartext) is allowed to write", n)
+        for user in cfg.snmp_users:
+            snmp_config.add_v3_user(
+                eng, user.name, _AUTH[user.auth_protocol], user.auth_key,
+                _PRIV[user.priv_protocol] if user.priv_key else snmp_config.USM_PRIV_NONE,
+                user.priv_key or None,
+            )
+            grant(3, user.name, user.level, user.view, user.write)
+            if user.level != "authPriv" and user.write:
+                log.warning("SNMPv3 user %s may write without privacy (authNoPriv)", user.name)
+
+        snmp_context = context.SnmpContext(eng)
+        snmp_context.unregister_context_name(b"")
+        snmp_context.register_context_name(b"", ViewController(self))
+        for responder in (cmdrsp.GetCommandResponder, cmdrsp.NextCommandResponder,
+                          cmdrsp.BulkCommandResponder, cmdrsp.SetCommandResponder):
+            responder(eng, snmp_context)
+        if not cfg.snmp_communities and not cfg.snmp_users:
+            log.warning("SNMP is on but no community or user is configured: every request will be ignored")
+
+    def _open(self, eng: Any, n: int, address: ListenAddress) -> None:
+        family = socket.AF_INET6 if ":" in address.host or address.host == "" else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if address.host == "" else 1)
+            sock.bind((address.host or "::", address.port))
+        except OSError as exc:
+            sock.close()
+            raise OSError(f"cannot listen for SNMP on {address}: {exc.strerror or exc}") from None
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            transport = udp6.Udp6Transport().open_server_mode(sock=sock)
+            snmp_config.add_transport(eng, udp6.DOMAIN_NAME + (n,), transport)
+        else:
+            transport = udp.UdpTransport().open_server_mode(sock=sock)
+            snmp_config.add_transport(eng, udp.DOMAIN_NAME + (n,), transport)
+        self._transports.append(transport)
+        self.bound.append(sock.getsockname()[:2])
+        log.info("serving SNMP on udp %s", address)
+
+    def stop(self) -> None:
+        if self._engine is not None:
+            dispatcher = self._engine.transport_dispatcher
+            if dispatcher is not None:
+                dispatcher.close_dispatcher()
+            self._engine = None
+

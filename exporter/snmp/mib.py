@@ -1,0 +1,398 @@
+"""Pure mapping of a snapshot onto the served MIB objects.
+
+Every object the agent serves is declared once here, with its OID, syntax
+and access; ``tests/test_snmp_mib.py`` holds these declarations against the
+compiled MIB texts in ``mibs/``.  :func:`build_view` turns one snapshot into
+a :class:`MibView`: a sorted list of instance OIDs and their values, built
+once per snapshot and then only read by request handlers.
+
+Values are kept as ``(syntax, python value)`` pairs; the agent converts
+them to protocol types when it answers.  A value may be a callable taking
+the current time (for ages and uptimes), evaluated per request.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid as uuidlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from exporter import __version__
+from exporter.snapshot import STATE_NOSTATE, STATE_PMSUSPENDED, Domain, Snapshot
+
+#: The one place the provisional enterprise arc lives (net-snmp's playpen).
+LVX_ROOT: tuple[int, ...] = (1, 3, 6, 1, 4, 1, 8072, 9999, 9999)
+LIBVIRT_ROOT: tuple[int, ...] = (1, 3, 6, 1, 4, 1, 36957)
+SYSTEM: tuple[int, ...] = (1, 3, 6, 1, 2, 1, 1)
+
+LVX_HOST = LVX_ROOT + (1, 1)
+LVX_DOMAIN_ENTRY = LVX_ROOT + (1, 2, 1)
+LVX_NAME_ENTRY = LVX_ROOT + (1, 3, 1)
+LVX_VCPU_ENTRY = LVX_ROOT + (1, 4, 1)
+LVX_BLOCK_ENTRY = LVX_ROOT + (1, 5, 1)
+LVX_IF_ENTRY = LVX_ROOT + (1, 6, 1)
+LVX_POOL_ENTRY = LVX_ROOT + (1, 7, 1)
+LVX_NET_ENTRY = LVX_ROOT + (1, 8, 1)
+LIBVIRT_GUEST_ENTRY = LIBVIRT_ROOT + (1, 1, 1)
+
+# Syntax tags: how a value is encoded on the wire.
+INT = "int"  # Integer32, enumerations, TruthValue, TestAndIncr, RowStatus
+STR = "str"  # OCTET STRING / DisplayString from text
+BYTES = "bytes"  # OCTET STRING from raw bytes (MacAddress, UUID)
+U32 = "u32"  # Unsigned32
+G32 = "g32"  # Gauge32 (saturates at 2^32-1)
+C64 = "c64"  # Counter64 and LvxGauge64
+TICKS = "ticks"  # TimeTicks, TimeStamp
+OID = "oid"  # OBJECT IDENTIFIER
+
+RO = "read-only"
+RW = "read-write"
+RC = "read-create"
+NOTIFY = "accessible-for-notify"
+
+MAX_NAME_KEY = 100  # longest domain name listed in lvxDomainNameTable
+
+Value = tuple[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectDef:
+    name: str
+    oid: tuple[int, ...]  # scalar (without .0) or column
+    syntax: str
+    access: str = RO
+
+    @property
+    def scalar(self) -> bool:
+        return self.oid[: len(LVX_HOST)] == LVX_HOST or self.oid[: len(SYSTEM)] == SYSTEM
+
+
+def _defs(prefix: tuple[int, ...], rows: Iterable[tuple[int, str, str, str]]) -> tuple[ObjectDef, ...]:
+    return tuple(ObjectDef(name, prefix + (sub,), syntax, access) for sub, name, syntax, access in rows)
+
+
+SYSTEM_OBJECTS = _defs(SYSTEM, [
+    (1, "sysDescr", STR, RO), (2, "sysObjectID", OID, RO), (3, "sysUpTime", TICKS, RO),
+    (4, "sysContact", STR, RO), (5, "sysName", STR, RO), (6, "sysLocation", STR, RO),
+    (7, "sysServices", INT, RO),
+])
+
+HOST_OBJECTS = _defs(LVX_HOST, [
+    (1, "lvxHostDriver", STR, RO), (2, "lvxHostDriverVersion", STR, RO), (3, "lvxHostLibvirtVersion", STR, RO),
+    (4, "lvxHostName", STR, RO), (5, "lvxHostCpus", U32, RO), (6, "lvxHostMemoryTotal", G32, RO),
+    (7, "lvxHostMemoryFree", G32, RO), (8, "lvxDomainCount", G32, RO), (9, "lvxDomainActiveCount", G32, RO),
+    (10, "lvxDomainTableLastChange", TICKS, RO), (11, "lvxLibvirtConnection", INT, RO),
+    (12, "lvxSnapshotTime", U32, RO), (13, "lvxSnapshotAge", U32, RO), (14, "lvxActionSpinLock", INT, RW),
+])
+
+DOMAIN_OBJECTS = _defs(LVX_DOMAIN_ENTRY, [
+    (2, "lvxDomainName", STR, RO), (3, "lvxDomainUUID", STR, RO), (4, "lvxDomainId", INT, RO),
+    (5, "lvxDomainOperState", INT, RO), (6, "lvxDomainStateReason", INT, RO), (7, "lvxDomainPersistent", INT, RO),
+    (8, "lvxDomainAutostart", INT, RO), (9, "lvxDomainVcpus", U32, RO), (10, "lvxDomainVcpusMax", U32, RO),
+    (11, "lvxDomainMemory", G32, RO), (12, "lvxDomainMemoryMax", G32, RO), (13, "lvxDomainCpuTime", C64, RO),
+    (14, "lvxDomainCpuUserTime", C64, RO), (15, "lvxDomainCpuSystemTime", C64, RO),
+    (16, "lvxDomainBalloonActual", G32, RO), (17, "lvxDomainMemAvailable", G32, RO),
+    (18, "lvxDomainMemUnused", G32, RO), (19, "lvxDomainMemUsable", G32, RO), (20, "lvxDomainMemRss", G32, RO),
+    (21, "lvxDomainMemDiskCaches", G32, RO), (22, "lvxDomainSwapIn", C64, RO), (23, "lvxDomainSwapOut", C64, RO),
+    (24, "lvxDomainMajorFaults", C64, RO), (25, "lvxDomainMinorFaults", C64, RO), (26, "lvxDomainUptime", U32, RO),
+    (27, "lvxDomainAdminState", INT, RW), (28, "lvxDomainAction", INT, RW), (29, "lvxDomainLastAction", INT, RO),
+    (30, "lvxDomainLastActionResult", INT, RO), (31, "lvxDomainLastActionError", STR, RO),
+    (32, "lvxDomainLastActionTime", U32, RO),
+])
+
+NAME_OBJECTS = _defs(LVX_NAME_ENTRY, [(2, "lvxDomainNameIndex", INT, RO)])
+
+VCPU_OBJECTS = _defs(LVX_VCPU_ENTRY, [
+    (2, "lvxVcpuState", INT, RO), (3, "lvxVcpuTime", C64, RO), (4, "lvxVcpuPhysicalCpu", INT, RO),
+    (5, "lvxVcpuWait", C64, RO), (6, "lvxVcpuDelay", C64, RO),
+])
+
+BLOCK_OBJECTS = _defs(LVX_BLOCK_ENTRY, [
+    (2, "lvxBlockTarget", STR, RO), (3, "lvxBlockSource", STR, RO), (4, "lvxBlockBus", STR, RO),
+    (5, "lvxBlockDriverType", STR, RO), (6, "lvxBlockCapacity", C64, RO), (7, "lvxBlockAllocation", C64, RO),
+    (8, "lvxBlockPhysical", C64, RO), (9, "lvxBlockReadRequests", C64, RO), (10, "lvxBlockReadBytes", C64, RO),
+    (11, "lvxBlockReadTime", C64, RO), (12, "lvxBlockWriteRequests", C64, RO), (13, "lvxBlockWriteBytes", C64, RO),
+    (14, "lvxBlockWriteTime", C64, RO), (15, "lvxBlockFlushRequests", C64, RO), (16, "lvxBlockFlushTime", C64, RO),
+    (17, "lvxBlockErrors", C64, RO),
+])
+
+INTERFACE_OBJECTS = _defs(LVX_IF_ENTRY, [
+    (2, "lvxInterfaceTarget", STR, RO), (3, "lvxInterfaceMac", BYTES, RO), (4, "lvxInterfaceModel", STR, RO),
+    (5, "lvxInterfaceType", STR, RO), (6, "lvxInterfaceSource", STR, RO),
+    (7, "lvxInterfaceReceiveBytes", C64, RO), (8, "lvxInterfaceReceivePackets", C64, RO),
+    (9, "lvxInterfaceReceiveErrors", C64, RO), (10, "lvxInterfaceReceiveDrops", C64, RO),
+    (11, "lvxInterfaceTransmitBytes", C64, RO), (12, "lvxInterfaceTransmitPackets", C64, RO),
+    (13, "lvxInterfaceTransmitErrors", C64, RO), (14, "lvxInterfaceTransmitDrops", C64, RO),
+])
+
+POOL_OBJECTS = _defs(LVX_POOL_ENTRY, [
+    (2, "lvxPoolName", STR, RO), (3, "lvxPoolUUID", STR, RO), (4, "lvxPoolState", INT, RO),
+    (5, "lvxPoolAutostart", INT, RO), (6, "lvxPoolCapacity", C64, RO), (7, "lvxPoolAllocation", C64, RO),
+    (8, "lvxPoolAvailable", C64, RO),
+])
+
+NETWORK_OBJECTS = _defs(LVX_NET_ENTRY, [
+    (2, "lvxNetworkName", STR, RO), (3, "lvxNetworkUUID", STR, RO), (4, "lvxNetworkActive", INT, RO),
+    (5, "lvxNetworkAutostart", INT, RO), (6, "lvxNetworkBridge", STR, RO),
+])
+
+LIBVIRT_OBJECTS = _defs(LIBVIRT_GUEST_ENTRY, [
+    (1, "libvirtGuestUUID", BYTES, NOTIFY), (2, "libvirtGuestName", STR, RO), (3, "libvirtGuestState", INT, RC),
+    (4, "libvirtGuestCpuCount", U32, RO), (5, "libvirtGuestMemoryCurrent", G32, RO),
+    (6, "libvirtGuestMemoryLimit", U32, RO), (7, "libvirtGuestCpuTime", C64, RO),
+    (9, "libvirtGuestRowStatus", INT, RC),
+])
+
+OBJECTS: tuple[ObjectDef, ...] = (
+    SYSTEM_OBJECTS + HOST_OBJECTS + DOMAIN_OBJECTS + NAME_OBJECTS + VCPU_OBJECTS + BLOCK_OBJECTS
+    + INTERFACE_OBJECTS + POOL_OBJECTS + NETWORK_OBJECTS + LIBVIRT_OBJECTS
+)
+BY_NAME: Mapping[str, ObjectDef] = {o.name: o for o in OBJECTS}
+#: Objects readable through GET and walks (accessible-for-notify ones are not).
+READABLE = frozenset(o.oid for o in OBJECTS if o.access != NOTIFY)
+
+
+def _o(name: str) -> tuple[int, ...]:
+    return BY_NAME[name].oid
+
+
+# -- the view ------------------------------------------------------------------
+
+
+class MibView:
+    """Instances in OID order.  Immutable once built."""
+
+    __slots__ = ("oids", "values")
+
+    def __init__(self, values: dict[tuple[int, ...], Value]) -> None:
+        self.values = values
+        self.oids = sorted(values)
+
+    def __len__(self) -> int:
+        return len(self.oids)
+
+    def get(self, oid: tuple[int, ...]) -> Value | None:
+        return self.values.get(oid)
+
+    def after(self, oid: tuple[int, ...]) -> int:
+        """Position of the first instance strictly after ``oid``."""
+        return bisect.bisect_right(self.oids, oid)
+
+    def items(self) -> Iterator[tuple[tuple[int, ...], Value]]:
+        for oid in self.oids:
+            yield oid, self.values[oid]
+
+
+def object_of(oid: tuple[int, ...]) -> ObjectDef | None:
+    """The served object that ``oid`` is an instance of, if any."""
+    for length in range(len(oid), 0, -1):
+        obj = _BY_OID.get(oid[:length])
+        if obj is not None:
+            return obj
+    return None
+
+
+_BY_OID = {o.oid: o for o in OBJECTS}
+
+
+@dataclass(frozen=True, slots=True)
+class SystemInfo:
+    """What the system group says about this agent."""
+
+    contact: str = ""
+    location: str = ""
+    started_at: float = 0.0  # Unix time the agent started (sysUpTime counts from it)
+
+
+@dataclass(frozen=True, slots=True)
+class Indexes:
+    """Stable row indexes by UUID, from the index map."""
+
+    domains: Mapping[str, int]
+    pools: Mapping[str, int]
+    networks: Mapping[str, int]
+
+
+def _ticks_since(start: float) -> Callable[[float], int]:
+    return lambda now: int(max(0.0, now - start) * 100)
+
+
+def _version(encoded: int) -> str:
+    return f"{encoded // 1_000_000}.{encoded // 1000 % 1000}.{encoded % 1000}" if encoded else ""
+
+
+def _bool(value: bool) -> int:
+    return 1 if value else 2  # TruthValue
+
+
+def _mac(text: str) -> bytes | None:
+    try:
+        raw = bytes(int(part, 16) for part in text.split(":"))
+    except ValueError:
+        return None
+    return raw if len(raw) == 6 else None
+
+
+def _name_key(name: str) -> tuple[int, ...] | None:
+    raw = name.encode("utf-8")
+    return tuple(raw) if 0 < len(raw) <= MAX_NAME_KEY else None
+
+
+def libvirt_guest_state(state: int) -> int:
+    """libvirt-snmp's enumeration lacks nostate and pmsuspended: map them onto it."""
+    if state == STATE_PMSUSPENDED:
+        return 3  # paused
+    if state == STATE_NOSTATE:
+        return 2  # blocked
+    return state
+
+
+class _Builder:
+    def __init__(self) -> None:
+        self.values: dict[tuple[int, ...], Value] = {}
+
+    def put(self, obj: tuple[int, ...], index: tuple[int, ...], syntax: str, value: Any) -> None:
+        if value is not None:
+            self.values[obj + index] = (syntax, value)
+
+    def columns(self, entry: tuple[int, ...], index: tuple[int, ...], cells: Iterable[tuple[int, str, Any]]) -> None:
+        for column, syntax, value in cells:
+            if value is not None:
+                self.values[entry + (column,) + index] = (syntax, value)
+
+
+def build_view(
+    snap: Snapshot,
+    indexes: Indexes,
+    system: SystemInfo,
+    *,
+    table_last_change_ticks: int = 0,
+    started_at: Mapping[str, float] | None = None,
+    actions: Mapping[str, tuple[int, int, str, int]] | None = None,
+    spin_lock: int = 0,
+) -> MibView:
+    """Every served instance for one snapshot.
+
+    ``started_at`` gives the start time of domains the agent saw start (for
+    lvxDomainUptime); ``actions`` the last action per domain UUID as
+    (action, result, error, time) for the control columns.
+    """
+    b = _Builder()
+    host = snap.host
+    hostname = host.hostname if host else ""
+    desc = f"libvirt-exporter {__version__}"
+    if host is not None:
+        desc += f" on {hostname}: {host.driver} {_version(host.hypervisor_version)}, " \
+                f"libvirt {_version(host.libvirt_version)}"
+    b.put(_o("sysDescr"), (0,), STR, desc)
+    b.put(_o("sysObjectID"), (0,), OID, LVX_ROOT)
+    b.put(_o("sysUpTime"), (0,), TICKS, _ticks_since(system.started_at))
+    b.put(_o("sysContact"), (0,), STR, system.contact)
+    b.put(_o("sysName"), (0,), STR, hostname)
+    b.put(_o("sysLocation"), (0,), STR, system.location)
+    b.put(_o("sysServices"), (0,), INT, 72)  # application + end-to-end layers
+
+    b.put(_o("lvxLibvirtConnection"), (0,), INT, 1 if snap.up else 2)
+    b.put(_o("lvxDomainTableLastChange"), (0,), TICKS, table_last_change_ticks)
+    b.put(_o("lvxActionSpinLock"), (0,), INT, spin_lock)
+    if snap.up:
+        taken = snap.taken_at
+        b.put(_o("lvxSnapshotTime"), (0,), U32, int(taken))
+        b.put(_o("lvxSnapshotAge"), (0,), U32, lambda now: int(max(0.0, now - taken)))
+        b.put(_o("lvxDomainCount"), (0,), G32, len(snap.domains))
+        b.put(_o("lvxDomainActiveCount"), (0,), G32, sum(1 for d in snap.domains if d.active))
+    if host is not None:
+        b.put(_o("lvxHostDriver"), (0,), STR, host.driver)
+        b.put(_o("lvxHostDriverVersion"), (0,), STR, _version(host.hypervisor_version))
+        b.put(_o("lvxHostLibvirtVersion"), (0,), STR, _version(host.libvirt_version))
+        b.put(_o("lvxHostName"), (0,), STR, host.hostname)
+        b.put(_o("lvxHostCpus"), (0,), U32, host.cpus)
+        b.put(_o("lvxHostMemoryTotal"), (0,), G32, _kib(host.memory_total_bytes))
+        b.put(_o("lvxHostMemoryFree"), (0,), G32, _kib(host.memory_free_bytes))
+
+    for dom in snap.domains:
+        index = indexes.domains.get(dom.uuid)
+        if index is None:
+            continue
+        _domain_rows(b, dom, index, (started_at or {}).get(dom.uuid), (actions or {}).get(dom.uuid))
+
+    for pool in snap.pools:
+        pidx = indexes.pools.get(pool.uuid)
+        if pidx is None:
+            continue
+        b.columns(LVX_POOL_ENTRY, (pidx,), (
+            (2, STR, pool.name), (3, STR, pool.uuid), (4, INT, pool.state), (5, INT, _bool(pool.autostart)),
+            (6, C64, pool.capacity_bytes), (7, C64, pool.allocation_bytes), (8, C64, pool.available_bytes),
+        ))
+    for net in snap.networks:
+        nidx = indexes.networks.get(net.uuid)
+        if nidx is None:
+            continue
+        b.columns(LVX_NET_ENTRY, (nidx,), (
+            (2, STR, net.name), (3, STR, net.uuid), (4, INT, _bool(net.active)),
+            (5, INT, _bool(net.autostart)), (6, STR, net.bridge),
+        ))
+    return MibView(b.values)
+
+
+def _kib(value_bytes: int | None) -> int | None:
+    return None if value_bytes is None else value_bytes // 1024
+
+
+def _domain_rows(
+    b: _Builder, dom: Domain, index: int, started: float | None, action: tuple[int, int, str, int] | None
+) -> None:
+    idx = (index,)
+    mem = dom.memory
+    last_action, result, error, when = action or (1, 1, "", 0)
+    b.columns(LVX_DOMAIN_ENTRY, idx, (
+        (2, STR, dom.name), (3, STR, dom.uuid), (4, INT, dom.id), (5, INT, dom.state),
+        (6, INT, dom.state_reason), (7, INT, _bool(dom.persistent)), (8, INT, _bool(dom.autostart)),
+        (9, U32, dom.vcpus_current), (10, U32, dom.vcpus_max), (11, G32, dom.memory_kib),
+        (12, G32, dom.max_memory_kib), (13, C64, dom.cpu_time_ns), (14, C64, dom.cpu_user_ns),
+        (15, C64, dom.cpu_system_ns), (16, G32, mem.actual_kib), (17, G32, mem.available_kib),
+        (18, G32, mem.unused_kib), (19, G32, mem.usable_kib), (20, G32, mem.rss_kib),
+        (21, G32, mem.disk_caches_kib), (22, C64, mem.swap_in_kib), (23, C64, mem.swap_out_kib),
+        (24, C64, mem.major_faults), (25, C64, mem.minor_faults),
+        (26, U32, (lambda now, s=started: int(max(0.0, now - s))) if started is not None and dom.active else None),
+        (27, INT, admin_state(dom.state)), (28, INT, 1), (29, INT, last_action), (30, INT, result),
+        (31, STR, error), (32, U32, when),
+    ))
+    key = _name_key(dom.name)
+    if key is not None:
+        b.put(_o("lvxDomainNameIndex"), key, INT, index)
+    for vcpu in dom.vcpus:
+        b.columns(LVX_VCPU_ENTRY, (index, vcpu.number), (
+            (2, INT, vcpu.state), (3, C64, vcpu.time_ns), (4, INT, vcpu.physical_cpu),
+            (5, C64, vcpu.wait_ns), (6, C64, vcpu.delay_ns),
+        ))
+    for pos, blk in enumerate(dom.blocks, start=1):
+        b.columns(LVX_BLOCK_ENTRY, (index, pos), (
+            (2, STR, blk.target), (3, STR, blk.source), (4, STR, blk.bus), (5, STR, blk.driver_type),
+            (6, C64, blk.capacity_bytes), (7, C64, blk.allocation_bytes), (8, C64, blk.physical_bytes),
+            (9, C64, blk.read_requests), (10, C64, blk.read_bytes), (11, C64, blk.read_time_ns),
+            (12, C64, blk.write_requests), (13, C64, blk.write_bytes), (14, C64, blk.write_time_ns),
+            (15, C64, blk.flush_requests), (16, C64, blk.flush_time_ns), (17, C64, blk.errors),
+        ))
+    for pos, nic in enumerate(dom.interfaces, start=1):
+        b.columns(LVX_IF_ENTRY, (index, pos), (
+            (2, STR, nic.target), (3, BYTES, _mac(nic.mac)), (4, STR, nic.model), (5, STR, nic.interface_type),
+            (6, STR, nic.bridge or nic.network), (7, C64, nic.receive_bytes), (8, C64, nic.receive_packets),
+            (9, C64, nic.receive_errors), (10, C64, nic.receive_drops), (11, C64, nic.transmit_bytes),
+            (12, C64, nic.transmit_packets), (13, C64, nic.transmit_errors), (14, C64, nic.transmit_drops),
+        ))
+    if dom.active:  # libvirt-snmp lists active domains only
+        guest = tuple(uuidlib.UUID(dom.uuid).bytes)
+        b.columns(LIBVIRT_GUEST_ENTRY, guest, (
+            (2, STR, dom.name), (3, INT, libvirt_guest_state(dom.state)),
+            (4, U32, dom.vcpus_current), (5, G32, None if dom.memory_kib is None else dom.memory_kib // 1024),
+            (6, U32, None if dom.max_memory_kib is None else dom.max_memory_kib // 1024),
+            (7, C64, dom.cpu_time_ns), (9, INT, 1),
+        ))
+
+
+def admin_state(state: int) -> int:
+    """lvxDomainAdminState as read: the state the domain has reached."""
+    return {1: 1, 2: 1, 3: 2, 7: 2, 4: 3}.get(state, 4)

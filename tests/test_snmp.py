@@ -1,0 +1,394 @@
+"""The SNMP agent, read side, with the net-snmp tools as the client."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.hostgen import HostShape
+from exporter.snmp import mib
+from tests.conftest import ROOT, require, require_tool
+from tests.support import snmp
+from tests.support.process import Exporter
+
+LVX = ".".join(map(str, mib.LVX_ROOT))
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, str]]:
+    """The demo host served over HTTP and SNMP, polled once an hour (a stable snapshot)."""
+    require_tool("snmpget", "snmp")
+    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
+    folder = tmp_path_factory.mktemp("agent")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}")
+    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
+                    "--libvirt.poll-interval", "1h"], log=folder / "log")
+    with exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        yield exp, f"127.0.0.1:{port}"
+
+
+def _walk(target: str, oid: str, *extra: str) -> dict[str, str]:
+    return snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-Oe", "-OU", *extra, target, oid))
+
+
+def test_every_column_matches_metrics(agent: tuple[Exporter, str]) -> None:
+    """Each domain, vCPU, block, NIC, pool and network value equals /metrics for the same snapshot."""
+    exp, target = agent
+    metrics = exp.scrape()
+    host = _walk(target, f"{LVX}.1.1")
+    assert int(host[f"{LVX}.1.1.12.0"]) == int(metrics.get("libvirt_exporter_snapshot_timestamp_seconds"))
+    assert host[f"{LVX}.1.1.8.0"] == "6" and host[f"{LVX}.1.1.11.0"] == "1"
+    assert host[f"{LVX}.1.1.5.0"] == str(int(metrics.get("libvirt_node_cpus")))
+    doms = _walk(target, f"{LVX}.1.2")
+    names = {k.rsplit(".", 1)[1]: v for k, v in doms.items() if k.startswith(f"{LVX}.1.2.1.2.")}
+    assert sorted(names.values()) == ["batch1", "crashy1", "db1", "legacy1", "web1", "web2"]
+    blocks, nics = _walk(target, f"{LVX}.1.5"), _walk(target, f"{LVX}.1.6")
+    vcpus = _walk(target, f"{LVX}.1.4")
+    checked = 0
+    for index, name in names.items():
+        col = lambda c: doms.get(f"{LVX}.1.2.1.{c}.{index}")  # noqa: E731
+        uuid = col(3)
+        ids = {"domain": name, "uuid": uuid}
+        assert int(col(5)) == metrics.get("libvirt_domain_state_code", **ids)
+        assert int(col(11)) * 1024 == metrics.get("libvirt_domain_info_memory_usage_bytes", **ids)
+        assert int(col(12)) * 1024 == metrics.get("libvirt_domain_info_maximum_memory_bytes", **ids)
+        assert int(col(9)) == metrics.get("libvirt_domain_info_virtual_cpus", **ids)
+        assert int(col(10)) == metrics.get("libvirt_domain_vcpu_maximum", **ids)
+        cpu = metrics.get("libvirt_domain_info_cpu_time_seconds_total", **ids)
+        if cpu is None:
+            assert col(13) is None  # inactive: no instance, as /metrics has no series
+        else:
+            assert int(col(13)) == pytest.approx(cpu * 1e9, rel=1e-12)
+            rss = metrics.get("libvirt_domain_memory_stats_rss_bytes", **ids)  # None without a balloon
+            assert (None if col(20) is None else int(col(20)) * 1024) == rss
+        for n, target_dev in enumerate([s["target_device"] for s in metrics.series("libvirt_domain_block_stats_info")
+                                        if s["domain"] == name], start=1):
+            bcol = lambda c: blocks.get(f"{LVX}.1.5.1.{c}.{index}.{n}")  # noqa: E731
+            dev = {**ids, "target_device": target_dev}
+            assert bcol(2) == target_dev
+            read = metrics.get("libvirt_domain_block_stats_read_bytes_total", **dev)
+            assert (None if bcol(10) is None else int(bcol(10))) == read
+            cap = metrics.get("libvirt_domain_block_stats_capacity_bytes", **dev)
+            assert (None if bcol(6) is None else int(bcol(6))) == cap
+            checked += 1
+        for n, info in enumerate([s for s in metrics.series("libvirt_domain_interface_stats_info")
+                                  if s["domain"] == name], start=1):
+            icol = lambda c: nics.get(f"{LVX}.1.6.1.{c}.{index}.{n}")  # noqa: E731
+            dev = {**ids, "target_device": info["target_device"]}
+            assert icol(2) == info["target_device"]
+            mac = ":".join(f"{int(part, 16):02x}" for part in icol(3).strip(":").split(":"))  # hint "1x:"
+            assert mac == info["mac_address"]
+            assert int(icol(7)) == metrics.get("libvirt_domain_interface_stats_receive_bytes_total", **dev)
+            assert int(icol(12)) == metrics.get("libvirt_domain_interface_stats_transmit_packets_total", **dev)
+            checked += 1
+        for series in metrics.series("libvirt_domain_vcpu_time_seconds_total"):
+            if series["domain"] == name:
+                v = series["vcpu"]
+                t = int(vcpus[f"{LVX}.1.4.1.3.{index}.{v}"])
+                assert t == pytest.approx(metrics.get("libvirt_domain_vcpu_time_seconds_total", **ids, vcpu=v) * 1e9,
+                                          rel=1e-12)
+                checked += 1
+    assert checked > 20
+    pools = _walk(target, f"{LVX}.1.7")
+    (pool_name,) = [v for k, v in pools.items() if k.startswith(f"{LVX}.1.7.1.2.")]
+    assert pool_name == "images"
+    (capacity,) = [v for k, v in pools.items() if k.startswith(f"{LVX}.1.7.1.6.")]
+    assert int(capacity) == metrics.get("libvirt_storage_pool_capacity_bytes", storage_pool="images")
+    nets = _walk(target, f"{LVX}.1.8")
+    assert sorted(v for k, v in nets.items() if k.startswith(f"{LVX}.1.8.1.2.")) == ["default", "isolated"]
+
+
+def test_libvirt_mib_guest_table(agent: tuple[Exporter, str]) -> None:
+    """libvirt-snmp's guest table: active domains, UUID index of 16 sub-ids, MiB, mapped states."""
+    exp, target = agent
+    metrics = exp.scrape()
+    rows = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", "-Oe", target, "1.3.6.1.4.1.36957.1.1"))
+    names = {k: v for k, v in rows.items() if k.startswith("1.3.6.1.4.1.36957.1.1.1.2.")}
+    assert sorted(names.values()) == ["batch1", "crashy1", "db1", "web1", "web2"]  # legacy1 is shut off
+    for oid, name in names.items():
+        index = oid.split(".")[11:]
+        assert len(index) == 16  # no length prefix
+        uuid = str(uuidlib.UUID(bytes=bytes(int(x) for x in index)))
+        suffix = ".".join(index)
+        ids = {"domain": name, "uuid": uuid}
+        state = int(metrics.get("libvirt_domain_state_code", **ids))
+        assert rows[f"1.3.6.1.4.1.36957.1.1.1.3.{suffix}"] == str(state)  # 1..6 pass through
+        assert int(rows[f"1.3.6.1.4.1.36957.1.1.1.5.{suffix}"]) == \
+            metrics.get("libvirt_domain_info_memory_usage_bytes", **ids) // 2**20
+        assert int(rows[f"1.3.6.1.4.1.36957.1.1.1.6.{suffix}"]) == \
+            metrics.get("libvirt_domain_info_maximum_memory_bytes", **ids) // 2**20
+        assert rows[f"1.3.6.1.4.1.36957.1.1.1.9.{suffix}"] == "1"  # active
+        assert f"1.3.6.1.4.1.36957.1.1.1.1.{suffix}" not in rows  # accessible-for-notify: not readable
+    table = snmp.ok("snmptable", *snmp.V2_ARGS, "-Ob", "-Cf", "|", target, "libvirtGuestTable")
+    assert "|\"web1\"|running|4|3072 MiB|4096 MiB|" in table
+
+
+def test_libvirt_state_mapping() -> None:
+    """States outside libvirt-snmp's enumeration map onto declared values."""
+    assert [mib.libvirt_guest_state(s) for s in range(8)] == [2, 1, 2, 3, 4, 5, 6, 3]
+
+
+def test_system_group_and_named_lookup(agent: tuple[Exporter, str]) -> None:
+    """sysDescr/sysObjectID/sysName/sysContact, and a domain addressed by name."""
+    _, target = agent
+    out = snmp.ok("snmpget", *snmp.V2_ARGS, target, "sysDescr.0", "sysObjectID.0", "sysName.0", "sysContact.0",
+                  "sysLocation.0", "sysUpTime.0", "lvxDomainNameIndex.'web1'")
+    assert "libvirt-exporter" in out and "TEST" in out
+    assert "SNMPv2-MIB::sysObjectID.0 = OID: LIBVIRT-EXPORTER-MIB::lvxMIB" in out
+    assert 'sysContact.0 = STRING: test contact' in out
+    index = re.search(r"lvxDomainNameIndex\.'web1' = INTEGER: (\d+)", out).group(1)
+    name = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainName.{index}")
+    assert name.strip() == "web1"
+
+
+def test_v3_authpriv_and_bad_credentials(agent: tuple[Exporter, str]) -> None:
+    """v3 authPriv with SHA-256/AES works; a wrong key, user or community gets no data."""
+    _, target = agent
+    assert snmp.ok("snmpget", *snmp.V3_ARGS, "-Oqv", "-OU", target, "lvxDomainCount.0").strip() == "6"
+    bad_key = snmp.run("snmpget", *[a if a != snmp.V3_AUTH else "wrong-auth-key" for a in snmp.V3_ARGS],
+                       "-t", "1", "-r", "0", target, "lvxDomainCount.0")
+    assert bad_key.returncode != 0 and "Authentication failure" in bad_key.stderr
+    bad_user = snmp.run("snmpget", *[a if a != snmp.V3_USER else "nobody" for a in snmp.V3_ARGS],
+                        "-t", "1", "-r", "0", target, "lvxDomainCount.0")
+    assert bad_user.returncode != 0 and "Unknown user name" in bad_user.stderr
+    weaker = snmp.run("snmpget", "-v3", "-l", "authNoPriv", "-u", snmp.V3_USER, "-a", "SHA-256", "-A", snmp.V3_AUTH,
+                      "-t", "1", "-r", "0", target, "lvxDomainCount.0")
+    assert weaker.returncode != 0 or "authorizationError" in weaker.stderr + weaker.stdout
+    wrong = snmp.run("snmpget", "-v2c", "-c", "not-the-community", "-t", "1", "-r", "0", target, "sysDescr.0")
+    assert wrong.returncode != 0 and "Timeout" in wrong.stderr  # a wrong community gets no answer at all
+
+
+def test_v1_never_sees_counter64(agent: tuple[Exporter, str]) -> None:
+    """SNMPv1: walks skip Counter64 objects (RFC 3584), a GET of one is noSuchName."""
+    _, target = agent
+    walk = snmp.ok("snmpwalk", "-v1", "-c", snmp.COMMUNITY, "-On", target, LVX)
+    assert "Counter64" not in walk and "lvx" not in walk and f"{LVX}.1.2.1.2." in walk
+    assert f"{LVX}.1.2.1.13." not in walk  # lvxDomainCpuTime
+    get = snmp.run("snmpget", "-v1", "-c", snmp.COMMUNITY, target, f"{LVX}.1.2.1.13.5")
+    assert "noSuchName" in get.stdout + get.stderr
+
+
+def test_unknown_oids(agent: tuple[Exporter, str]) -> None:
+    """noSuchObject, noSuchInstance and endOfMibView where each is due."""
+    _, target = agent
+    out = snmp.ok("snmpget", *snmp.V2_ARGS, target, f"{LVX}.77.0", f"{LVX}.1.2.1.13.999")
+    assert "No Such Object" in out and "No Such Instance" in out
+    last = snmp.ok("snmpgetnext", *snmp.V2_ARGS, target, "1.3.6.1.4.1.99999")
+    assert "No more variables left in this MIB View" in last
+
+
+def test_every_set_is_refused_for_read_only_principals(agent: tuple[Exporter, str]) -> None:
+    """No principal can write by default: v2c and v3 SETs of every writable object fail."""
+    _, target = agent
+    writable = [o for o in mib.OBJECTS if o.access in (mib.RW, mib.RC)]
+    assert writable
+    for obj in writable:
+        oid = ".".join(map(str, obj.oid)) + (".0" if obj.oid[:len(mib.LVX_HOST)] == mib.LVX_HOST else ".1")
+        for args in (snmp.V2_ARGS, snmp.V3_ARGS):
+            result = snmp.run("snmpset", *args, "-t", "2", "-r", "0", target, oid, "i", "1")
+            assert result.returncode != 0, (obj.name, result.stdout)
+            assert re.search(r"noAccess|authorizationError|notWritable", result.stderr), (obj.name, result.stderr)
+
+
+def test_ipv6_listener(tmp_path) -> None:
+    """The agent listens on [::1] when configured so."""
+    require_tool("snmpget", "snmp")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"[::1]:{port}")
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", "test:///default"], log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="up")
+        out = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-OU", f"udp6:[::1]:{port}", "lvxDomainCount.0")
+        assert out.strip() == "1"
+
+
+def test_indexes_survive_restart(tmp_path) -> None:
+    """A domain keeps its lvxDomainIndex across restarts (state directory)."""
+    require_tool("snmpget", "snmp")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}")
+    seen = []
+    for uri in (f"test://{ROOT}/examples/demo-host.xml", "test:///default", f"test://{ROOT}/examples/demo-host.xml"):
+        with Exporter(["--config.file", str(cfg), "--libvirt.uri", uri], log=tmp_path / "log") as exp:
+            exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="up")
+            seen.append(snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", f"127.0.0.1:{port}",
+                                            f"{LVX}.1.2.1.2")))
+    assert seen[0] == seen[2]  # same names at the same indexes after two restarts
+    assert set(seen[1].values()) == {"test"} and set(seen[1]) & set(seen[0]) == set()  # a new UUID, a new index
+
+
+def test_thousand_domains_walk_in_order(make_host, tmp_path) -> None:
+    """A 1000-domain host walks completely, strictly increasing, in every served MIB."""
+    require_tool("snmpbulkwalk", "snmp")
+    uri = make_host(HostShape(domains=1000, disks=2, nics=2, vcpus=4))
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}")
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", uri, "--libvirt.poll-interval", "1h"],
+                  log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 1000, timeout=60, what="1000 domains")
+        active = sum(1 for s in exp.scrape().series("libvirt_domain_info_cpu_time_seconds_total"))
+        for root, rows in ((LVX + ".1.2.1.2", 1000), ("1.3.6.1.4.1.36957.1.1.1.2", active), (LVX, None)):
+            out = snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-Cr50", f"127.0.0.1:{port}", root, timeout=300)
+            oids = [tuple(int(x) for x in line.split(" ", 1)[0].lstrip(".").split(".")) for line in out.splitlines()]
+            assert oids == sorted(set(oids)), f"{root}: not strictly increasing"
+            if rows is not None:
+                assert len(oids) == rows
+        assert len(oids) > 80_000  # the whole tree: about 84 instances a domain
+
+
+def test_smilint_clean() -> None:
+    """smilint -l 6 prints nothing for our MIB; LIBVIRT-MIB only its one compatibility warning, ignored."""
+    smilint = require_tool("smilint", "smitools")
+    env = {"SMIPATH": f"{snmp.BASE_MIBS}:{ROOT / 'mibs'}", "PATH": "/usr/bin:/bin"}
+    ours = subprocess.run([smilint, "-l", "6", str(ROOT / "mibs/LIBVIRT-EXPORTER-MIB.txt")], capture_output=True,
+                          text=True, env=env)
+    assert ours.stdout + ours.stderr == ""
+    # libvirt-snmp's index column is accessible-for-notify; keeping it is the point of the module.
+    compat = subprocess.run([smilint, "-l", "6", "-i", "index-element-accessible",
+                             str(ROOT / "mibs/LIBVIRT-MIB.txt")], capture_output=True, text=True, env=env)
+    assert compat.stdout + compat.stderr == ""
+
+
+def _compiled() -> dict[str, dict]:
+    """Our MIBs compiled by pysmi from local files only (never the network)."""
+    import json
+
+    from pysmi.codegen.jsondoc import JsonCodeGen
+    from pysmi.compiler import MibCompiler
+    from pysmi.parser.dialect import smi_v1_relaxed
+    from pysmi.parser.smi import parserFactory
+    from pysmi.reader.localfile import FileReader
+    from pysmi.searcher.stub import StubSearcher
+    from pysmi.writer.callback import CallbackWriter
+
+    out: dict[str, str] = {}
+    compiler = MibCompiler(parserFactory(**smi_v1_relaxed)(), JsonCodeGen(),
+                           CallbackWriter(lambda name, data, ctx: out.__setitem__(name, data)))
+    compiler.add_sources(FileReader(str(snmp.BASE_MIBS)), FileReader(str(ROOT / "mibs")))
+    compiler.add_searchers(StubSearcher(*JsonCodeGen.baseMibs))
+    status = compiler.compile("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB", "SNMPv2-MIB", rebuild=True, genTexts=False)
+    assert status["LIBVIRT-EXPORTER-MIB"] == "compiled" and status["LIBVIRT-MIB"] == "compiled", status
+    return {name: json.loads(text) for name, text in out.items()}
+
+
+_SYNTAX = {
+    mib.INT: {"Integer32", "INTEGER", "TruthValue", "TestAndIncr", "RowStatus", "LvxDomainState"},
+    mib.STR: {"DisplayString", "OCTET STRING", "OctetString"},
+    mib.BYTES: {"MacAddress", "UUID"},
+    mib.U32: {"Unsigned32"},
+    mib.G32: {"Gauge32"},
+    mib.C64: {"Counter64", "LvxGauge64"},
+    mib.TICKS: {"TimeTicks", "TimeStamp"},
+    mib.OID: {"OBJECT IDENTIFIER", "ObjectIdentifier"},
+}
+
+
+def test_mib_and_code_agree() -> None:
+    """Every object the code serves is in the MIBs with the same OID, syntax and access, and vice versa."""
+    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
+    modules = _compiled()
+    in_mibs = {}
+    for module in ("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB"):
+        for name, node in modules[module].items():
+            if isinstance(node, dict) and node.get("class") == "objecttype" and node.get("nodetype") in (
+                    "scalar", "column") and node.get("maxaccess") != "not-accessible":
+                in_mibs[name] = node
+    system = {n: v for n, v in modules["SNMPv2-MIB"].items() if isinstance(v, dict)
+              and v.get("oid", "").startswith("1.3.6.1.2.1.1.") and v.get("nodetype") == "scalar"
+              and v["oid"].count(".") == 7}
+    served = {o.name: o for o in mib.OBJECTS}
+    assert set(served) - set(system) == set(in_mibs), set(served) - set(system) ^ set(in_mibs)
+    for name, node in {**in_mibs, **{k: v for k, v in system.items() if k in served}}.items():
+        obj = served[name]
+        assert ".".join(map(str, obj.oid)) == node["oid"], name
+        if name in ("sysContact", "sysName", "sysLocation"):
+            assert obj.access == mib.RO  # read-write in SNMPv2-MIB; served read-only, set in the config
+        else:
+            assert node["maxaccess"] == obj.access, name
+        assert node["syntax"]["type"] in _SYNTAX[obj.syntax], (name, node["syntax"])
+
+
+def test_every_served_oid_resolves_in_the_mibs(agent: tuple[Exporter, str]) -> None:
+    """A full walk of the agent: snmptranslate resolves every OID to a named object of our MIBs."""
+    _, target = agent
+    out = snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-On", target, ".1.3.6.1")
+    oids = [line.split(" ", 1)[0] for line in out.splitlines()]
+    assert len(oids) > 200
+    objects = {".".join(map(str, o.oid)) for o in mib.OBJECTS}
+    seen_objects = set()
+    for oid in oids:
+        obj = mib.object_of(tuple(int(x) for x in oid.lstrip(".").split(".")))
+        assert obj is not None, oid
+        seen_objects.add(".".join(map(str, obj.oid)))
+    names = [line for line in snmp.ok("snmptranslate", *sorted(seen_objects)).splitlines() if line]
+    assert len(names) == len(seen_objects)
+    for line in names:
+        assert re.match(r"^(LIBVIRT-EXPORTER-MIB|LIBVIRT-MIB|SNMPv2-MIB)::\w+$", line), line
+    # Objects with no instance on the demo host, and why.
+    not_applicable = {
+        "lvxDomainUptime": "known only for domains the agent saw start; the demo domains start before it",
+        "lvxVcpuWait": "the test driver has no bulk vCPU statistics",
+        "lvxVcpuDelay": "the test driver has no bulk vCPU statistics",
+        "lvxBlockReadTime": "the test driver's blockStats has no times",
+        "lvxBlockWriteTime": "the test driver's blockStats has no times",
+        "lvxBlockFlushRequests": "the test driver's blockStats has no flush counters",
+        "lvxBlockFlushTime": "the test driver's blockStats has no flush counters",
+        "libvirtGuestUUID": "accessible-for-notify: sent in notifications, never read",
+    }
+    missing = {o.name for o in mib.OBJECTS if ".".join(map(str, o.oid)) not in seen_objects}
+    assert missing == set(not_applicable), missing ^ set(not_applicable)
+
+
+def test_printed_demo_walk_works(tmp_path) -> None:
+    """The snmpwalk line `make demo` prints works as printed against the demo configuration."""
+    require_tool("snmpwalk", "snmp")
+    makefile = (ROOT / "Makefile").read_text()
+    line = re.search(r'@echo "      (snmpwalk [^"]+)"', makefile).group(1)
+    command = line.replace("$(CURDIR)", str(ROOT)).replace("$(BASE_MIBS)", "build/base-mibs")
+    exp = Exporter(["--config.file", str(ROOT / "examples/demo.toml"),
+                    "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
+                    "--state.directory", str(tmp_path / "state")], log=tmp_path / "log")
+    with exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "LIBVIRT-EXPORTER-MIB::lvxDomainName.5 = STRING: web1" in result.stdout
+
+
+def test_snmp_errors_at_start_up(tmp_path) -> None:
+    """A busy SNMP port, a damaged index file or a secret on the command line stop start-up clearly."""
+    require_tool("snmpget", "snmp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}")
+        exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", "test:///default"], log=tmp_path / "log")
+        assert exp.proc.wait(timeout=20) == 1
+        assert f"cannot listen for SNMP on 127.0.0.1:{port}" in exp.output()
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "state" / "snmp-indexes.json").write_text("{broken")
+    cfg = snmp.agent_config(tmp_path / "c2.toml", tmp_path / "state", f"127.0.0.1:{snmp.free_udp_port()}")
+    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", "test:///default"], log=tmp_path / "log2")
+    assert exp.proc.wait(timeout=20) == 1
+    assert "snmp-indexes.json is damaged" in exp.output() and "Traceback" not in exp.output()
+    env_secret = subprocess.run([sys.executable, "-m", "exporter"], cwd=ROOT,
+                                capture_output=True, text=True,
+                                env={"PATH": "/usr/bin:/bin", "LIBVIRT_EXPORTER_SNMP_COMMUNITIES": "x"})
+    assert env_secret.returncode == 2 and "only in the config file" in env_secret.stderr
+
+
+def test_scalar_types(agent: tuple[Exporter, str]) -> None:
+    """Gauges and counters have the SNMP types the MIB declares."""
+    _, target = agent
+    out = snmp.ok("snmpget", *snmp.V2_ARGS, target, "lvxDomainCount.0", "lvxHostMemoryTotal.0",
+                  "lvxSnapshotAge.0", "lvxDomainTableLastChange.0", "lvxLibvirtConnection.0")
+    assert "Gauge32: 6" in out and "lvxLibvirtConnection.0 = INTEGER: up(1)" in out
+    assert "Timeticks" in out
