@@ -55,7 +55,7 @@ demo: venv base-mibs
 	@echo
 	@echo "libvirt-exporter demo on libvirt's test driver (examples/demo-host.xml)."
 	@echo "Try:  curl http://$(DEMO_ADDRESS)/metrics"
-	@echo "      snmpwalk -v2c -c public -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB 127.0.0.1:1161 lvxDomainName"
+	@echo "      snmpwalk -v2c -c public -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB:LIBVIRT-MIB 127.0.0.1:1161 .1.3.6.1"
 	@echo
 	$(BIN)/libvirt-exporter --config.file examples/demo.toml \
 		--libvirt.uri test://$(CURDIR)/examples/demo-host.xml --state.directory $(CURDIR)/build/demo-state

@@ -35,6 +35,7 @@ class DiskConfig:
     bus: str
     source: str
     driver_type: str
+    readonly: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +128,7 @@ def parse(xml: str) -> DomainConfig:
                 bus=target.get("bus", ""),
                 source=_disk_source(disk.find("source")),
                 driver_type=driver.get("type", "") if driver is not None else "",
+                readonly=disk.find("readonly") is not None,
             )
         )
     nics = []

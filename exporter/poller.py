@@ -95,7 +95,7 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
 
 def _config_only(block: Block) -> Block:
     return Block(target=block.target, device=block.device, disk_type=block.disk_type, bus=block.bus,
-                 source=block.source, driver_type=block.driver_type)
+                 source=block.source, driver_type=block.driver_type, readonly=block.readonly)
 
 
 class Poller:

@@ -80,6 +80,7 @@ class Block:
     bus: str = ""
     source: str = ""
     driver_type: str = ""  # qcow2, raw, ...
+    readonly: bool = False
     read_requests: int | None = None
     read_bytes: int | None = None
     read_time_ns: int | None = None

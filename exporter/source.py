@@ -554,7 +554,7 @@ class Source:
         result: dict[str, Block] = {
             d.target: Block(
                 target=d.target, device=d.device, disk_type=d.disk_type, bus=d.bus, source=d.source,
-                driver_type=d.driver_type,
+                driver_type=d.driver_type, readonly=d.readonly,
             )
             for d in cfg.disks
         }

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid as uuidlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -55,7 +54,9 @@ def test_every_column_matches_metrics(agent: tuple[Exporter, str]) -> None:
     vcpus = _walk(target, f"{LVX}.1.4")
     checked = 0
     for index, name in names.items():
-        col = lambda c: doms.get(f"{LVX}.1.2.1.{c}.{index}")  # noqa: E731
+        def col(c: int, index: str = index) -> str | None:
+            return doms.get(f"{LVX}.1.2.1.{c}.{index}")
+
         uuid = col(3)
         ids = {"domain": name, "uuid": uuid}
         assert int(col(5)) == metrics.get("libvirt_domain_state_code", **ids)
@@ -72,7 +73,9 @@ def test_every_column_matches_metrics(agent: tuple[Exporter, str]) -> None:
             assert (None if col(20) is None else int(col(20)) * 1024) == rss
         for n, target_dev in enumerate([s["target_device"] for s in metrics.series("libvirt_domain_block_stats_info")
                                         if s["domain"] == name], start=1):
-            bcol = lambda c: blocks.get(f"{LVX}.1.5.1.{c}.{index}.{n}")  # noqa: E731
+            def bcol(c: int, index: str = index, n: int = n) -> str | None:
+                return blocks.get(f"{LVX}.1.5.1.{c}.{index}.{n}")
+
             dev = {**ids, "target_device": target_dev}
             assert bcol(2) == target_dev
             read = metrics.get("libvirt_domain_block_stats_read_bytes_total", **dev)
@@ -82,7 +85,9 @@ def test_every_column_matches_metrics(agent: tuple[Exporter, str]) -> None:
             checked += 1
         for n, info in enumerate([s for s in metrics.series("libvirt_domain_interface_stats_info")
                                   if s["domain"] == name], start=1):
-            icol = lambda c: nics.get(f"{LVX}.1.6.1.{c}.{index}.{n}")  # noqa: E731
+            def icol(c: int, index: str = index, n: int = n) -> str | None:
+                return nics.get(f"{LVX}.1.6.1.{c}.{index}.{n}")
+
             dev = {**ids, "target_device": info["target_device"]}
             assert icol(2) == info["target_device"]
             mac = ":".join(f"{int(part, 16):02x}" for part in icol(3).strip(":").split(":"))  # hint "1x:"
@@ -304,7 +309,7 @@ def test_mib_and_code_agree() -> None:
     system = {n: v for n, v in modules["SNMPv2-MIB"].items() if isinstance(v, dict)
               and v.get("oid", "").startswith("1.3.6.1.2.1.1.") and v.get("nodetype") == "scalar"
               and v["oid"].count(".") == 7}
-    served = {o.name: o for o in mib.OBJECTS}
+    served = {o.name: o for o in mib.OBJECTS if o not in mib.VM_MIB_OBJECTS}  # VM-MIB: see test_vm_mib_facts
     assert set(served) - set(system) == set(in_mibs), set(served) - set(system) ^ set(in_mibs)
     for name, node in {**in_mibs, **{k: v for k, v in system.items() if k in served}}.items():
         obj = served[name]
@@ -322,14 +327,18 @@ def test_every_served_oid_resolves_in_the_mibs(agent: tuple[Exporter, str]) -> N
     out = snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-On", target, ".1.3.6.1")
     oids = [line.split(" ", 1)[0] for line in out.splitlines()]
     assert len(oids) > 200
-    objects = {".".join(map(str, o.oid)) for o in mib.OBJECTS}
     seen_objects = set()
+    vm_facts = {oid: name for name, (oid, _) in RFC7666_FACTS.items()}
     for oid in oids:
         obj = mib.object_of(tuple(int(x) for x in oid.lstrip(".").split(".")))
         assert obj is not None, oid
         seen_objects.add(".".join(map(str, obj.oid)))
-    names = [line for line in snmp.ok("snmptranslate", *sorted(seen_objects)).splitlines() if line]
-    assert len(names) == len(seen_objects)
+    # VM-MIB's text is not shipped: its OIDs are held against the RFC's facts instead.
+    seen_vm = {o for o in seen_objects if o.startswith("1.3.6.1.2.1.236.")}
+    assert {vm_facts.get(o) for o in seen_vm} >= {"vmName", "vmOperState", "vmCpuTime", "vmStorageReadIOs"}
+    assert None not in {vm_facts.get(o) for o in seen_vm}, seen_vm - set(vm_facts)
+    names = [line for line in snmp.ok("snmptranslate", *sorted(seen_objects - seen_vm)).splitlines() if line]
+    assert len(names) == len(seen_objects - seen_vm)
     for line in names:
         assert re.match(r"^(LIBVIRT-EXPORTER-MIB|LIBVIRT-MIB|SNMPv2-MIB)::\w+$", line), line
     # Objects with no instance on the demo host, and why.
@@ -342,9 +351,115 @@ def test_every_served_oid_resolves_in_the_mibs(agent: tuple[Exporter, str]) -> N
         "lvxBlockFlushRequests": "the test driver's blockStats has no flush counters",
         "lvxBlockFlushTime": "the test driver's blockStats has no flush counters",
         "libvirtGuestUUID": "accessible-for-notify: sent in notifications, never read",
+        "vmAffectedVMs": "accessible-for-notify: bulk notifications only",
+        "vmStorageReadLatency": "the test driver's blockStats has no times",
+        "vmStorageWriteLatency": "the test driver's blockStats has no times",
     }
     missing = {o.name for o in mib.OBJECTS if ".".join(map(str, o.oid)) not in seen_objects}
     assert missing == set(not_applicable), missing ^ set(not_applicable)
+
+
+# Facts of RFC 7666 (VM-MIB), written down from the RFC: OID and max-access of each
+# object, and the enumerations whose numbers matter.  The RFC's text is not shipped.
+RFC7666_FACTS: dict[str, tuple[str, str]] = {
+    "vmHvSoftware": ("1.3.6.1.2.1.236.1.1.1", "read-only"),
+    "vmHvVersion": ("1.3.6.1.2.1.236.1.1.2", "read-only"),
+    "vmHvObjectID": ("1.3.6.1.2.1.236.1.1.3", "read-only"),
+    "vmHvUpTime": ("1.3.6.1.2.1.236.1.1.4", "read-only"),
+    "vmNumber": ("1.3.6.1.2.1.236.1.2", "read-only"),
+    "vmTableLastChange": ("1.3.6.1.2.1.236.1.3", "read-only"),
+    "vmName": ("1.3.6.1.2.1.236.1.4.1.2", "read-only"),
+    "vmUUID": ("1.3.6.1.2.1.236.1.4.1.3", "read-only"),
+    "vmOSType": ("1.3.6.1.2.1.236.1.4.1.4", "read-only"),
+    "vmAdminState": ("1.3.6.1.2.1.236.1.4.1.5", "read-only"),
+    "vmOperState": ("1.3.6.1.2.1.236.1.4.1.6", "read-only"),
+    "vmAutoStart": ("1.3.6.1.2.1.236.1.4.1.7", "read-only"),
+    "vmPersistent": ("1.3.6.1.2.1.236.1.4.1.8", "read-only"),
+    "vmCurCpuNumber": ("1.3.6.1.2.1.236.1.4.1.9", "read-only"),
+    "vmMinCpuNumber": ("1.3.6.1.2.1.236.1.4.1.10", "read-only"),
+    "vmMaxCpuNumber": ("1.3.6.1.2.1.236.1.4.1.11", "read-only"),
+    "vmMemUnit": ("1.3.6.1.2.1.236.1.4.1.12", "read-only"),
+    "vmCurMem": ("1.3.6.1.2.1.236.1.4.1.13", "read-only"),
+    "vmMinMem": ("1.3.6.1.2.1.236.1.4.1.14", "read-only"),
+    "vmMaxMem": ("1.3.6.1.2.1.236.1.4.1.15", "read-only"),
+    "vmUpTime": ("1.3.6.1.2.1.236.1.4.1.16", "read-only"),
+    "vmCpuTime": ("1.3.6.1.2.1.236.1.4.1.17", "read-only"),
+    "vmCpuCoreTime": ("1.3.6.1.2.1.236.1.5.1.2", "read-only"),
+    "vmStorageParent": ("1.3.6.1.2.1.236.1.7.1.3", "read-only"),
+    "vmStorageSourceType": ("1.3.6.1.2.1.236.1.7.1.4", "read-only"),
+    "vmStorageSourceTypeString": ("1.3.6.1.2.1.236.1.7.1.5", "read-only"),
+    "vmStorageResourceID": ("1.3.6.1.2.1.236.1.7.1.6", "read-only"),
+    "vmStorageAccess": ("1.3.6.1.2.1.236.1.7.1.7", "read-only"),
+    "vmStorageMediaType": ("1.3.6.1.2.1.236.1.7.1.8", "read-only"),
+    "vmStorageMediaTypeString": ("1.3.6.1.2.1.236.1.7.1.9", "read-only"),
+    "vmStorageSizeUnit": ("1.3.6.1.2.1.236.1.7.1.10", "read-only"),
+    "vmStorageDefinedSize": ("1.3.6.1.2.1.236.1.7.1.11", "read-only"),
+    "vmStorageAllocatedSize": ("1.3.6.1.2.1.236.1.7.1.12", "read-only"),
+    "vmStorageReadIOs": ("1.3.6.1.2.1.236.1.7.1.13", "read-only"),
+    "vmStorageWriteIOs": ("1.3.6.1.2.1.236.1.7.1.14", "read-only"),
+    "vmStorageReadOctets": ("1.3.6.1.2.1.236.1.7.1.15", "read-only"),
+    "vmStorageWriteOctets": ("1.3.6.1.2.1.236.1.7.1.16", "read-only"),
+    "vmStorageReadLatency": ("1.3.6.1.2.1.236.1.7.1.17", "read-only"),
+    "vmStorageWriteLatency": ("1.3.6.1.2.1.236.1.7.1.18", "read-only"),
+    "vmNetworkIfIndex": ("1.3.6.1.2.1.236.1.8.1.2", "read-only"),
+    "vmNetworkParent": ("1.3.6.1.2.1.236.1.8.1.3", "read-only"),
+    "vmNetworkModel": ("1.3.6.1.2.1.236.1.8.1.4", "read-only"),
+    "vmNetworkPhysAddress": ("1.3.6.1.2.1.236.1.8.1.5", "read-only"),
+    "vmPerVMNotificationsEnabled": ("1.3.6.1.2.1.236.1.9", "read-write"),
+    "vmBulkNotificationsEnabled": ("1.3.6.1.2.1.236.1.10", "read-write"),
+    "vmAffectedVMs": ("1.3.6.1.2.1.236.1.11", "accessible-for-notify"),
+}
+RFC7666_OPER_STATE = {"unknown": 1, "other": 2, "preparing": 3, "running": 4, "suspending": 5, "suspended": 6,
+                      "resuming": 7, "paused": 8, "migrating": 9, "shuttingdown": 10, "shutdown": 11, "crashed": 12}
+RFC7666_ADMIN_STATE = {"running": 1, "suspended": 2, "paused": 3, "shutdown": 4}
+
+
+def test_vm_mib_facts() -> None:
+    """Our VM-MIB objects have the RFC's OIDs and access; libvirt states map to the RFC's enumerations."""
+    ours = {o.name: o for o in mib.VM_MIB_OBJECTS}
+    assert set(ours) | set(mib.VM_MIB_NOT_SERVED) >= set(RFC7666_FACTS)
+    for name, (oid, access) in RFC7666_FACTS.items():
+        assert ".".join(map(str, ours[name].oid)) == oid, name
+        if access == "read-write":
+            assert ours[name].access == mib.RO  # served read-only: set in the configuration
+        else:
+            assert ours[name].access == access, name
+    oper = RFC7666_OPER_STATE
+    assert [mib.vm_oper_state(s) for s in range(8)] == [
+        oper["unknown"], oper["running"], oper["running"], oper["paused"], oper["shuttingdown"], oper["shutdown"],
+        oper["crashed"], oper["suspended"]]
+    admin = RFC7666_ADMIN_STATE
+    assert [mib.vm_admin_state(s) for s in range(8)] == [
+        admin["shutdown"], admin["running"], admin["running"], admin["paused"], admin["shutdown"],
+        admin["shutdown"], admin["shutdown"], admin["suspended"]]
+
+
+def test_vm_mib_values(agent: tuple[Exporter, str]) -> None:
+    """vmTable and friends over SNMP: index shared with our MIB, CPU time in microseconds, sizes in units."""
+    exp, target = agent
+    metrics = exp.scrape()
+    vm = snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-Ox", target, "1.3.6.1.2.1.236.1"))
+    ours = _walk(target, f"{LVX}.1.2.1.2")
+    for oid, name in ours.items():
+        index = oid.rsplit(".", 1)[1]
+        assert vm[f"1.3.6.1.2.1.236.1.4.1.2.{index}"].replace(" ", "") == name.encode().hex().upper()
+    web1 = next(k.rsplit(".", 1)[1] for k, v in ours.items() if v == "web1")
+    ids = {"domain": "web1", "uuid": "4d1f0a52-0c6c-4c3e-9b1a-0000000000a1"}
+    plain = snmp.values(snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqn", "-Oe", "-OU", target,
+                                f"1.3.6.1.2.1.236.1.4.1.6.{web1}", f"1.3.6.1.2.1.236.1.4.1.17.{web1}",
+                                f"1.3.6.1.2.1.236.1.4.1.12.{web1}", f"1.3.6.1.2.1.236.1.4.1.13.{web1}",
+                                f"1.3.6.1.2.1.236.1.7.1.11.{web1}.1", f"1.3.6.1.2.1.236.1.7.1.10.{web1}.1",
+                                "1.3.6.1.2.1.236.1.2.0"))
+    assert plain[f"1.3.6.1.2.1.236.1.4.1.6.{web1}"] == "4"  # running
+    cpu_us = int(plain[f"1.3.6.1.2.1.236.1.4.1.17.{web1}"])
+    assert cpu_us == pytest.approx(metrics.get("libvirt_domain_info_cpu_time_seconds_total", **ids) * 1e6, rel=1e-9)
+    unit = int(plain[f"1.3.6.1.2.1.236.1.4.1.12.{web1}"])
+    assert int(plain[f"1.3.6.1.2.1.236.1.4.1.13.{web1}"]) * unit == \
+        metrics.get("libvirt_domain_info_memory_usage_bytes", **ids)
+    size_unit = int(plain[f"1.3.6.1.2.1.236.1.7.1.10.{web1}.1"])
+    capacity = metrics.get("libvirt_domain_block_stats_capacity_bytes", **ids, target_device="vda")
+    assert int(plain[f"1.3.6.1.2.1.236.1.7.1.11.{web1}.1"]) == capacity // size_unit
+    assert plain["1.3.6.1.2.1.236.1.2.0"] == "6"
 
 
 def test_printed_demo_walk_works(tmp_path) -> None:
@@ -360,7 +475,10 @@ def test_printed_demo_walk_works(tmp_path) -> None:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
         result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0 and result.stderr == "", result.stderr
+    # The demo host by name through all three MIBs: ours, libvirt-snmp's and VM-MIB (mib-2.236).
     assert "LIBVIRT-EXPORTER-MIB::lvxDomainName.5 = STRING: web1" in result.stdout
+    assert re.search(r'LIBVIRT-MIB::libvirtGuestName\.\S+ = STRING: "web1"', result.stdout)
+    assert 'SNMPv2-SMI::mib-2.236.1.4.1.2.5 = STRING: "web1"' in result.stdout
 
 
 def test_snmp_errors_at_start_up(tmp_path) -> None:

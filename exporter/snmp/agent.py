@@ -190,6 +190,7 @@ class SnmpAgent:
         self._domain_uuids: frozenset[str] | None = None
         self._last_change_ticks = 0
         self._started: dict[str, float] = {}
+        self._connected_at: float | None = None
         self._state_error_logged = False
         self._engine: Any = None
         self._transports: list[Any] = []
@@ -211,7 +212,10 @@ class SnmpAgent:
             return
         self._indexed_snapshot = snap
         if not snap.up:
+            self._connected_at = None
             return
+        if self._connected_at is None:
+            self._connected_at = self.clock()
         uuids = frozenset(d.uuid for d in snap.domains)
         try:
             self._indexes = mib.Indexes(
@@ -239,7 +243,8 @@ class SnmpAgent:
             view = mib.build_view(
                 snap,
                 self._indexes,
-                mib.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at),
+                mib.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at,
+                               connected_at=self._connected_at),
                 table_last_change_ticks=self._last_change_ticks,
                 started_at=self._started,
             )

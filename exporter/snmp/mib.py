@@ -25,6 +25,7 @@ from exporter.snapshot import STATE_NOSTATE, STATE_PMSUSPENDED, Domain, Snapshot
 #: The one place the provisional enterprise arc lives (net-snmp's playpen).
 LVX_ROOT: tuple[int, ...] = (1, 3, 6, 1, 4, 1, 8072, 9999, 9999)
 LIBVIRT_ROOT: tuple[int, ...] = (1, 3, 6, 1, 4, 1, 36957)
+VM_ROOT: tuple[int, ...] = (1, 3, 6, 1, 2, 1, 236)  # RFC 7666 VM-MIB (mib-2 236)
 SYSTEM: tuple[int, ...] = (1, 3, 6, 1, 2, 1, 1)
 
 LVX_HOST = LVX_ROOT + (1, 1)
@@ -36,6 +37,15 @@ LVX_IF_ENTRY = LVX_ROOT + (1, 6, 1)
 LVX_POOL_ENTRY = LVX_ROOT + (1, 7, 1)
 LVX_NET_ENTRY = LVX_ROOT + (1, 8, 1)
 LIBVIRT_GUEST_ENTRY = LIBVIRT_ROOT + (1, 1, 1)
+VM_OBJECTS_ARC = VM_ROOT + (1,)
+VM_HV = VM_OBJECTS_ARC + (1,)
+VM_ENTRY = VM_OBJECTS_ARC + (4, 1)
+VM_CPU_ENTRY = VM_OBJECTS_ARC + (5, 1)
+VM_STORAGE_ENTRY = VM_OBJECTS_ARC + (7, 1)
+VM_NETWORK_ENTRY = VM_OBJECTS_ARC + (8, 1)
+VM_MEM_UNIT = 1024  # vmMemUnit: memory figures are in KiB
+VM_STORAGE_UNIT = 1024 * 1024  # vmStorageSizeUnit: sizes in MiB keep Integer32 up to 2 PiB
+_INT32_MAX = 2**31 - 1
 
 # Syntax tags: how a value is encoded on the wire.
 INT = "int"  # Integer32, enumerations, TruthValue, TestAndIncr, RowStatus
@@ -145,9 +155,39 @@ LIBVIRT_OBJECTS = _defs(LIBVIRT_GUEST_ENTRY, [
     (9, "libvirtGuestRowStatus", INT, RC),
 ])
 
+VM_MIB_OBJECTS = _defs(VM_HV, [
+    (1, "vmHvSoftware", STR, RO), (2, "vmHvVersion", STR, RO), (3, "vmHvObjectID", OID, RO),
+    (4, "vmHvUpTime", TICKS, RO),
+]) + _defs(VM_OBJECTS_ARC, [
+    (2, "vmNumber", INT, RO), (3, "vmTableLastChange", TICKS, RO),
+    # read-write in the RFC; served read-only here, from the configuration
+    (9, "vmPerVMNotificationsEnabled", INT, RO), (10, "vmBulkNotificationsEnabled", INT, RO),
+    (11, "vmAffectedVMs", BYTES, NOTIFY),
+]) + _defs(VM_ENTRY, [
+    (2, "vmName", STR, RO), (3, "vmUUID", BYTES, RO), (4, "vmOSType", STR, RO), (5, "vmAdminState", INT, RO),
+    (6, "vmOperState", INT, RO), (7, "vmAutoStart", INT, RO), (8, "vmPersistent", INT, RO),
+    (9, "vmCurCpuNumber", INT, RO), (10, "vmMinCpuNumber", INT, RO), (11, "vmMaxCpuNumber", INT, RO),
+    (12, "vmMemUnit", INT, RO), (13, "vmCurMem", INT, RO), (14, "vmMinMem", INT, RO), (15, "vmMaxMem", INT, RO),
+    (16, "vmUpTime", TICKS, RO), (17, "vmCpuTime", C64, RO),
+]) + _defs(VM_CPU_ENTRY, [(2, "vmCpuCoreTime", C64, RO)]) + _defs(VM_STORAGE_ENTRY, [
+    (3, "vmStorageParent", INT, RO), (4, "vmStorageSourceType", INT, RO), (5, "vmStorageSourceTypeString", STR, RO),
+    (6, "vmStorageResourceID", STR, RO), (7, "vmStorageAccess", INT, RO), (8, "vmStorageMediaType", INT, RO),
+    (9, "vmStorageMediaTypeString", STR, RO), (10, "vmStorageSizeUnit", INT, RO),
+    (11, "vmStorageDefinedSize", INT, RO), (12, "vmStorageAllocatedSize", INT, RO),
+    (13, "vmStorageReadIOs", C64, RO), (14, "vmStorageWriteIOs", C64, RO), (15, "vmStorageReadOctets", C64, RO),
+    (16, "vmStorageWriteOctets", C64, RO), (17, "vmStorageReadLatency", C64, RO),
+    (18, "vmStorageWriteLatency", C64, RO),
+]) + _defs(VM_NETWORK_ENTRY, [
+    (2, "vmNetworkIfIndex", INT, RO), (3, "vmNetworkParent", INT, RO), (4, "vmNetworkModel", STR, RO),
+    (5, "vmNetworkPhysAddress", BYTES, RO),
+])
+
+#: VM-MIB objects not served, and why (vmCpuAffinityTable needs pinning data the snapshot does not hold).
+VM_MIB_NOT_SERVED = {"vmCpuAffinity": "CPU pinning is not polled"}
+
 OBJECTS: tuple[ObjectDef, ...] = (
     SYSTEM_OBJECTS + HOST_OBJECTS + DOMAIN_OBJECTS + NAME_OBJECTS + VCPU_OBJECTS + BLOCK_OBJECTS
-    + INTERFACE_OBJECTS + POOL_OBJECTS + NETWORK_OBJECTS + LIBVIRT_OBJECTS
+    + INTERFACE_OBJECTS + POOL_OBJECTS + NETWORK_OBJECTS + LIBVIRT_OBJECTS + VM_MIB_OBJECTS
 )
 BY_NAME: Mapping[str, ObjectDef] = {o.name: o for o in OBJECTS}
 #: Objects readable through GET and walks (accessible-for-notify ones are not).
@@ -204,6 +244,8 @@ class SystemInfo:
     contact: str = ""
     location: str = ""
     started_at: float = 0.0  # Unix time the agent started (sysUpTime counts from it)
+    connected_at: float | None = None  # Unix time the libvirt connection was (re)established
+    vm_notifications: bool = False  # whether VM-MIB notifications are sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,11 +354,25 @@ def build_view(
         b.put(_o("lvxHostMemoryTotal"), (0,), G32, _kib(host.memory_total_bytes))
         b.put(_o("lvxHostMemoryFree"), (0,), G32, _kib(host.memory_free_bytes))
 
+    b.put(_o("vmTableLastChange"), (0,), TICKS, table_last_change_ticks)
+    b.put(_o("vmPerVMNotificationsEnabled"), (0,), INT, _bool(system.vm_notifications))
+    b.put(_o("vmBulkNotificationsEnabled"), (0,), INT, _bool(False))
+    if snap.up:
+        b.put(_o("vmNumber"), (0,), INT, len(snap.domains))
+    if host is not None:
+        b.put(_o("vmHvSoftware"), (0,), STR, f"{host.driver} (libvirt)")
+        b.put(_o("vmHvVersion"), (0,), STR, _version(host.hypervisor_version))
+        b.put(_o("vmHvObjectID"), (0,), OID, (0, 0))  # no registered identity: zeroDotZero
+        if system.connected_at is not None:
+            b.put(_o("vmHvUpTime"), (0,), TICKS, _ticks_since(system.connected_at))
+
     for dom in snap.domains:
         index = indexes.domains.get(dom.uuid)
         if index is None:
             continue
-        _domain_rows(b, dom, index, (started_at or {}).get(dom.uuid), (actions or {}).get(dom.uuid))
+        started = (started_at or {}).get(dom.uuid)
+        _domain_rows(b, dom, index, started, (actions or {}).get(dom.uuid))
+        _vm_mib_rows(b, dom, index, started)
 
     for pool in snap.pools:
         pidx = indexes.pools.get(pool.uuid)
@@ -390,6 +446,75 @@ def _domain_rows(
             (4, U32, dom.vcpus_current), (5, G32, None if dom.memory_kib is None else dom.memory_kib // 1024),
             (6, U32, None if dom.max_memory_kib is None else dom.max_memory_kib // 1024),
             (7, C64, dom.cpu_time_ns), (9, INT, 1),
+        ))
+
+
+# libvirt state -> VM-MIB VirtualMachineOperState / VirtualMachineAdminState
+_VM_OPER = {0: 1, 1: 4, 2: 4, 3: 8, 4: 10, 5: 11, 6: 12, 7: 6}
+_VM_ADMIN = {1: 1, 2: 1, 3: 3, 7: 2}  # others: shutdown(4)
+_VM_MEDIA = {"disk": 3, "lun": 3, "cdrom": 4, "floppy": 5}  # IANAStorageMediaType; other(1)
+
+
+def vm_oper_state(state: int) -> int:
+    return _VM_OPER.get(state, 1)
+
+
+def vm_admin_state(state: int) -> int:
+    return _VM_ADMIN.get(state, 4)
+
+
+def _vm_source_type(disk_type: str, driver_type: str) -> int:
+    """VirtualMachineStorageSourceType: block(3), raw(4), sparse(5), network(6), other(2)."""
+    if disk_type == "block":
+        return 3
+    if disk_type == "network":
+        return 6
+    if driver_type == "raw":
+        return 4
+    if driver_type in ("qcow2", "qed", "vmdk", "vdi", "vhd", "vpc"):
+        return 5
+    return 2
+
+
+def _units(value: int | None, unit: int) -> int:
+    """A size in the MIB's unit, or -1 if unknown; saturates at Integer32's maximum."""
+    return -1 if value is None else min(value // unit, _INT32_MAX)
+
+
+def _vm_mib_rows(b: _Builder, dom: Domain, index: int, started: float | None) -> None:
+    idx = (index,)
+    uptime: Any = None
+    if not dom.active:
+        uptime = 0
+    elif started is not None:
+        uptime = _ticks_since(started)
+    b.columns(VM_ENTRY, idx, (
+        (2, STR, dom.name), (3, BYTES, uuidlib.UUID(dom.uuid).bytes), (4, STR, dom.os_type),
+        (5, INT, vm_admin_state(dom.state)), (6, INT, vm_oper_state(dom.state)),
+        (7, INT, 2 if dom.autostart else 3), (8, INT, 2 if dom.persistent else 3),
+        (9, INT, dom.vcpus_current or 0), (10, INT, -1), (11, INT, -1 if dom.vcpus_max is None else dom.vcpus_max),
+        (12, INT, VM_MEM_UNIT), (13, INT, _units(dom.memory_kib, 1) if dom.memory_kib is not None else 0),
+        (14, INT, -1), (15, INT, _units(dom.max_memory_kib, 1)), (16, TICKS, uptime),
+        (17, C64, None if dom.cpu_time_ns is None else dom.cpu_time_ns // 1000),  # microseconds, as the RFC says
+    ))
+    for vcpu in dom.vcpus:
+        b.put(_o("vmCpuCoreTime"), (index, vcpu.number + 1), C64,
+              None if vcpu.time_ns is None else vcpu.time_ns // 1000)
+    for pos, blk in enumerate(dom.blocks, start=1):
+        b.columns(VM_STORAGE_ENTRY, (index, pos), (
+            (3, INT, index), (4, INT, _vm_source_type(blk.disk_type, blk.driver_type)),
+            (5, STR, "/".join(p for p in (blk.disk_type, blk.driver_type) if p)), (6, STR, blk.source),
+            (7, INT, 3 if blk.readonly or blk.device == "cdrom" else 2), (8, INT, _VM_MEDIA.get(blk.device, 1)),
+            (9, STR, blk.device), (10, INT, VM_STORAGE_UNIT), (11, INT, _units(blk.capacity_bytes, VM_STORAGE_UNIT)),
+            (12, INT, _units(blk.allocation_bytes, VM_STORAGE_UNIT)), (13, C64, blk.read_requests),
+            (14, C64, blk.write_requests), (15, C64, blk.read_bytes), (16, C64, blk.write_bytes),
+            (17, C64, None if blk.read_time_ns is None else blk.read_time_ns // 1000),
+            (18, C64, None if blk.write_time_ns is None else blk.write_time_ns // 1000),
+        ))
+    for pos, nic in enumerate(dom.interfaces, start=1):
+        b.columns(VM_NETWORK_ENTRY, (index, pos), (
+            (2, INT, 0), (3, INT, 0),  # host ifIndex unknown: the hypervisor may be remote
+            (4, STR, nic.model), (5, BYTES, _mac(nic.mac) or b""),
         ))
 
 
