@@ -474,6 +474,14 @@ def test_printed_demo_walk_works(tmp_path) -> None:
     with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
         result = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
+        readme = (ROOT / "README.md").read_text().split("## SNMP", 1)[1].split("\n## ", 1)[0]
+        examples = re.findall(r"^    (snmp\w+ .+)$", readme, re.M)
+        assert len(examples) == 3
+        for example in examples:  # the README's commands work as written against the demo
+            ran = subprocess.run(example, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
+            assert ran.returncode == 0 and ran.stderr == "", (example, ran.stderr)
+            assert "web1" in ran.stdout or "lvxDomainNameIndex.'web1' = INTEGER: 5" in ran.stdout, ran.stdout
+            assert "No Such" not in ran.stdout
     assert result.returncode == 0 and result.stderr == "", result.stderr
     # The demo host by name through all three MIBs: ours, libvirt-snmp's and VM-MIB (mib-2.236).
     assert "LIBVIRT-EXPORTER-MIB::lvxDomainName.5 = STRING: web1" in result.stdout
