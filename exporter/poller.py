@@ -117,8 +117,9 @@ class Poller:
             )
         )
         self._clock = clock
-        self._snapshot: Snapshot = EMPTY
         self._errors: Counter[str] = Counter({g: 0 for g in ERROR_GROUPS})
+        # Until the first poll: libvirt_up 0 and every error series at 0, never a missing series.
+        self._snapshot: Snapshot = EMPTY.replace(poll_errors=frozen_map(self._errors))
         self._reconnects = 0
         self._events = 0
         self._generation = 0
