@@ -240,13 +240,77 @@ def test_thousand_domains_walk_in_order(make_host, tmp_path) -> None:
                   log=tmp_path / "log") as exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 1000, timeout=60, what="1000 domains")
         active = sum(1 for s in exp.scrape().series("libvirt_domain_info_cpu_time_seconds_total"))
-        for root, rows in ((LVX + ".1.2.1.2", 1000), ("1.3.6.1.4.1.36957.1.1.1.2", active), (LVX, None)):
+        vm = ".".join(map(str, mib.VM_ROOT))
+        for root, rows in ((LVX + ".1.2.1.2", 1000), ("1.3.6.1.4.1.36957.1.1.1.2", active), (vm + ".1.4.1.2", 1000),
+                           ("1.3.6.1.4.1.36957", None), (vm, None), (LVX, None)):
             out = snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-Cr50", f"127.0.0.1:{port}", root, timeout=300)
-            oids = [tuple(int(x) for x in line.split(" ", 1)[0].lstrip(".").split(".")) for line in out.splitlines()]
+            oids = [tuple(int(x) for x in line.split(" ", 1)[0].lstrip(".").split(".")) for line in out.splitlines()
+                    if "No more variables left" not in line]
             assert oids == sorted(set(oids)), f"{root}: not strictly increasing"
             if rows is not None:
                 assert len(oids) == rows
         assert len(oids) > 80_000  # the whole tree: about 84 instances a domain
+
+
+def test_views_limit_what_a_principal_sees(tmp_path) -> None:
+    """A community granted only the system group sees nothing else; a write-enabled one gets notWritable."""
+    require_tool("snmpwalk", "snmp")
+    port = snmp.free_udp_port()
+    extra = """
+[snmp.views]
+system-only = ["1.3.6.1.2.1.1"]
+
+[[snmp.communities]]
+name = "system-only-community"
+view = "system-only"
+
+[[snmp.communities]]
+name = "writer-community"
+write = true
+"""
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", extra)
+    target = f"127.0.0.1:{port}"
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml"],
+                  log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        walk = snmp.ok("snmpwalk", "-v2c", "-c", "system-only-community", "-On", target, ".1.3.6.1")
+        oids = [line.split(" ", 1)[0] for line in walk.splitlines() if "No more variables left" not in line]
+        assert len(oids) == 7 and all(o.startswith(".1.3.6.1.2.1.1.") for o in oids), oids
+        hidden = snmp.ok("snmpget", "-v2c", "-c", "system-only-community", target, "lvxDomainCount.0")
+        assert "No Such Object" in hidden
+        denied = snmp.run("snmpset", "-v2c", "-c", "system-only-community", target, "lvxDomainAdminState.5", "i", "2")
+        assert "noAccess" in denied.stderr
+        refused = snmp.run("snmpset", "-v2c", "-c", "writer-community", target, "lvxDomainAdminState.5", "i", "2")
+        assert refused.returncode != 0 and "notWritable" in refused.stderr  # control is not enabled yet
+    assert "SNMP community 3 (v1/v2c, cleartext) is allowed to write" in exp.output()
+    assert "writer-community" not in exp.output() and "system-only-community" not in exp.output()
+
+
+def test_engine_id_fixed_and_boots_persisted(tmp_path) -> None:
+    """The engine ID stays the same across restarts and snmpEngineBoots, kept in the state directory, goes up."""
+    require_tool("snmpget", "snmp")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}")
+    boots = []
+    for _ in range(2):
+        with Exporter(["--config.file", str(cfg), "--libvirt.uri", "test:///default"], log=tmp_path / "log") as exp:
+            exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="up")
+            assert snmp.ok("snmpget", *snmp.V3_ARGS, "-Oqv", "-OU", f"127.0.0.1:{port}", "lvxDomainCount.0").strip() == "1"
+        (engine_dir,) = (tmp_path / "state" / "__pysnmp").iterdir()
+        boots.append((engine_dir.name, int((engine_dir / "boots").read_text())))
+    assert boots[0][0] == boots[1][0]  # same engine ID
+    assert boots[1][1] == boots[0][1] + 1
+
+
+def test_snmptranslate_resolves_every_node() -> None:
+    """Every node of our MIB texts, objects and notifications alike, resolves to its OID with snmptranslate."""
+    modules = _compiled()
+    for module in ("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB"):
+        nodes = {name: node["oid"] for name, node in modules[module].items()
+                 if isinstance(node, dict) and "oid" in node}
+        assert len(nodes) > 10
+        out = snmp.ok("snmptranslate", "-On", *[f"{module}::{name}" for name in sorted(nodes)])
+        assert [line.lstrip(".") for line in out.splitlines() if line] == [nodes[n] for n in sorted(nodes)]
 
 
 def test_smilint_clean() -> None:
@@ -325,7 +389,7 @@ def test_every_served_oid_resolves_in_the_mibs(agent: tuple[Exporter, str]) -> N
     """A full walk of the agent: snmptranslate resolves every OID to a named object of our MIBs."""
     _, target = agent
     out = snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-On", target, ".1.3.6.1")
-    oids = [line.split(" ", 1)[0] for line in out.splitlines()]
+    oids = [line.split(" ", 1)[0] for line in out.splitlines() if "No more variables left" not in line]
     assert len(oids) > 200
     seen_objects = set()
     vm_facts = {oid: name for name, (oid, _) in RFC7666_FACTS.items()}
