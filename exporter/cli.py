@@ -148,8 +148,18 @@ async def serve(config: Config) -> int:
         from exporter.indexmap import StateError
         from exporter.snmp.agent import SnmpAgent
 
+        from exporter.control import Controller
+        from exporter.snapshot import DomainEvent
+
+        controller = None
+        if config.control_enabled:
+            controller = Controller(lambda: poller.source, timeout_s=config.control_timeout_s,
+                                    reply_within_s=config.control_reply_within_s)
+            controller.on_success.append(
+                lambda step, kind: poller.handle_event(DomainEvent(step.uuid, step.name, kind), from_libvirt=False))
+            log.warning("lifecycle control is enabled: principals with write access can start and stop domains")
         try:
-            agent = SnmpAgent(config, lambda: poller.snapshot)
+            agent = SnmpAgent(config, lambda: poller.snapshot, controller=controller)
             agent.start()
         except (OSError, StateError) as exc:
             log.error("%s", exc)

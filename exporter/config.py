@@ -97,6 +97,9 @@ class Config:
     snmp_communities: tuple[Community, ...] = ()
     snmp_users: tuple[V3User, ...] = ()
     snmp_views: Mapping[str, tuple[tuple[int, ...], ...]] = field(default_factory=lambda: dict(BUILTIN_VIEWS))
+    control_enabled: bool = False
+    control_timeout_s: float = 30.0
+    control_reply_within_s: float = 3.0
 
     @property
     def poll_deadline_s(self) -> float:
@@ -374,6 +377,13 @@ SETTINGS: tuple[Setting, ...] = (
             "SNMPv3 engine ID in hex (default: derived from the machine ID)"),
     Setting("snmp.contact", "snmp_contact", _text, "sysContact"),
     Setting("snmp.location", "snmp_location", _text, "sysLocation"),
+    Setting("control.enabled", "control_enabled", parse_bool,
+            "allow lifecycle control through SNMP SET; opens libvirt read-write (default off)", boolean=True),
+    Setting("control.timeout", "control_timeout_s", parse_duration,
+            "longest a lifecycle action may take in libvirt before it is reported failed (default 30s)"),
+    Setting("control.reply_within", "control_reply_within_s", parse_duration,
+            "a SET is answered within this time; a slower action answers success with "
+            "lvxDomainLastActionResult inProgress (default 3s)"),
     Setting("snmp.communities", "snmp_communities", _communities, "SNMPv1/v2c communities", file_only=True),
     Setting("snmp.users", "snmp_users", _users, "SNMPv3 users", file_only=True),
     Setting("snmp.views", "snmp_views", _views, "named lists of OID subtrees", file_only=True),
@@ -465,6 +475,9 @@ def resolve(
             values[setting.field] = parsed
     values["collectors"] = frozenset(collectors)
     config = Config(**values)
+    for n, user in enumerate(config.snmp_users, start=1):
+        if user.write and not user.priv_key:
+            raise ConfigError("snmp.users", f"entry {n} may write but has no priv_key: writes need authPriv")
     for key, principals in (("snmp.communities", config.snmp_communities), ("snmp.users", config.snmp_users)):
         for n, principal in enumerate(principals, start=1):  # never name a community: it is a secret
             if principal.view not in config.snmp_views:

@@ -9,13 +9,10 @@ worker thread, applies libvirt events between polls, and publishes every new
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeVar
 
 from exporter.config import Config
 from exporter.errors import ConnectionLost, SourceError
@@ -36,10 +33,9 @@ from exporter.snapshot import (
     frozen_map,
 )
 from exporter.source import PollResult, Source
+from exporter.threads import in_daemon_thread
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 #: Error groups always exported, so that their series exist from the start.
 ERROR_GROUPS = ALL_GROUPS + ("connection", "timeout")
@@ -84,7 +80,7 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
         if state is None:
             result.append(dom)
             continue
-        changes: dict[str, object] = {"state": state, "state_reason": 0}
+        changes: dict[str, object] = {"state": state, "state_reason": 0, "active": state != STATE_SHUTOFF}
         if state == STATE_SHUTOFF:  # no live counters for a domain that is off
             changes.update(id=-1, cpu_time_ns=None, cpu_user_ns=None, cpu_system_ns=None, memory=Memory(),
                            vcpus=(), interfaces=(), blocks=tuple(_config_only(b) for b in dom.blocks))
@@ -111,7 +107,7 @@ class Poller:
         self._source_factory = source_factory or (
             lambda: Source(
                 config.libvirt_uri,
-                read_only=True,
+                read_only=not config.control_enabled,
                 keepalive_interval=config.keepalive_interval_s,
                 keepalive_count=config.keepalive_count,
             )
@@ -137,6 +133,11 @@ class Poller:
     @property
     def snapshot(self) -> Snapshot:
         return self._snapshot
+
+    @property
+    def source(self) -> Source | None:
+        """The live connection, for the control module; None while libvirt is unreachable."""
+        return self._source
 
     # -- publishing (event-loop thread only) ---------------------------------
 
@@ -198,9 +199,14 @@ class Poller:
         log.debug("libvirt closed the connection (%s)", reason)
         self._wake.set()
 
-    def handle_event(self, event: DomainEvent) -> None:
-        """Apply one domain event to the current snapshot at once."""
-        self._events += 1
+    def handle_event(self, event: DomainEvent, *, from_libvirt: bool = True) -> None:
+        """Apply one domain event to the current snapshot at once.
+
+        ``from_libvirt`` is False for the expected outcome of an action this
+        process just carried out; it is applied the same way but not counted.
+        """
+        if from_libvirt:
+            self._events += 1
         if not self._config.keep_domain(event.name):
             return
         if event.kind in _REDEFINING and self._source is not None:
@@ -271,41 +277,12 @@ class Poller:
         finally:
             stop_wait.cancel()
 
-    def _in_thread(self, fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
-        """Run a blocking libvirt call in a daemon thread.
-
-        A daemon thread, not an executor: a call stuck in a hung libvirtd must
-        not keep the process from exiting on SIGTERM.  The loop never starts a
-        second call while one is running, so threads do not pile up.
-        """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-
-        def settle(outcome: Callable[[], None]) -> None:
-            if not future.done():
-                outcome()
-
-        def work() -> None:
-            try:
-                result = fn(*args)
-            except BaseException as exc:  # delivered to the awaiting coroutine
-                outcome = functools.partial(future.set_exception, exc)
-            else:
-                outcome = functools.partial(future.set_result, result)
-            try:
-                loop.call_soon_threadsafe(settle, outcome)
-            except RuntimeError:
-                pass  # the loop is gone: the process is exiting
-
-        threading.Thread(target=work, name="libvirt-call", daemon=True).start()
-        return future
-
     async def _connect(self) -> bool:
         source = self._source_factory()
         self._wake.clear()
         try:
-            await self._in_thread(source.open, self._closed_from_libvirt)
-            await self._in_thread(source.watch, self._event_from_libvirt)
+            await in_daemon_thread(source.open, self._closed_from_libvirt)
+            await in_daemon_thread(source.watch, self._event_from_libvirt)
         except SourceError as err:
             self._source = source
             await self._drop_source()
@@ -330,7 +307,7 @@ class Poller:
         """Close the connection without letting a hung libvirtd block the loop."""
         source, self._source = self._source, None
         if source is not None:
-            await asyncio.wait({self._in_thread(source.close)}, timeout=timeout)
+            await asyncio.wait({in_daemon_thread(source.close)}, timeout=timeout)
 
     async def _poll_once(self, stop: asyncio.Event) -> bool:
         """One poll; False if the connection was lost."""
@@ -340,7 +317,7 @@ class Poller:
         started = self._clock()
         self._overlay = []
         config = self._config
-        future = self._in_thread(source.poll, config.collectors, config.keep_domain)
+        future = in_daemon_thread(source.poll, config.collectors, config.keep_domain)
         done, _ = await asyncio.wait({future}, timeout=config.poll_deadline_s)
         if not done:
             self._errors["timeout"] += 1

@@ -134,7 +134,7 @@ class Memory:
 class Domain:
     name: str
     uuid: str
-    id: int  # -1 when inactive
+    id: int  # -1 when inactive, and until the first poll after a start
     state: int
     state_reason: int = 0
     persistent: bool = True
@@ -154,10 +154,9 @@ class Domain:
     vcpus: tuple[Vcpu, ...] = ()
     blocks: tuple[Block, ...] = ()
     interfaces: tuple[Interface, ...] = ()
-
-    @property
-    def active(self) -> bool:
-        return self.id >= 0
+    # Running, paused or otherwise started.  Usually id >= 0, but after a
+    # "started" event the new id is unknown until the next poll.
+    active: bool = False
 
     @property
     def state_name(self) -> str:

@@ -265,6 +265,42 @@ class Source:
             except libvirt.libvirtError as exc:
                 log.debug("device events not available: %s", exc.get_error_message())
 
+    # -- control -------------------------------------------------------------
+
+    def act(self, uuid: str, verb: str) -> None:
+        """Carry out one lifecycle action on a domain (blocking; for a worker thread).
+
+        Verbs: start, start_paused, suspend, resume, wakeup, shutdown, destroy,
+        reboot, reset, managed_save.  Raises :class:`SourceError` subclasses.
+        """
+        conn = self._require()
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+            if verb == "start":
+                dom.create()  # restores a managed-save image when there is one
+            elif verb == "start_paused":
+                dom.createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
+            elif verb == "suspend":
+                dom.suspend()
+            elif verb == "resume":
+                dom.resume()
+            elif verb == "wakeup":
+                dom.pMWakeup(0)
+            elif verb == "shutdown":
+                dom.shutdown()
+            elif verb == "destroy":
+                dom.destroy()
+            elif verb == "reboot":
+                dom.reboot(0)
+            elif verb == "reset":
+                dom.reset(0)
+            elif verb == "managed_save":
+                dom.managedSave(0)
+            else:
+                raise ValueError(f"unknown action {verb!r}")
+        except libvirt.libvirtError as exc:
+            raise _convert(exc, conn) from None
+
     # -- polling -------------------------------------------------------------
 
     def _probe(self, conn: libvirt.virConnect) -> None:
@@ -483,6 +519,7 @@ class Source:
             name=name,
             uuid=uuid,
             id=dom_id,
+            active=active,
             state=state if state in range(0, 8) else STATE_NOSTATE,
             state_reason=reason,
             persistent=persistent,

@@ -173,3 +173,16 @@ def test_version_and_help() -> None:
 def test_uri_forms_accepted(uri: str) -> None:
     """Local, remote and uri_aliases names pass; libvirt resolves aliases itself."""
     assert resolve({"libvirt.uri": uri}, {}, {}).libvirt_uri == uri
+
+
+def test_writing_v3_user_needs_privacy() -> None:
+    """A v3 user allowed to write must use authPriv; a missing view is refused; no secret is echoed."""
+    users = [{"name": "ops", "auth_key": "secret-auth-1", "write": True}]
+    with pytest.raises(ConfigError, match="entry 1 may write but has no priv_key") as info:
+        resolve({}, {}, {"snmp": {"users": users}})
+    assert "secret-auth-1" not in str(info.value)
+    with pytest.raises(ConfigError, match="view 'ops-only', which snmp.views does not define") as info:
+        resolve({}, {}, {"snmp": {"communities": [{"name": "very-secret", "view": "ops-only"}]}})
+    assert "very-secret" not in str(info.value)
+    with pytest.raises(ConfigError, match="auth_key must have at least 8 characters"):
+        resolve({}, {}, {"snmp": {"users": [{"name": "ops", "auth_key": "short"}]}})

@@ -14,10 +14,10 @@ from exporter.snapshot import (
     Vcpu,
 )
 
-RUNNING = Domain(name="a", uuid="u-a", id=3, state=STATE_RUNNING, state_reason=1, cpu_time_ns=5,
+RUNNING = Domain(name="a", uuid="u-a", id=3, active=True, state=STATE_RUNNING, state_reason=1, cpu_time_ns=5,
                  vcpus=(Vcpu(0, 1, 10),), blocks=(Block("vda", source="/i/a", read_bytes=7),),
                  interfaces=(Interface("tap0", receive_bytes=9),))
-OTHER = Domain(name="b", uuid="u-b", id=4, state=STATE_RUNNING)
+OTHER = Domain(name="b", uuid="u-b", id=4, active=True, state=STATE_RUNNING)
 
 
 def _event(kind: str, uuid: str = "u-a") -> DomainEvent:

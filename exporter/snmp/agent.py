@@ -8,6 +8,7 @@ and, unless granted one, an empty write view.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -24,13 +25,16 @@ from pysnmp.entity import config as snmp_config
 from pysnmp.entity import engine as snmp_engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
+from pysnmp.proto.api import v2c
 from pysnmp.smi import error as smi_error
 from pysnmp.smi.instrum import AbstractMibInstrumController
 
+from exporter import control
 from exporter.config import Config, ListenAddress
+from exporter.control import Controller
 from exporter.indexmap import IndexMap, StateError
 from exporter.snapshot import DomainEvent, Snapshot
-from exporter.snmp import mib
+from exporter.snmp import mib, setreq
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +179,17 @@ class SnmpAgent:
     """Serves the MIB view of the poller's current snapshot over UDP."""
 
     def __init__(
-        self, config: Config, get_snapshot: Callable[[], Snapshot], clock: Callable[[], float] = time.time
+        self,
+        config: Config,
+        get_snapshot: Callable[[], Snapshot],
+        clock: Callable[[], float] = time.time,
+        controller: Controller | None = None,
     ) -> None:
         self._config = config
+        self.controller = controller
+        self.spin_lock = 0
+        if controller is not None:
+            controller.on_change.append(self.invalidate)
         self._get_snapshot = get_snapshot
         self.clock = clock
         self.started_at = clock()
@@ -197,6 +209,13 @@ class SnmpAgent:
         self.bound: list[tuple[str, int]] = []
 
     # -- snapshot tracking (event-loop thread) --------------------------------
+
+    @property
+    def control_enabled(self) -> bool:
+        return self._config.control_enabled and self.controller is not None
+
+    def current_snapshot(self) -> Snapshot:
+        return self._get_snapshot()
 
     def on_snapshot(self, snap: Snapshot, event: DomainEvent | None) -> None:
         """Poller listener: keep indexes, the table-change time and start times current."""
@@ -232,6 +251,15 @@ class SnmpAgent:
             self._last_change_ticks = int((self.clock() - self.started_at) * 100)
         self._domain_uuids = uuids
 
+    def invalidate(self) -> None:
+        """Rebuild the view on next use (a last-action record or the spin lock changed)."""
+        with self._lock:
+            self._view = None
+
+    def domain_index(self) -> dict[int, str]:
+        """lvxDomainIndex -> UUID for the current indexes."""
+        return {index: uuid for uuid, index in self._indexes.domains.items()}
+
     def view(self) -> mib.MibView:
         """The view of the current snapshot, built on first use."""
         snap = self._get_snapshot()
@@ -247,6 +275,8 @@ class SnmpAgent:
                                connected_at=self._connected_at),
                 table_last_change_ticks=self._last_change_ticks,
                 started_at=self._started,
+                actions={u: a.as_tuple() for u, a in self.controller.last.items()} if self.controller else None,
+                spin_lock=self.spin_lock,
             )
             self._view = (snap, view)
             return view
@@ -289,6 +319,8 @@ class SnmpAgent:
                 grant(model, sec_name, "noAuthNoPriv", community.view, community.write)
             if community.write:
                 log.warning("SNMP community %d (v1/v2c, cleartext) is allowed to write", n)
+            if community.write and not cfg.control_enabled:
+                log.warning("SNMP community %d may write, but control.enabled is off: SETs will fail", n)
         for user in cfg.snmp_users:
             snmp_config.add_v3_user(
                 eng, user.name, _AUTH[user.auth_protocol], user.auth_key,
@@ -296,15 +328,13 @@ class SnmpAgent:
                 user.priv_key or None,
             )
             grant(3, user.name, user.level, user.view, user.write)
-            if user.level != "authPriv" and user.write:
-                log.warning("SNMPv3 user %s may write without privacy (authNoPriv)", user.name)
 
         snmp_context = context.SnmpContext(eng)
         snmp_context.unregister_context_name(b"")
         snmp_context.register_context_name(b"", ViewController(self))
-        for responder in (cmdrsp.GetCommandResponder, cmdrsp.NextCommandResponder,
-                          cmdrsp.BulkCommandResponder, cmdrsp.SetCommandResponder):
+        for responder in (cmdrsp.GetCommandResponder, cmdrsp.NextCommandResponder, cmdrsp.BulkCommandResponder):
             responder(eng, snmp_context)
+        ControlSetResponder(eng, snmp_context, self)
         if not cfg.snmp_communities and not cfg.snmp_users:
             log.warning("SNMP is on but no community or user is configured: every request will be ignored")
 
@@ -336,3 +366,99 @@ class SnmpAgent:
                 dispatcher.close_dispatcher()
             self._engine = None
 
+
+class ControlSetResponder(cmdrsp.SetCommandResponder):
+    """SET: every varbind is checked at once; the libvirt calls run off the loop and the reply follows.
+
+    pysnmp answers a request as soon as the handler returns; here the reply to
+    a SET that runs actions is sent when they finish (or when
+    ``control.reply_within`` passes), so GETs keep being answered meanwhile.
+    A retransmitted SET (same principal, address, request ID and varbinds)
+    shares the first one's outcome and never runs an action twice.
+    """
+
+    def __init__(self, eng: Any, snmp_context: Any, agent: SnmpAgent) -> None:
+        super().__init__(eng, snmp_context)
+        self._agent = agent
+        self._deferred: set[Any] = set()
+        self._recent: dict[tuple[Any, ...], tuple[float, asyncio.Future[tuple[str, int]]]] = {}
+
+    def release_state_information(self, stateReference: Any) -> None:  # noqa: N803 (pysnmp naming)
+        if stateReference not in self._deferred:
+            super().release_state_information(stateReference)
+
+    def handle_management_operation(self, snmpEngine: Any, stateReference: Any, contextName: Any,  # noqa: N803
+                                    PDU: Any) -> None:  # noqa: N803
+        var_binds = v2c.apiPDU.get_varbinds(PDU)
+        exec_ctx = snmpEngine.observer.get_execution_context("rfc3412.receiveMessage:request")
+        principal = f"{exec_ctx['securityName']}(model {exec_ctx['securityModel']})"
+        address = exec_ctx.get("transportAddress")
+        source = f"{address[0]}:{address[1]}" if address else "?"
+        # SNMPv1/v2c: pysnmp swaps the request ID for one of its own, but a retransmission is the same bytes.
+        # SNMPv3: the bytes change (engine time, HMAC) while the request ID stays.
+        ident: Any = bytes(exec_ctx["wholeMsg"]) if exec_ctx["messageProcessingModel"] in (0, 1) \
+            else int(v2c.apiPDU.get_request_id(PDU))
+        key = (principal, source, ident, tuple((tuple(n), v.prettyPrint()) for n, v in var_binds))
+        now = time.monotonic()
+        self._recent = {k: v for k, v in self._recent.items() if now - v[0] < 60}
+        if key in self._recent:  # a retransmission: answer with the first one's outcome
+            self._defer(snmpEngine, stateReference, var_binds, self._recent[key][1])
+            return
+        context = dict(snmpEngine=snmpEngine, acFun=self.verify_access, cbCtx=self.cbCtx)
+        agent = self._agent
+        try:
+            for idx, (name, value) in enumerate(var_binds):
+                # The principal's write view first: a read-only principal always fails here.
+                if self.verify_access("write", (name, value), idx=idx, **context):
+                    raise smi_error.NoAccessError(name=name, idx=idx)
+            plan = setreq.plan(var_binds, agent.current_snapshot(), agent.domain_index(),
+                               agent.controller if agent.control_enabled else None, agent.spin_lock)
+        except smi_error.SmiError as exc:
+            targets = setreq.describe(var_binds, agent.current_snapshot(), agent.domain_index())
+            control.audit(principal, source, targets, "set", f"refused: {type(exc).__name__}")
+            raise
+        except Exception:
+            log.exception("SET failed")
+            raise smi_error.GenError(idx=0) from None
+        future: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+        self._recent[key] = (now, future)
+        asyncio.ensure_future(self._run(plan, future, principal, source))
+        self._defer(snmpEngine, stateReference, var_binds, future)
+
+    def _defer(self, snmpEngine: Any, stateReference: Any, var_binds: Any,  # noqa: N803
+               future: asyncio.Future[tuple[str, int]]) -> None:
+        self._deferred.add(stateReference)
+
+        def reply(done: asyncio.Future[tuple[str, int]]) -> None:
+            self._deferred.discard(stateReference)
+            status, index = done.result() if not done.cancelled() else ("genErr", 1)
+            try:
+                self.send_varbinds(snmpEngine, stateReference, status, index, var_binds)
+            except Exception:
+                log.exception("could not send the SET response")
+            super(ControlSetResponder, self).release_state_information(stateReference)
+
+        future.add_done_callback(reply)
+
+    async def _run(self, plan: setreq.Plan, future: asyncio.Future[tuple[str, int]], principal: str,
+                   source: str) -> None:
+        agent = self._agent
+        targets, actions = ",".join(plan.targets) or "-", ",".join(plan.actions) or "spin-lock"
+        outcome: tuple[str, int] = ("noError", 0)
+        try:
+            state = "done"
+            if plan.steps:
+                assert agent.controller is not None
+                state = await agent.controller.execute(plan.steps)
+            if plan.spin_lock:
+                agent.spin_lock = (agent.spin_lock + 1) % 2**31
+                agent.invalidate()
+            control.audit(principal, source, targets, actions, "success" if state == "done" else state)
+        except control.ControlError as exc:
+            status = "commitFailed" if exc.undone else "undoFailed"
+            outcome = (status, plan.step_varbind[exc.index] + 1)
+            control.audit(principal, source, targets, actions, f"{status}: {exc}")
+        except Exception:
+            log.exception("SET execution failed")
+            outcome = ("genErr", 1)
+        future.set_result(outcome)
