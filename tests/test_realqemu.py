@@ -231,3 +231,137 @@ def test_snmp_shows_real_counters(real_host: RealHost, tmp_path) -> None:
             assert len(delay) == 2  # bulk-only statistic, present for both vCPUs
             state = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}")
             assert state.strip() == "1"
+
+
+_REAL_CONTROL = """
+[control]
+enabled = true
+reply_within = "1s"
+
+[[snmp.users]]
+name = "operator"
+auth_key = "operator-auth-key"
+priv_key = "operator-priv-key"
+write = true
+"""
+_OPERATOR = ["-v3", "-l", "authPriv", "-u", "operator", "-a", "SHA-256", "-A", "operator-auth-key", "-x", "AES",
+             "-X", "operator-priv-key"]
+
+
+def _control_exporter(real_host: RealHost, tmp_path) -> tuple[Exporter, str]:
+    from tests.support import snmp
+
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", _REAL_CONTROL)
+    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1h"],
+                   log=tmp_path / "log")
+    return exp, f"127.0.0.1:{port}"
+
+
+def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
+    """v3 authPriv snmpset pauses, resumes, shuts down (ignored: no guest OS), powers off, starts and reboots QEMU."""
+    from tests.support import snmp
+
+    name = real_host.domains[1]
+    exp, target = _control_exporter(real_host, tmp_path)
+    with exp:
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+
+        def set_state(value: str) -> None:
+            result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
+                              f"lvxDomainAdminState.{index}", "i", value)
+            assert result.returncode == 0, result.stderr
+
+        def libvirt_state() -> str:
+            return real_host.daemon.virsh("domstate", name).strip()
+
+        try:
+            set_state("paused")
+            assert libvirt_state() == "paused"
+            assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}").strip() == "3"
+            set_state("running")
+            assert libvirt_state() == "running"
+            set_state("shutdown")  # ACPI to a guest with no OS: accepted by libvirt, ignored by the guest
+            assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target,
+                           f"lvxDomainLastAction.{index}", f"lvxDomainLastActionResult.{index}").split() == ["5", "3"]
+            time.sleep(2)
+            assert libvirt_state() == "running"  # reported as done by libvirt, yet the guest kept running
+            set_state("off")
+            assert libvirt_state() == "shut off"
+            set_state("running")
+            assert libvirt_state() == "running"
+            reboot = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target, f"lvxDomainAction.{index}", "i",
+                              "reset")
+            assert reboot.returncode == 0, reboot.stderr
+        finally:
+            real_host.daemon.virsh("start", name, check=False)
+            real_host.daemon.virsh("resume", name, check=False)
+        assert exp.scrape().get("libvirt_domain_state_code", domain=name) == 1
+    assert exp.output().count(f"domain={name} action=") >= 6
+
+
+def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) -> None:
+    """Starting a domain whose disk is missing: commitFailed, with libvirt's own message."""
+    from tests.support import snmp
+
+    broken = tmp_path / "broken.xml"
+    broken.write_text(
+        "<domain type='qemu'><name>lxe-broken</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+        f"<disk type='file' device='disk'><source file='{tmp_path}/missing.qcow2'/><target dev='vda' bus='virtio'/>"
+        "<driver name='qemu' type='qcow2'/></disk></devices></domain>")
+    real_host.daemon.virsh("define", str(broken))
+    exp, target = _control_exporter(real_host, tmp_path)
+    try:
+        with exp:
+            exp.wait_for(lambda m: _domain_count(m) == 3, what="three domains")
+            index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, "lvxDomainNameIndex.'lxe-broken'").strip()
+            result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
+                              f"lvxDomainAdminState.{index}", "i", "running")
+            assert "Reason: commitFailed" in result.stderr, result.stderr
+            error = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainLastActionError.{index}")
+            assert "missing.qcow2" in error
+        assert "start of domain lxe-broken failed:" in exp.output()
+    finally:
+        real_host.daemon.virsh("undefine", "lxe-broken", check=False)
+
+
+def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> None:
+    """libvirtd frozen mid-SET: GETs still answer at once, the SET answers inProgress, the action finishes later."""
+    from tests.support import snmp
+
+    name = real_host.domains[1]
+    pid = real_host.daemon.proc.pid
+    exp, target = _control_exporter(real_host, tmp_path)
+    with exp:
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            pending = subprocess.Popen(
+                ["snmpset", "-M", snmp.MIB_DIRS, "-m", snmp.MODULES, *_OPERATOR, "-t", "8", "-r", "0", target,
+                 f"lvxDomainAdminState.{index}", "i", "paused"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            state = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}")
+            assert time.monotonic() - t0 < 0.5 and state.strip() == "1"
+            out, err = pending.communicate(timeout=15)
+            assert pending.returncode == 0, err
+            assert 0.9 < time.monotonic() - started < 5  # answered after reply_within (1 s)
+            result = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}")
+            assert result.strip() == "2"  # inProgress
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            result = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}")
+            if result.strip() == "3":
+                break
+            time.sleep(0.2)
+        assert result.strip() == "3"  # success once libvirtd woke up
+        assert real_host.daemon.virsh("domstate", name).strip() == "paused"
+        real_host.daemon.virsh("resume", name)
+    assert f"domain={name} action=suspend result=in progress" in exp.output()

@@ -383,7 +383,8 @@ def test_engine_id_fixed_and_boots_persisted(tmp_path) -> None:
     for _ in range(2):
         with Exporter(["--config.file", str(cfg), "--libvirt.uri", "test:///default"], log=tmp_path / "log") as exp:
             exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="up")
-            assert snmp.ok("snmpget", *snmp.V3_ARGS, "-Oqv", "-OU", f"127.0.0.1:{port}", "lvxDomainCount.0").strip() == "1"
+            count = snmp.ok("snmpget", *snmp.V3_ARGS, "-Oqv", "-OU", f"127.0.0.1:{port}", "lvxDomainCount.0")
+            assert count.strip() == "1"
         (engine_dir,) = (tmp_path / "state" / "__pysnmp").iterdir()
         boots.append((engine_dir.name, int((engine_dir / "boots").read_text())))
     assert boots[0][0] == boots[1][0]  # same engine ID
