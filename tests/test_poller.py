@@ -45,7 +45,7 @@ def test_transient_domain_disappears_when_stopped() -> None:
     """A transient domain ceases to exist when it stops; an undefined inactive one too."""
     transient = RUNNING.replace_fields(persistent=False)
     assert apply_event((transient, OTHER), _event("stopped"))[0] == (OTHER,)
-    off = RUNNING.replace_fields(id=-1, state=STATE_SHUTOFF)
+    off = RUNNING.replace_fields(id=-1, state=STATE_SHUTOFF, active=False)
     assert apply_event((off, OTHER), _event("undefined"))[0] == (OTHER,)
     # Undefining a running domain makes it transient; it stays until it stops.
     (still, _), _ = apply_event((RUNNING, OTHER), _event("undefined"))

@@ -272,6 +272,15 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
             result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
                               f"lvxDomainAdminState.{index}", "i", value)
             assert result.returncode == 0, result.stderr
+            # A slow action (destroy waits for QEMU to exit) answers inProgress after 1 s; wait for the outcome.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                outcome = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target,
+                                  f"lvxDomainLastActionResult.{index}").strip()
+                if outcome != "2":
+                    break
+                time.sleep(0.2)
+            assert outcome in ("1", "3"), outcome  # none (a no-op) or success
 
         def libvirt_state() -> str:
             return real_host.daemon.virsh("domstate", name).strip()
@@ -279,7 +288,8 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
         try:
             set_state("paused")
             assert libvirt_state() == "paused"
-            assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}").strip() == "3"
+            oper = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}")
+            assert oper.strip() == "3"
             set_state("running")
             assert libvirt_state() == "running"
             set_state("shutdown")  # ACPI to a guest with no OS: accepted by libvirt, ignored by the guest
