@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from exporter import __version__
@@ -125,7 +126,18 @@ async def serve(config: Config) -> int:
                     config.libvirt_uri)
     start_event_loop()
     poller = Poller(config)
-    exposition = Exposition(lambda: poller.snapshot, config.collectors)
+    notifier = None
+    extra = []
+    if config.snmp_enabled and config.snmp_notify:
+        from exporter.prometheus import NotificationCollector
+        from exporter.snmp.agent import default_engine_id
+        from exporter.snmp.notify import Notifier
+
+        started = time.time()
+        notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),
+                            Path(config.state_directory), uptime_ticks=lambda: int((time.time() - started) * 100))
+        extra.append(NotificationCollector(notifier.stats))
+    exposition = Exposition(lambda: poller.snapshot, config.collectors, extra=extra)
 
     def health() -> dict[str, Any]:
         snap = poller.snapshot
@@ -166,6 +178,9 @@ async def serve(config: Config) -> int:
             web.stop()
             return 1
         poller.listeners.append(agent.on_snapshot)
+        if notifier is not None:
+            agent.notifier = notifier
+            await notifier.start()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -178,6 +193,8 @@ async def serve(config: Config) -> int:
         await poller.run(stop)
     finally:
         web.stop()
+        if notifier is not None:
+            await notifier.stop()
         if agent is not None:
             agent.stop()
         log.info("stopped")

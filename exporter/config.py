@@ -71,6 +71,20 @@ class V3User:
 
 
 BUILTIN_VIEWS: dict[str, tuple[tuple[int, ...], ...]] = {"all": ((1, 3, 6, 1),)}
+NOTIFY_MIBS = ("libvirt-exporter", "libvirt", "vm")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """Where notifications go: a v2c community or a v3 authPriv user; trap or inform."""
+
+    address: ListenAddress
+    kind: str = "trap"  # or "inform"
+    version: str = "v2c"  # or "v3"
+    community: str = ""
+    user: V3User | None = None
+    mibs: frozenset[str] = frozenset({"libvirt-exporter"})
+    queue_size: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,7 @@ class Config:
     snmp_communities: tuple[Community, ...] = ()
     snmp_users: tuple[V3User, ...] = ()
     snmp_views: Mapping[str, tuple[tuple[int, ...], ...]] = field(default_factory=lambda: dict(BUILTIN_VIEWS))
+    snmp_notify: tuple[NotifyTarget, ...] = ()
     control_enabled: bool = False
     control_timeout_s: float = 30.0
     control_reply_within_s: float = 3.0
@@ -307,6 +322,41 @@ def _users(raw: Any) -> tuple[V3User, ...]:
     return tuple(result)
 
 
+def _notify_targets(raw: Any) -> tuple[NotifyTarget, ...]:
+    result = []
+    for n, item in enumerate(_table_list(raw, "snmp.notify"), start=1):
+        where = f"entry {n}"
+        _fields(item, {"address", "type", "version", "community", "user", "auth_key", "priv_key", "auth_protocol",
+                       "priv_protocol", "mibs", "queue_size"}, {"address"}, where)
+        address = parse_listen_address(item["address"])
+        if not address.host:
+            raise ValueError(f"{where}: the address needs a host")
+        kind, version = _text(item.get("type", "trap")), _text(item.get("version", "v2c"))
+        if kind not in ("trap", "inform"):
+            raise ValueError(f"{where}: type must be trap or inform")
+        if version not in ("v2c", "v3"):
+            raise ValueError(f"{where}: version must be v2c or v3")
+        mibs = item.get("mibs", ["libvirt-exporter"])
+        if not isinstance(mibs, list) or not mibs or any(m not in NOTIFY_MIBS for m in mibs):
+            raise ValueError(f"{where}: mibs must be a list drawn from {', '.join(NOTIFY_MIBS)}")
+        queue_size = _positive_int(item.get("queue_size", 1000))
+        community, user = "", None
+        if version == "v2c":
+            community = _text(item.get("community", ""))
+            if not community:
+                raise ValueError(f"{where}: a v2c target needs a community")
+        else:
+            if "user" not in item:
+                raise ValueError(f"{where}: a v3 target needs user")
+            fields = {"name": item["user"]} | {
+                k: item[k] for k in ("auth_key", "priv_key", "auth_protocol", "priv_protocol") if k in item}
+            (user,) = _users([fields])
+            if not user.priv_key:
+                raise ValueError(f"{where}: a v3 target needs priv_key (notifications go authPriv)")
+        result.append(NotifyTarget(address, kind, version, community, user, frozenset(mibs), queue_size))
+    return tuple(result)
+
+
 def _oid(text: str) -> tuple[int, ...]:
     try:
         parts = tuple(int(p) for p in text.strip().strip(".").split("."))
@@ -387,6 +437,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("snmp.communities", "snmp_communities", _communities, "SNMPv1/v2c communities", file_only=True),
     Setting("snmp.users", "snmp_users", _users, "SNMPv3 users", file_only=True),
     Setting("snmp.views", "snmp_views", _views, "named lists of OID subtrees", file_only=True),
+    Setting("snmp.notify", "snmp_notify", _notify_targets, "notification targets", file_only=True),
 ) + tuple(
     Setting(f"collectors.{group}", "", parse_bool, f"poll and export the {group} group (default on)",
             flag=f"--collector.{group}", boolean=True)

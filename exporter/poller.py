@@ -218,7 +218,8 @@ class Poller:
             return
         domains, needs_poll = apply_event(snap.domains, event)
         log.debug("event %s for %s", event.kind, event.name)
-        self._publish(snap.replace(domains=domains), event)
+        # Listeners (notifications) hear only libvirt's own events, never the expected ones applied early.
+        self._publish(snap.replace(domains=domains), event if from_libvirt else None)
         if needs_poll:
             self._wake.set()
 

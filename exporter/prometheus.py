@@ -67,6 +67,14 @@ SPECS: tuple[Spec, ...] = (
        "exporter"),
     _c("libvirt_exporter_reconnects_total", "Times the libvirt connection was re-established.", (), "exporter"),
     _c("libvirt_exporter_events_total", "libvirt domain events received.", (), "exporter"),
+    _c("libvirt_exporter_notifications_sent_total", "SNMP notifications sent (informs: acknowledged), by target.",
+       ("target",), "exporter"),
+    _c("libvirt_exporter_notifications_dropped_total",
+       "SNMP notifications dropped: queue full, or a trap that could not be sent.", ("target",), "exporter"),
+    _c("libvirt_exporter_notification_retries_total", "SNMP informs sent again after no acknowledgement.",
+       ("target",), "exporter"),
+    _g("libvirt_exporter_notification_queue_length", "SNMP notifications waiting to be sent, by target.",
+       ("target",), "exporter"),
     # domain state and info
     _g("libvirt_domains_number", "Number of domains (after the include/exclude filter).", (), "state"),
     _g("libvirt_domain_info", "Domain metadata as labels; the value is always 1.",
@@ -378,6 +386,25 @@ class _AgeCollector(Collector):
         return []
 
 
+class NotificationCollector(Collector):
+    """Counters of the SNMP notifier: ``stats()`` gives (target, sent, dropped, retries, queued) rows."""
+
+    def __init__(self, stats: Callable[[], Iterable[tuple[str, int, int, int, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        f = _Families(frozenset())
+        for target, sent, dropped, retries, queued in self._stats():
+            f.add("libvirt_exporter_notifications_sent_total", (target,), sent)
+            f.add("libvirt_exporter_notifications_dropped_total", (target,), dropped)
+            f.add("libvirt_exporter_notification_retries_total", (target,), retries)
+            f.add("libvirt_exporter_notification_queue_length", (target,), queued)
+        yield from f
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
 class Exposition:
     """Renders ``/metrics``.
 
@@ -387,7 +414,11 @@ class Exposition:
     """
 
     def __init__(
-        self, get_snapshot: Callable[[], Snapshot], groups: frozenset[str], clock: Callable[[], float] = time.time
+        self,
+        get_snapshot: Callable[[], Snapshot],
+        groups: frozenset[str],
+        clock: Callable[[], float] = time.time,
+        extra: Iterable[Collector] = (),
     ) -> None:
         self._get_snapshot = get_snapshot
         self._groups = groups
@@ -398,6 +429,8 @@ class Exposition:
         self._live.register(_AgeCollector(get_snapshot, clock))
         ProcessCollector(registry=self._live)
         PlatformCollector(registry=self._live)
+        for collector in extra:
+            self._live.register(collector)
 
     def render(self) -> bytes:
         snap = self._get_snapshot()

@@ -30,11 +30,12 @@ from pysnmp.smi import error as smi_error
 from pysnmp.smi.instrum import AbstractMibInstrumController
 
 from exporter import control
-from exporter.config import Config, ListenAddress
+from exporter.config import Config, ListenAddress, V3User
 from exporter.control import Controller
 from exporter.indexmap import IndexMap, StateError
 from exporter.snapshot import DomainEvent, Snapshot
 from exporter.snmp import mib, setreq
+from exporter.snmp.notify import Notification, Notifier
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,14 @@ _PRIV = {
 _NO_WRITE_VIEW = "no-write"
 _MAX32 = 2**32 - 1
 _MAX64 = 2**64 - 1
+
+
+def auth_protocol(user: V3User) -> Any:
+    return _AUTH[user.auth_protocol]
+
+
+def priv_protocol(user: V3User) -> Any:
+    return _PRIV[user.priv_protocol] if user.priv_key else snmp_config.USM_PRIV_NONE
 
 
 def encode(value: mib.Value, now: float) -> Any:
@@ -188,8 +197,12 @@ class SnmpAgent:
         self._config = config
         self.controller = controller
         self.spin_lock = 0
+        self.notifier: Notifier | None = None
+        self._previous: Snapshot | None = None
+        self.state_before_action: dict[str, int] = {}  # for VM-MIB's "previous oper state"
         if controller is not None:
             controller.on_change.append(self.invalidate)
+            controller.on_failure.append(self._action_failed)
         self._get_snapshot = get_snapshot
         self.clock = clock
         self.started_at = clock()
@@ -225,6 +238,51 @@ class SnmpAgent:
             elif event.kind in ("stopped", "undefined", "crashed"):
                 self._started.pop(event.uuid, None)
         self._index(snap)
+        if event is not None and self.notifier is not None:
+            try:
+                self._notify(self._previous, snap, event)
+            except Exception:  # a notification problem must never stop the agent
+                log.exception("could not build the notifications for %s of %s", event.kind, event.name)
+        self._previous = snap
+
+    def _domain_index(self, uuid: str) -> int | None:
+        index = self._indexes.domains.get(uuid)
+        if index is None:  # a domain not polled yet (just defined): give it its index now
+            try:
+                index = self._index_map.assign("domain", [uuid]).get(uuid)
+            except StateError as exc:
+                log.error("no index for a new domain: %s", exc)
+        return index
+
+    def _notify(self, previous: Snapshot | None, snap: Snapshot, event: DomainEvent) -> None:
+        assert self.notifier is not None
+        before = previous.domain_by_uuid(event.uuid) if previous is not None else None
+        dom = snap.domain_by_uuid(event.uuid) or before
+        index = self._domain_index(event.uuid)
+        if index is None:
+            return
+        state = dom.state if dom is not None else mib.EVENT_STATES.get(event.kind, 0)
+        reason = dom.state_reason if dom is not None else 0
+        now = self.clock()
+        for notification in mib.lifecycle_notifications(
+            event.kind, event.name, event.uuid, index, state, reason,
+            active=dom.active if dom is not None else event.kind not in ("stopped", "undefined"),
+            persistent=dom.persistent if dom is not None else True,
+            previous_state=self.state_before_action.pop(event.uuid, before.state if before is not None else None),
+        ):
+            if self.notifier.wants(notification.mib):
+                self.notifier.submit(Notification(notification.mib, notification.trap_oid,
+                                                  tuple((oid, encode(v, now)) for oid, v in notification.var_binds)))
+
+    def _action_failed(self, step: Any, message: str) -> None:
+        if self.notifier is None:
+            return
+        index = self._domain_index(step.uuid)
+        if index is None:
+            return
+        n = mib.action_failed_notification(step.name, step.uuid, index, control.ACTION_CODES[step.verb], message)
+        self.notifier.submit(Notification(n.mib, n.trap_oid,
+                                          tuple((oid, encode(v, self.clock())) for oid, v in n.var_binds)))
 
     def _index(self, snap: Snapshot) -> None:
         if snap is self._indexed_snapshot:
@@ -272,7 +330,8 @@ class SnmpAgent:
                 snap,
                 self._indexes,
                 mib.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at,
-                               connected_at=self._connected_at),
+                               connected_at=self._connected_at,
+                               vm_notifications=self.notifier is not None and self.notifier.wants("vm")),
                 table_last_change_ticks=self._last_change_ticks,
                 started_at=self._started,
                 actions={u: a.as_tuple() for u, a in self.controller.last.items()} if self.controller else None,
@@ -322,11 +381,8 @@ class SnmpAgent:
             if community.write and not cfg.control_enabled:
                 log.warning("SNMP community %d may write, but control.enabled is off: SETs will fail", n)
         for user in cfg.snmp_users:
-            snmp_config.add_v3_user(
-                eng, user.name, _AUTH[user.auth_protocol], user.auth_key,
-                _PRIV[user.priv_protocol] if user.priv_key else snmp_config.USM_PRIV_NONE,
-                user.priv_key or None,
-            )
+            snmp_config.add_v3_user(eng, user.name, auth_protocol(user), user.auth_key, priv_protocol(user),
+                                    user.priv_key or None)
             grant(3, user.name, user.level, user.view, user.write)
 
         snmp_context = context.SnmpContext(eng)
@@ -420,6 +476,11 @@ class ControlSetResponder(cmdrsp.SetCommandResponder):
         except Exception:
             log.exception("SET failed")
             raise smi_error.GenError(idx=0) from None
+        snap = agent.current_snapshot()
+        for step in plan.steps:
+            dom = snap.domain_by_uuid(step.uuid)
+            if dom is not None:
+                agent.state_before_action[step.uuid] = dom.state
         future: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
         self._recent[key] = (now, future)
         asyncio.ensure_future(self._run(plan, future, principal, source))

@@ -521,3 +521,71 @@ def _vm_mib_rows(b: _Builder, dom: Domain, index: int, started: float | None) ->
 def admin_state(state: int) -> int:
     """lvxDomainAdminState as read: the state the domain has reached."""
     return {1: 1, 2: 1, 3: 2, 7: 2, 4: 3}.get(state, 4)
+
+
+# -- notifications ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationDef:
+    mib: str  # "libvirt-exporter", "libvirt" or "vm"
+    trap_oid: tuple[int, ...]
+    var_binds: tuple[tuple[tuple[int, ...], Value], ...]
+
+
+#: lvx notification number by event kind (lvxNotifications.N)
+LVX_NOTIFICATIONS = {"started": 1, "stopped": 2, "suspended": 3, "resumed": 4, "shutdown": 5, "crashed": 6,
+                     "defined": 7, "undefined": 8, "pmsuspended": 9}
+LVX_ACTION_FAILED = 10
+#: VM-MIB per-VM notification by event kind: vmRunning(1), vmShuttingdown(2), vmShutdown(3), vmPaused(4),
+#: vmSuspended(6), vmCrashed(9), vmDeleted(10).
+VM_NOTIFICATIONS = {"started": 1, "resumed": 1, "shutdown": 2, "stopped": 3, "suspended": 4, "pmsuspended": 6,
+                    "crashed": 9, "undefined": 10}
+#: The state an event leaves a domain in, for a domain the snapshot does not hold yet.
+EVENT_STATES = {"started": 1, "resumed": 1, "suspended": 3, "shutdown": 4, "stopped": 5, "crashed": 6,
+                "pmsuspended": 7, "defined": 5, "undefined": 5}
+
+
+def lifecycle_notifications(
+    kind: str, name: str, uuid: str, index: int, state: int, reason: int, *, active: bool, persistent: bool,
+    previous_state: int | None,
+) -> list[NotificationDef]:
+    """The notifications of every MIB for one lifecycle event (varbinds indexed by the row)."""
+    result = []
+    code = LVX_NOTIFICATIONS.get(kind)
+    if code is not None:
+        result.append(NotificationDef("libvirt-exporter", LVX_ROOT + (0, code), (
+            (_o("lvxDomainName") + (index,), (STR, name)),
+            (_o("lvxDomainUUID") + (index,), (STR, uuid)),
+            (_o("lvxDomainOperState") + (index,), (INT, state)),
+            (_o("lvxDomainStateReason") + (index,), (INT, reason)),
+        )))
+        guest = tuple(uuidlib.UUID(uuid).bytes)
+        result.append(NotificationDef("libvirt", LIBVIRT_ROOT + (0, 1), (
+            (_o("libvirtGuestName") + guest, (STR, name)),
+            (_o("libvirtGuestUUID") + guest, (BYTES, bytes(guest))),
+            (_o("libvirtGuestState") + guest, (INT, libvirt_guest_state(state))),
+            (_o("libvirtGuestRowStatus") + guest, (INT, 1 if active else 2)),  # active / notInService
+        )))
+    vm_code = VM_NOTIFICATIONS.get(kind)
+    if vm_code is not None:
+        # RFC 7666 sends the oper state the VM had before the transition.
+        before = vm_oper_state(previous_state) if previous_state is not None else 1
+        binds = [
+            (_o("vmName") + (index,), (STR, name)),
+            (_o("vmUUID") + (index,), (BYTES, uuidlib.UUID(uuid).bytes)),
+            (_o("vmOperState") + (index,), (INT, before)),
+        ]
+        if vm_code == 10:
+            binds.append((_o("vmPersistent") + (index,), (INT, 2 if persistent else 3)))
+        result.append(NotificationDef("vm", VM_ROOT + (0, vm_code), tuple(binds)))
+    return result
+
+
+def action_failed_notification(name: str, uuid: str, index: int, action: int, error: str) -> NotificationDef:
+    return NotificationDef("libvirt-exporter", LVX_ROOT + (0, LVX_ACTION_FAILED), (
+        (_o("lvxDomainName") + (index,), (STR, name)),
+        (_o("lvxDomainUUID") + (index,), (STR, uuid)),
+        (_o("lvxDomainLastAction") + (index,), (INT, action)),
+        (_o("lvxDomainLastActionError") + (index,), (STR, error)),
+    ))

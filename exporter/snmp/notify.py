@@ -1,0 +1,196 @@
+"""SNMP notifications: traps and informs to the configured targets.
+
+Each target has a bounded queue and a worker task of its own, so a dead
+target never delays another one or the agent.  Informs are retried with a
+capped backoff until acknowledged; a full queue drops the newest
+notification, counts it and logs it (once per overflow, not per drop).
+
+Notifications go out from an SNMP engine of their own, so that trap
+communities and users never become principals of the agent.  SNMPv3 traps
+carry that engine's ID, which a receiver needs (``createUser -e``); it is
+logged at start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pysnmp.hlapi.v3arch.asyncio import (
+    CommunityData,
+    ContextData,
+    SnmpEngine,
+    UdpTransportTarget,
+    UsmUserData,
+    send_notification,
+)
+from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget
+from pysnmp.proto import rfc1902
+
+from exporter.config import NotifyTarget
+
+log = logging.getLogger(__name__)
+
+SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
+SYS_UP_TIME = (1, 3, 6, 1, 2, 1, 1, 3, 0)
+RETRY_BACKOFF_MAX_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    mib: str  # "libvirt-exporter", "libvirt" or "vm"
+    trap_oid: tuple[int, ...]
+    var_binds: tuple[tuple[tuple[int, ...], Any], ...]
+
+
+def notifier_engine_id(agent_engine_id: bytes) -> bytes:
+    """The notification engine's ID: the agent's, with the last byte flipped."""
+    return agent_engine_id[:-1] + bytes([agent_engine_id[-1] ^ 0x01])
+
+
+class _Target:
+    def __init__(self, cfg: NotifyTarget, queue_size: int, name: str) -> None:
+        self.cfg = cfg
+        self.name = name
+        self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=queue_size)
+        self.overflowing = False
+        self.task: asyncio.Task[None] | None = None
+        self.transport: Any = None
+        self.auth: Any = None
+
+
+class Notifier:
+    def __init__(
+        self,
+        targets: Sequence[NotifyTarget],
+        engine_id: bytes,
+        state_dir: Path,
+        uptime_ticks: Callable[[], int] = lambda: 0,
+    ) -> None:
+        names: Counter[str] = Counter()
+        self._targets = []
+        for cfg in targets:
+            name = f"{cfg.version}-{cfg.kind}@{cfg.address}"
+            names[name] += 1
+            self._targets.append(_Target(cfg, cfg.queue_size, name if names[name] == 1 else f"{name}#{names[name]}"))
+        self._uptime_ticks = uptime_ticks
+        self.engine_id = notifier_engine_id(engine_id)
+        self._state_dir = state_dir
+        self._engine: Any = None
+        self.sent: Counter[str] = Counter()
+        self.dropped: Counter[str] = Counter()
+        self.retries: Counter[str] = Counter()
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self._targets]
+
+    def stats(self) -> list[tuple[str, int, int, int, int]]:
+        """(target, sent, dropped, retries, queued) for each target."""
+        return [(t.name, self.sent[t.name], self.dropped[t.name], self.retries[t.name], t.queue.qsize())
+                for t in self._targets]
+
+    def wants(self, mib: str) -> bool:
+        return any(mib in t.cfg.mibs for t in self._targets)
+
+    async def start(self) -> None:
+        if not self._targets:
+            return
+        saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
+        try:  # keep this engine's boots counter in the state directory too
+            self._engine = SnmpEngine(snmpEngineID=rfc1902.OctetString(self.engine_id))
+        finally:
+            tempfile.tempdir = saved
+        for target in self._targets:
+            cfg = target.cfg
+            address = (cfg.address.host, cfg.address.port)
+            transport_type = Udp6TransportTarget if ":" in cfg.address.host else UdpTransportTarget
+            # pysnmp retries an inform itself (timeout, retries); we retry the whole send after that.
+            target.transport = await transport_type.create(address, timeout=1, retries=2)
+            if cfg.version == "v3":
+                from exporter.snmp.agent import auth_protocol, priv_protocol
+
+                user = cfg.user
+                assert user is not None
+                target.auth = UsmUserData(user.name, user.auth_key, user.priv_key or None,
+                                          authProtocol=auth_protocol(user), privProtocol=priv_protocol(user))
+            else:
+                target.auth = CommunityData(cfg.community, mpModel=1)
+            target.task = asyncio.ensure_future(self._worker(target))
+            log.info("sending SNMP %s %ss to %s (%s)", cfg.version, cfg.kind, target.name, ", ".join(sorted(cfg.mibs)))
+        if any(t.cfg.version == "v3" and t.cfg.kind == "trap" for t in self._targets):
+            log.info("SNMPv3 traps come from engine ID %s; receivers need it for createUser -e",
+                     "0x" + self.engine_id.hex())
+
+    def submit(self, notification: Notification) -> None:
+        """Queue a notification for every target that wants its MIB; never blocks."""
+        for target in self._targets:
+            if notification.mib not in target.cfg.mibs:
+                continue
+            try:
+                target.queue.put_nowait(notification)
+                if target.overflowing and target.queue.qsize() < target.queue.maxsize // 2:
+                    target.overflowing = False
+            except asyncio.QueueFull:
+                self.dropped[target.name] += 1
+                if not target.overflowing:
+                    log.error("notification queue for %s is full (%d); dropping new notifications until it drains",
+                              target.name, target.queue.maxsize)
+                    target.overflowing = True
+
+    async def _send(self, target: _Target, notification: Notification) -> str | None:
+        var_binds = [(SYS_UP_TIME, rfc1902.TimeTicks(self._uptime_ticks() % 2**32)),  # the agent's, not the sender's
+                     (SNMP_TRAP_OID, rfc1902.ObjectIdentifier(notification.trap_oid)), *notification.var_binds]
+        error_indication, error_status, _, _ = await send_notification(
+            self._engine, target.auth, target.transport, ContextData(), target.cfg.kind, *var_binds,
+            lookupMib=False,
+        )
+        if error_indication:
+            return str(error_indication)
+        if error_status:
+            return str(error_status)
+        return None
+
+    async def _worker(self, target: _Target) -> None:
+        backoff = 1.0
+        failing = False
+        while True:
+            notification = await target.queue.get()
+            while True:
+                try:
+                    problem = await self._send(target, notification)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # a broken send must not kill the worker
+                    problem = f"{type(exc).__name__}: {exc}"
+                if problem is None:
+                    self.sent[target.name] += 1
+                    if failing:
+                        log.warning("notifications to %s are delivered again", target.name)
+                    failing, backoff = False, 1.0
+                    break
+                if target.cfg.kind == "trap":  # unacknowledged by design: nothing to retry
+                    self.dropped[target.name] += 1
+                    log.error("trap to %s not sent: %s", target.name, problem)
+                    break
+                self.retries[target.name] += 1
+                if not failing:
+                    log.error("inform to %s not acknowledged (%s); retrying with backoff", target.name, problem)
+                    failing = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+
+    async def stop(self) -> None:
+        for target in self._targets:
+            if target.task is not None:
+                target.task.cancel()
+        if self._engine is not None:
+            dispatcher = self._engine.transport_dispatcher
+            if dispatcher is not None:
+                dispatcher.close_dispatcher()
