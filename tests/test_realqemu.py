@@ -8,6 +8,7 @@ libvirtd reports for the same domains.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -301,14 +302,41 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
             assert libvirt_state() == "shut off"
             set_state("running")
             assert libvirt_state() == "running"
-            reboot = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target, f"lvxDomainAction.{index}", "i",
-                              "reset")
-            assert reboot.returncode == 0, reboot.stderr
+            for action in ("reboot", "reset"):  # ACPI reboot (ignored by a guest with no OS), then a hard reset
+                done = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target, f"lvxDomainAction.{index}",
+                                "i", action)
+                assert done.returncode == 0, done.stderr
+                assert libvirt_state() == "running"
         finally:
             real_host.daemon.virsh("start", name, check=False)
             real_host.daemon.virsh("resume", name, check=False)
         assert exp.scrape().get("libvirt_domain_state_code", domain=name) == 1
     assert exp.output().count(f"domain={name} action=") >= 6
+
+
+def test_wrong_sets_leave_a_real_domain_untouched(real_host: RealHost, tmp_path) -> None:
+    """On QEMU, every wrong SET gets its SNMP error and the domain keeps running."""
+    from tests.support import snmp
+
+    name = real_host.domains[0]
+    exp, target = _control_exporter(real_host, tmp_path)
+    with exp:
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+        lvx = ".".join(map(str, (1, 3, 6, 1, 4, 1, 8072, 9999, 9999)))
+        cases = [
+            (_OPERATOR, [f"{lvx}.1.2.1.27.{index}", "s", "off"], "wrongType"),
+            (_OPERATOR, [f"{lvx}.1.2.1.27.{index}", "i", "0"], "wrongValue"),
+            (_OPERATOR, [f"{lvx}.1.2.1.27.99999", "i", "4"], "noCreation"),
+            (_OPERATOR, [f"{lvx}.1.1.14.0", "i", "12345", f"{lvx}.1.2.1.27.{index}", "i", "4"], "inconsistentValue"),
+            (snmp.V2_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "4"], "noAccess"),
+            (snmp.V3_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "4"], "noAccess|authorizationError"),
+        ]
+        for who, args, error in cases:
+            result = snmp.run("snmpset", *who, "-t", "10", "-r", "0", target, *args, mibs=False)
+            assert result.returncode != 0 and re.search(f"Reason: ({error})", result.stderr), (args, result.stderr)
+            assert real_host.daemon.virsh("domstate", name).strip() == "running"
+    assert exp.output().count("result=refused") == len(cases)
 
 
 def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) -> None:
