@@ -259,6 +259,18 @@ def _control_exporter(real_host: RealHost, tmp_path) -> tuple[Exporter, str]:
     return exp, f"127.0.0.1:{port}"
 
 
+def _wait_outcome(target: str, index: str, timeout: float = 30) -> str:
+    """lvxDomainLastActionResult once it is no longer inProgress (destroy waits for QEMU to exit)."""
+    from tests.support import snmp
+
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
+        if outcome != "2" or time.monotonic() > deadline:
+            return outcome
+        time.sleep(0.2)
+
+
 def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
     """v3 authPriv snmpset pauses, resumes, shuts down (ignored: no guest OS), powers off, starts and reboots QEMU."""
     from tests.support import snmp
@@ -273,15 +285,8 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
             result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
                               f"lvxDomainAdminState.{index}", "i", value)
             assert result.returncode == 0, result.stderr
-            # A slow action (destroy waits for QEMU to exit) answers inProgress after 1 s; wait for the outcome.
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                outcome = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target,
-                                  f"lvxDomainLastActionResult.{index}").strip()
-                if outcome != "2":
-                    break
-                time.sleep(0.2)
-            assert outcome in ("1", "3"), outcome  # none (a no-op) or success
+            # A slow action answers inProgress after reply_within (1 s); wait for the outcome.
+            assert _wait_outcome(target, index) in ("1", "3")  # none (a no-op) or success
 
         def libvirt_state() -> str:
             return real_host.daemon.virsh("domstate", name).strip()
@@ -393,13 +398,7 @@ def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> N
             assert result.strip() == "2"  # inProgress
         finally:
             os.kill(pid, signal.SIGCONT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            result = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}")
-            if result.strip() == "3":
-                break
-            time.sleep(0.2)
-        assert result.strip() == "3"  # success once libvirtd woke up
+        assert _wait_outcome(target, index, timeout=15) == "3"  # success once libvirtd woke up
         assert real_host.daemon.virsh("domstate", name).strip() == "paused"
         real_host.daemon.virsh("resume", name)
     assert f"domain={name} action=suspend result=in progress" in exp.output()
@@ -428,10 +427,7 @@ def test_real_lifecycle_notifications(real_host: RealHost, tmp_path) -> None:
                 result = snmp.run("snmpset", *WRITER, "-t", "15", "-r", "0", target,
                                   f"lvxDomainAdminState.{index}", "i", state)
                 assert result.returncode == 0, result.stderr
-                deadline = time.monotonic() + 30  # destroy may answer inProgress: wait for the outcome
-                while snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target,
-                              f"lvxDomainLastActionResult.{index}").strip() == "2" and time.monotonic() < deadline:
-                    time.sleep(0.2)
+                assert _wait_outcome(target, index) in ("1", "3")
             # QEMU sends more events than the test driver (shutdown before stopped, resumed with started):
             # every one is passed on; the four the actions cause must all be there, on every target.
             expected = {f"{LVX}.0.3", f"{LVX}.0.4", f"{LVX}.0.2", f"{LVX}.0.1"}

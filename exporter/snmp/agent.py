@@ -168,20 +168,8 @@ class ViewController(AbstractMibInstrumController):
         return result
 
     def write_variables(self, *varBinds: Any, **context: Any) -> list[tuple[Any, Any]]:
-        ac = context.get("acFun")
-        for idx, (name, value) in enumerate(varBinds):
-            try:
-                # Check the principal's write view first: a read-only principal always gets an error.
-                if ac is not None and ac("write", (name, value), idx=idx, **context):
-                    raise smi_error.NoAccessError(name=name, idx=idx)
-            except smi_error.SmiError:
-                raise
-            except Exception:
-                log.exception("SET of %s failed", name)
-                raise smi_error.GenError(name=name, idx=idx) from None
-            # Lifecycle control is not enabled in this version: nothing is writable.
-            raise smi_error.NotWritableError(name=name, idx=idx)
-        return []
+        """Not used: SETs go through :class:`ControlSetResponder`, which checks access and plans first."""
+        raise smi_error.NotWritableError(name=varBinds[0][0] if varBinds else None, idx=0)
 
 
 class SnmpAgent:
