@@ -21,7 +21,7 @@ APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 BASE_MIBS := build/base-mibs
 NET_SNMP_NPM := net-snmp@3.29.2
 
-.PHONY: demo test system-deps venv base-mibs clean
+.PHONY: demo test bench system-deps venv base-mibs clean
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -60,8 +60,25 @@ demo: venv base-mibs
 	$(BIN)/libvirt-exporter --config.file examples/demo.toml \
 		--libvirt.uri test://$(CURDIR)/examples/demo-host.xml --state.directory $(CURDIR)/build/demo-state
 
-test: venv base-mibs
+test: venv base-mibs $(KUMINA)
 	$(BIN)/python -m pytest
+
+# kumina's exporter (Debian's prometheus-libvirt-exporter), the benchmark's peer: unpacked
+# into build/, not installed, so that no service of it starts and takes port 9177.
+KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
+
+$(KUMINA): | system-deps
+	rm -rf build/kumina-deb && mkdir -p build/kumina-deb
+	cd build/kumina-deb && { apt-get download -q prometheus-libvirt-exporter || \
+		{ apt-get update -q && apt-get download -q prometheus-libvirt-exporter; }; }
+	dpkg-deb -x build/kumina-deb/prometheus-libvirt-exporter_*.deb build/kumina
+	rm -rf build/kumina-deb
+	test -x $@
+
+# The full benchmark (several minutes); matplotlib is needed only here, for the plot.
+bench: venv base-mibs $(KUMINA)
+	$(BIN)/pip install -q matplotlib
+	$(BIN)/python bench/run.py --out bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,384 @@
+"""Benchmark: libvirt-exporter against kumina's exporter, net-snmp's snmpd and the libvirt floor.
+
+Everything runs in one go on this machine, through a private libvirtd (so
+every libvirt call crosses its RPC, as in production):
+
+* hosts of N domains x (2 disks, 2 NICs, 4 vCPUs) defined on the daemon's
+  shared ``test+unix:///default`` host, one connection kept open for the run;
+* the poll cycle (wall and CPU) against the floor: a bare loop making the
+  same libvirt calls for the same data;
+* ``/metrics`` latency (median, p95) for us and for kumina's exporter, and
+  how many domains each exported; our peak RSS;
+* SNMP: a full ``snmpbulkwalk`` (varbinds/s) and an ``snmpwalk`` of one
+  column (GETNEXT PDUs/s), against net-snmp's ``snmpd`` walking its own tree;
+* real QEMU: our poll against one bare ``getAllDomainStats`` call.
+
+Writes ``RESULTS.md`` and ``cost.png`` (when matplotlib is installed) into
+the output folder.  ``make bench`` runs it in full; ``make test`` runs it
+tiny (N=20) so that it never rots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import libvirt
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from exporter.hostgen import HostShape, domain_xml  # noqa: E402
+from exporter.snapshot import ALL_GROUPS  # noqa: E402
+from exporter.source import Source  # noqa: E402
+from tests.support.libvirtd import PrivateLibvirtd, kvm_usable  # noqa: E402
+from tests.support.process import Exporter, free_port  # noqa: E402
+from tests.support.snmp import free_udp_port  # noqa: E402
+
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+@dataclass
+class Row:
+    n: int
+    poll_wall: float = 0.0
+    poll_cpu: float = 0.0
+    floor_wall: float = 0.0
+    scrape_first: float = 0.0  # the first scrape of a snapshot renders it; later ones reuse it
+    scrape_median: float = 0.0
+    scrape_p95: float = 0.0
+    scrape_domains: int = 0
+    kumina_median: float | None = None
+    kumina_p95: float | None = None
+    kumina_domains: int | None = None
+    bulk_rate: float = 0.0
+    bulk_varbinds: int = 0
+    getnext_rate: float = 0.0
+    rss_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def floor_poll(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain]) -> None:
+    """The libvirt calls our poll makes for the same data, and nothing else (XML is cached by us)."""
+    conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE, 0)
+    conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
+    for dom in domains:
+        dom.info()
+        dom.getCPUStats(True)
+        dom.memoryStats()
+        dom.vcpus()
+        for dev in ("vda", "vdb"):
+            dom.blockStats(dev)
+            dom.blockInfo(dev)
+    conn.getInfo()
+    conn.getCPUStats(-1)
+    conn.listAllStoragePools(0)
+    conn.listAllNetworks(0)
+
+
+def scrape_times(url: str, count: int) -> tuple[list[float], str]:
+    times, text = [], ""
+    for _ in range(count):
+        t0 = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=120) as response:
+            text = response.read().decode()
+        times.append(time.perf_counter() - t0)
+    return times, text
+
+
+def p95(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+
+
+def domains_in(text: str, metric: str) -> int:
+    return len(set(re.findall(rf'^{metric}\{{[^}}]*domain="([^"]+)"', text, re.M)))
+
+
+def snmp_rates(target: str, community: str, root: str, column: str) -> tuple[float, int, float]:
+    """(bulk varbinds/s, varbinds, GETNEXT PDUs/s)."""
+    t0 = time.perf_counter()
+    out = subprocess.run(["snmpbulkwalk", "-v2c", "-c", community, "-m", "", "-On", "-Cr50", "-t", "30", target, root],
+                         capture_output=True, text=True, check=True).stdout
+    bulk_time = time.perf_counter() - t0
+    varbinds = sum(1 for line in out.splitlines() if "No more variables" not in line)
+    t0 = time.perf_counter()
+    out = subprocess.run(["snmpwalk", "-v2c", "-c", community, "-m", "", "-On", "-t", "30", target, column],
+                         capture_output=True, text=True, check=True).stdout
+    pdus = sum(1 for line in out.splitlines()) + 1
+    return varbinds / bulk_time, varbinds, pdus / (time.perf_counter() - t0)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def define_host(conn: libvirt.virConnect, n: int) -> list[libvirt.virDomain]:
+    """Bring the shared test host to exactly n generated domains (plus libvirt's own 'test')."""
+    shape = HostShape(domains=n, disks=2, nics=2, vcpus=4, mixed_states=False, prefix="bench")
+    existing = {d.name() for d in conn.listAllDomains(0)}
+    for i in range(n):
+        if f"bench{i:05d}" not in existing:
+            conn.createXML(domain_xml(shape, i, with_runstate=False), 0)
+    return [d for d in conn.listAllDomains(0) if d.name().startswith("bench")]
+
+
+def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrapes: int, work: Path,
+               kumina: str | None) -> Row:
+    row = Row(n)
+    uri = daemon.uri("test")
+    domains = define_host(conn, n)
+    floor_conn = libvirt.openReadOnly(uri)
+    floor_domains = [d for d in floor_conn.listAllDomains(0) if d.name().startswith("bench")]
+    floor_poll(floor_conn, floor_domains)  # warm up
+    row.floor_wall = min(timed(lambda: floor_poll(floor_conn, floor_domains))[0] for _ in range(3))
+    floor_conn.close()
+
+    source = Source(uri)
+    source.open()
+    source.poll(ALL_GROUPS)  # warm up: XML parsed and cached
+    polls = [timed(lambda: source.poll(ALL_GROUPS)) for _ in range(3)]
+    source.close()
+    row.poll_wall = min(p[0] for p in polls)
+    row.poll_cpu = min(p[1] for p in polls)
+
+    port = free_udp_port()
+    config = work / f"bench-{n}.toml"
+    config.write_text(f'[state]\ndirectory = "{work / "state"}"\n[snmp]\nlisten_address = ["127.0.0.1:{port}"]\n'
+                      '[[snmp.communities]]\nname = "bench"\n')
+    config.chmod(0o600)
+    exp = Exporter(["--config.file", str(config), "--libvirt.uri", uri, "--libvirt.poll-interval", "1h",
+                    "--libvirt.poll-timeout", "10m"], log=work / f"exporter-{n}.log")
+    try:
+        exp.wait_ready(timeout=300)
+        exp.wait_for(lambda m: (m.get("libvirt_domains_number") or 0) >= len(domains), timeout=300,
+                     what=f"{len(domains)} domains")
+        times, text = scrape_times(exp.url + "/metrics", scrapes)
+        row.scrape_first = times[0]
+        row.scrape_median, row.scrape_p95 = statistics.median(times), p95(times)
+        row.scrape_domains = domains_in(text, "libvirt_domain_info_maximum_memory_bytes")
+        target = f"127.0.0.1:{port}"
+        lvx = "1.3.6.1.4.1.8072.9999.9999"
+        row.bulk_rate, row.bulk_varbinds, row.getnext_rate = snmp_rates(target, "bench", lvx,
+                                                                       f"{lvx}.1.2.1.2")
+        row.rss_mb = peak_rss_mb(exp.proc.pid)
+    finally:
+        exp.stop()
+
+    if kumina:
+        kport = free_port()
+        proc = subprocess.Popen([kumina, f"--web.listen-address=127.0.0.1:{kport}", f"--libvirt.uri={uri}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{kport}/", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            times, text = scrape_times(f"http://127.0.0.1:{kport}/metrics", scrapes)
+            row.kumina_median, row.kumina_p95 = statistics.median(times), p95(times)
+            row.kumina_domains = domains_in(text, "libvirt_domain_info_maximum_memory_bytes")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+    return row
+
+
+def snmpd_rates(work: Path) -> tuple[float, int, float]:
+    """net-snmp's own agent walking its own tree, on a loopback port of its own."""
+    port = free_udp_port()
+    conf = work / "snmpd.conf"
+    conf.write_text("rocommunity bench 127.0.0.1\n")
+    proc = subprocess.Popen(["snmpd", "-f", "-Lo", "-C", "-c", str(conf), "-p", str(work / "snmpd.pid"),
+                             f"udp:127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        target = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 15
+        while subprocess.run(["snmpget", "-v2c", "-c", "bench", "-m", "", "-t", "1", "-r", "0", target,
+                              "1.3.6.1.2.1.1.1.0"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("snmpd did not start")
+            time.sleep(0.2)
+        return snmp_rates(target, "bench", "1.3.6.1", "1.3.6.1.2.1.25")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def real_qemu(work: Path) -> tuple[int, float, float] | None:
+    """Our poll of 4 real QEMU domains against one bare getAllDomainStats call: (domains, ours, floor)."""
+    daemon = PrivateLibvirtd(work / "qemu-daemon")
+    daemon.start()
+    try:
+        for i in range(4):
+            disk = work / f"q{i}.qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "64M"], check=True)
+            xml = work / f"q{i}.xml"
+            xml.write_text(
+                f"<domain type='{'kvm' if kvm_usable() else 'qemu'}'><name>bench-q{i}</name>"
+                "<memory unit='MiB'>128</memory><vcpu>2</vcpu><os><type arch='x86_64' machine='pc'>hvm</type>"
+                f"</os><devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>"
+                f"<interface type='ethernet'><target dev='lxb{os.getpid() % 1000}q{i}'/><model type='virtio'/>"
+                "</interface><memballoon model='virtio'/></devices></domain>")
+            daemon.virsh("create", str(xml))
+        conn = libvirt.openReadOnly(daemon.uri())
+        conn.getAllDomainStats(0, 0)
+        floor = min(timed(lambda: conn.getAllDomainStats(0, 0))[0] for _ in range(5))
+        conn.close()
+        source = Source(daemon.uri())
+        source.open()
+        source.poll(ALL_GROUPS)
+        ours = min(timed(lambda: source.poll(ALL_GROUPS))[0] for _ in range(5))
+        source.close()
+        return 4, ours, floor
+    finally:
+        daemon.shutdown()
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
+    return f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {mem} GiB, Python {platform.python_version()}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: tuple[int, float, float] | None,
+           out: Path) -> str:
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Regenerated by `make bench` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
+        f"Machine: {machine()}. Shared and noisy: read the ratios, not the absolute times.",
+        "",
+        "Hosts of N domains x (2 disks, 2 NICs, 4 vCPUs) on libvirt's test driver behind a private libvirtd",
+        "(`test+unix:///default`), so every call crosses libvirt's RPC. The test driver has no bulk stats:",
+        "the poll falls back to per-domain calls, and so does the floor.",
+        "",
+        "Our exporter renders each snapshot once (the first scrape after a poll) and serves that rendering",
+        "until the next poll; kumina's polls libvirt on every scrape.",
+        "",
+        "| N | poll wall s | poll CPU s | floor s | poll/floor | first scrape s | scrape median s | p95 s | domains | "
+        "kumina median s | kumina p95 s | kumina domains | kumina/ours | bulk varbinds/s | GETNEXT PDUs/s | "
+        "peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.n} | {r.poll_wall:.3f} | {r.poll_cpu:.3f} | {r.floor_wall:.3f} | {ratio(r.poll_wall, r.floor_wall)}"
+            f" | {r.scrape_first:.4f} | {r.scrape_median:.4f} | {r.scrape_p95:.4f} | {r.scrape_domains} | "
+            f"{'n/a' if r.kumina_median is None else f'{r.kumina_median:.4f}'} | "
+            f"{'n/a' if r.kumina_p95 is None else f'{r.kumina_p95:.4f}'} | "
+            f"{'n/a' if r.kumina_domains is None else r.kumina_domains} | {ratio(r.kumina_median, r.scrape_median)}"
+            f" | {r.bulk_rate:.0f} | {r.getnext_rate:.0f} | {r.rss_mb:.0f} |")
+    bulk, varbinds, getnext = snmpd
+    lines += [
+        "",
+        f"net-snmp's snmpd walking its own tree ({varbinds} varbinds): {bulk:.0f} varbinds/s in bulk, "
+        f"{getnext:.0f} GETNEXT PDUs/s.",
+    ]
+    if rows:
+        last = rows[-1]
+        lines.append(f"At N={last.n}: our bulk walk is {ratio(last.bulk_rate, bulk)} of snmpd's, "
+                     f"our GETNEXT {ratio(last.getnext_rate, getnext)} of snmpd's.")
+    if qemu is not None:
+        count, ours, floor = qemu
+        lines += ["", f"Real QEMU ({count} domains, bulk stats): our poll {ours * 1000:.1f} ms, one bare "
+                      f"getAllDomainStats {floor * 1000:.1f} ms: {ratio(ours, floor)} the floor."]
+    text = "\n".join(lines) + "\n"
+    (out / "RESULTS.md").write_text(text)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ns = [r.n for r in rows]
+        ax.plot(ns, [r.poll_wall for r in rows], "o-", label="our poll")
+        ax.plot(ns, [r.floor_wall for r in rows], "o--", label="floor (bare libvirt calls)")
+        ax.plot(ns, [r.scrape_median for r in rows], "s-", label="our scrape (median)")
+        if all(r.kumina_median is not None for r in rows):
+            ax.plot(ns, [r.kumina_median for r in rows], "s--", label="kumina scrape (median)")
+        ax.set_xlabel("domains")
+        ax.set_ylabel("seconds")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        ax.set_title("Cost against host size")
+        fig.tight_layout()
+        fig.savefig(out / "cost.png", dpi=100)
+    except ImportError:
+        print("matplotlib not installed: no plot", file=sys.stderr)
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100,300,1000,3000")
+    parser.add_argument("--scrapes", type=int, default=20)
+    parser.add_argument("--out", default=str(ROOT / "bench"))
+    parser.add_argument("--no-qemu", action="store_true", help="skip the real QEMU part")
+    args = parser.parse_args(argv)
+    sizes = sorted(int(n) for n in args.sizes.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    unpacked = ROOT / "build" / "kumina" / "usr" / "bin" / "prometheus-libvirt-exporter"
+    kumina = str(unpacked) if unpacked.exists() else shutil.which("prometheus-libvirt-exporter")
+    if kumina is None:
+        print("kumina's prometheus-libvirt-exporter not found (make bench unpacks it): no kumina figures",
+              file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="lxe-bench-") as tmp:
+        work = Path(tmp)
+        work.chmod(0o755)
+        daemon = PrivateLibvirtd(work / "daemon")
+        daemon.start()
+        rows = []
+        try:
+            conn = libvirt.open(daemon.uri("test"))  # kept open: the shared test host lives while it does
+            for n in sizes:
+                print(f"N={n} ...", file=sys.stderr, flush=True)
+                rows.append(bench_size(daemon, conn, n, args.scrapes, work, kumina))
+            conn.close()
+        finally:
+            daemon.shutdown()
+        snmpd = snmpd_rates(work)
+        qemu = None if args.no_qemu else real_qemu(work)
+    print(report(rows, snmpd, qemu, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
