@@ -56,3 +56,12 @@ def test_unknown_domain_asks_for_a_poll() -> None:
     """An event for a domain not yet in the snapshot leaves it as is and asks for a poll."""
     domains, poll = apply_event((OTHER,), _event("started", uuid="u-new"))
     assert domains == (OTHER,) and poll
+
+
+def test_libvirt_is_read_only_unless_control_is_enabled() -> None:
+    """The poller opens libvirt read-only; read-write only when control.enabled is set."""
+    from exporter.config import resolve
+    from exporter.poller import Poller
+
+    assert Poller(resolve({}, {}, {}))._source_factory().read_only is True
+    assert Poller(resolve({}, {}, {"control": {"enabled": True}}))._source_factory().read_only is False
