@@ -252,8 +252,14 @@ def real_qemu(work: Path) -> tuple[int, float, float] | None:
                 "</interface><memballoon model='virtio'/></devices></domain>")
             daemon.virsh("create", str(xml))
         conn = libvirt.openReadOnly(daemon.uri())
-        conn.getAllDomainStats(0, 0)
-        floor = min(timed(lambda: conn.getAllDomainStats(0, 0))[0] for _ in range(5))
+        groups = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+                  | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
+
+        def bare() -> None:  # the groups we export, as one call: the floor of any poll
+            conn.getAllDomainStats(groups, libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT)
+
+        bare()
+        floor = min(timed(bare)[0] for _ in range(5))
         conn.close()
         source = Source(daemon.uri())
         source.open()
@@ -321,7 +327,9 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: tuple[int, fl
     if qemu is not None:
         count, ours, floor = qemu
         lines += ["", f"Real QEMU ({count} domains, bulk stats): our poll {ours * 1000:.1f} ms, one bare "
-                      f"getAllDomainStats {floor * 1000:.1f} ms: {ratio(ours, floor)} the floor."]
+                      f"getAllDomainStats of the same groups {floor * 1000:.1f} ms: {ratio(ours, floor)} the floor "
+                      "(our poll also asks each running domain for its vCPU placement, and the host for its "
+                      "figures)."]
     text = "\n".join(lines) + "\n"
     (out / "RESULTS.md").write_text(text)
     try:
