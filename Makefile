@@ -20,6 +20,9 @@ APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 # Debian main lacks, come from the npm package net-snmp: fetched, never run.
 BASE_MIBS := build/base-mibs
 NET_SNMP_NPM := net-snmp@3.29.2
+# kumina's exporter (Debian's prometheus-libvirt-exporter), the benchmark's peer: unpacked
+# into build/, not installed, so that no service of it starts and takes port 9177.
+KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
 
 .PHONY: demo test bench system-deps venv base-mibs clean
 
@@ -62,10 +65,6 @@ demo: venv base-mibs
 
 test: venv base-mibs $(KUMINA)
 	$(BIN)/python -m pytest
-
-# kumina's exporter (Debian's prometheus-libvirt-exporter), the benchmark's peer: unpacked
-# into build/, not installed, so that no service of it starts and takes port 9177.
-KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
 
 $(KUMINA): | system-deps
 	rm -rf build/kumina-deb && mkdir -p build/kumina-deb
