@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter.poller import ERROR_GROUPS
-from exporter.prometheus import SPECS, Exposition, SnapshotCollector
+from exporter.prometheus import SPECS, Exposition, SnapshotCollector, snapshot_text
 from exporter.snapshot import ALL_GROUPS, Snapshot, frozen_map
 from exporter.source import Source
 from tests.conftest import ROOT, require_tool
@@ -177,3 +177,26 @@ def test_exposition_renders_each_snapshot_once(demo_uri: str) -> None:
     third = exposition.render().decode()
     assert exposition.renders == 2
     assert third.count("libvirt_domain_state_code{") == 2
+
+
+def _samples(text: str) -> set[object]:
+    """Exposition lines as comparable items: comments as is, samples with their labels sorted."""
+    items: set[object] = set()
+    for line in text.splitlines():
+        if line.startswith("#"):
+            items.add(line)
+            continue
+        match = re.match(r"^(\w+)(\{(.*)\})? (.*)$", line)
+        labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or "")))
+        items.add((match.group(1), labels, match.group(4)))
+    return items
+
+
+def test_fast_text_equals_prometheus_client_output(demo_uri: str) -> None:
+    """The cached exposition text says exactly what prometheus_client's rendering of the same snapshot says."""
+    snap = _snapshot(demo_uri)
+    snap = snap.replace(domains=snap.domains + (snap.domains[0].replace_fields(name='we"ird\\name\nx'),))
+    reference = generate_latest(_registry(snap)).decode()
+    reference = "\n".join(line for line in reference.splitlines() if "snapshot_age" not in line)
+    fast = snapshot_text(snap, frozenset(ALL_GROUPS)).decode()
+    assert _samples(fast) == _samples(reference)
