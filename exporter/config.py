@@ -529,10 +529,14 @@ def resolve(
     for n, user in enumerate(config.snmp_users, start=1):
         if user.write and not user.priv_key:
             raise ConfigError("snmp.users", f"entry {n} may write but has no priv_key: writes need authPriv")
-    for key, principals in (("snmp.communities", config.snmp_communities), ("snmp.users", config.snmp_users)):
-        for n, principal in enumerate(principals, start=1):  # never name a community: it is a secret
-            if principal.view not in config.snmp_views:
-                raise ConfigError(key, f"entry {n} uses view {principal.view!r}, which snmp.views does not define")
+    views: list[tuple[str, list[str]]] = [
+        ("snmp.communities", [c.view for c in config.snmp_communities]),
+        ("snmp.users", [u.view for u in config.snmp_users]),
+    ]
+    for key, principal_views in views:
+        for n, view in enumerate(principal_views, start=1):  # never name a community: it is a secret
+            if view not in config.snmp_views:
+                raise ConfigError(key, f"entry {n} uses view {view!r}, which snmp.views does not define")
     if config.poll_timeout_s and config.poll_timeout_s < 0.1:
         raise ConfigError("libvirt.poll_timeout", "must be at least 100ms")
     return config

@@ -192,18 +192,29 @@ SPECS: tuple[Spec, ...] = (
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
-class _Families:
-    """Lazily created metric families, yielded in :data:`SPECS` order."""
+class _Sink:
+    """Where :func:`_fill` puts samples; only families of enabled collectors are kept."""
 
     def __init__(self, groups: frozenset[str]) -> None:
         self._groups = groups
+
+    def _wanted(self, name: str, value: float | int | None) -> Spec | None:
+        if value is None:
+            return None
+        spec = SPEC_BY_NAME[name]
+        return spec if spec.group == "exporter" or spec.group in self._groups else None
+
+
+class _Families(_Sink):
+    """Lazily created prometheus_client metric families, yielded in :data:`SPECS` order."""
+
+    def __init__(self, groups: frozenset[str]) -> None:
+        super().__init__(groups)
         self._families: dict[str, Metric] = {}
 
     def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
-        if value is None:
-            return
-        spec = SPEC_BY_NAME[name]
-        if spec.group != "exporter" and spec.group not in self._groups:
+        spec = self._wanted(name, value)
+        if spec is None:
             return
         family = self._families.get(name)
         if family is None:
@@ -212,7 +223,7 @@ class _Families:
             else:
                 family = GaugeMetricFamily(name, spec.help, labels=spec.labels)
             self._families[name] = family
-        family.add_metric(list(labels), value)
+        family.add_metric(list(labels), value)  # type: ignore[attr-defined]
 
     def __iter__(self) -> Iterator[Metric]:
         for spec in SPECS:
@@ -225,7 +236,7 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-class _TextFamilies:
+class _TextFamilies(_Sink):
     """The same families as :class:`_Families`, written straight to exposition text.
 
     Much faster than building prometheus_client families for tens of thousands
@@ -233,15 +244,13 @@ class _TextFamilies:
     """
 
     def __init__(self, groups: frozenset[str]) -> None:
-        self._groups = groups
+        super().__init__(groups)
         self._lines: dict[str, list[str]] = {}
         self._label_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
 
     def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
-        if value is None:
-            return
-        spec = SPEC_BY_NAME[name]
-        if spec.group != "exporter" and spec.group not in self._groups:
+        spec = self._wanted(name, value)
+        if spec is None:
             return
         values = tuple(labels)
         key = (spec.labels, values)

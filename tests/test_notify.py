@@ -81,6 +81,16 @@ def trapd(tmp_path) -> Iterator[Trapd]:
     receiver.stop()
 
 
+def _exporter(trapd: Trapd, tmp_path, dead_port: int | None = None) -> tuple[Exporter, str]:
+    """The demo host with control on, sending to the trap receiver's ports (and a dead one if given)."""
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
+                            notify_config(trapd.ports, dead_port=dead_port))
+    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
+                    "--snmp.engine-id", ENGINE_ID], log=tmp_path / "log")
+    return exp, f"127.0.0.1:{port}"
+
+
 def _index(target: str, name: str) -> str:
     return snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
 
@@ -92,13 +102,8 @@ def _set(target: str, *args: str) -> None:
 
 def test_lifecycle_notifications_reach_snmptrapd(trapd: Trapd, tmp_path) -> None:
     """pause, resume, power off, start: each arrives as v2c trap, v2c inform, v3 trap and v3 inform."""
-    port = snmp.free_udp_port()
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
-                            notify_config(trapd.ports))
-    target = f"127.0.0.1:{port}"
-    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
-                    "--snmp.engine-id", ENGINE_ID],
-                  log=tmp_path / "log") as exp:
+    exp, target = _exporter(trapd, tmp_path)
+    with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
         i = _index(target, "web1")
         for state in ("paused", "running", "off", "running"):
@@ -130,13 +135,8 @@ def test_lifecycle_notifications_reach_snmptrapd(trapd: Trapd, tmp_path) -> None
 
 def test_action_failure_notification(trapd: Trapd, tmp_path) -> None:
     """A SET whose libvirt call fails sends lvxDomainActionFailed with libvirt's message."""
-    port = snmp.free_udp_port()
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
-                            notify_config(trapd.ports))
-    target = f"127.0.0.1:{port}"
-    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
-                    "--snmp.engine-id", ENGINE_ID],
-                  log=tmp_path / "log") as exp:
+    exp, target = _exporter(trapd, tmp_path)
+    with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
         i = _index(target, "legacy1")
         result = snmp.run("snmpset", *WRITER, "-t", "5", "-r", "0", target, f"lvxDomainAdminState.{i}", "i", "paused")
@@ -147,14 +147,9 @@ def test_action_failure_notification(trapd: Trapd, tmp_path) -> None:
 
 def test_dead_inform_target_delays_nobody(trapd: Trapd, tmp_path) -> None:
     """An inform target nobody answers: retried and its overflow counted, while the others get theirs at once."""
-    port = snmp.free_udp_port()
     dead = snmp.free_udp_port()
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
-                            notify_config(trapd.ports, dead_port=dead))
-    target = f"127.0.0.1:{port}"
-    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
-                    "--snmp.engine-id", ENGINE_ID],
-                  log=tmp_path / "log") as exp:
+    exp, target = _exporter(trapd, tmp_path, dead_port=dead)
+    with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
         i = _index(target, "web2")
         t0 = time.monotonic()
