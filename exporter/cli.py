@@ -156,7 +156,10 @@ async def serve(config: Config) -> int:
         return 1
 
     agent = None
-    if config.snmp_enabled:
+    snmp_wanted = config.snmp_enabled and bool(config.snmp_communities or config.snmp_users or config.snmp_notify)
+    if config.snmp_enabled and not snmp_wanted:
+        log.info("SNMP agent not started: no community, user or notification target is configured")
+    if snmp_wanted:
         from exporter.indexmap import StateError
         from exporter.snmp.agent import SnmpAgent
 

@@ -150,3 +150,12 @@ def test_events_update_snapshot_at_once() -> None:
         box["loop"].call_soon_threadsafe(stop.set)
         thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_no_snmp_principals_no_agent(demo_uri: str, tmp_path) -> None:
+    """With no community, user or notification target, no SNMP agent starts and no state is written."""
+    state = tmp_path / "state"
+    with Exporter(["--libvirt.uri", demo_uri, "--state.directory", str(state)], log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="up")
+    assert "SNMP agent not started: no community, user or notification target is configured" in exp.output()
+    assert not state.exists()

@@ -380,7 +380,7 @@ class SnmpAgent:
             responder(eng, snmp_context)
         ControlSetResponder(eng, snmp_context, self)
         if not cfg.snmp_communities and not cfg.snmp_users:
-            log.warning("SNMP is on but no community or user is configured: every request will be ignored")
+            log.info("no SNMP community or user is configured: the agent only sends notifications")
 
     def _open(self, eng: Any, n: int, address: ListenAddress) -> None:
         family = socket.AF_INET6 if ":" in address.host or address.host == "" else socket.AF_INET
