@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 from exporter.config import Config
 from exporter.errors import ConnectionLost, SourceError
@@ -36,6 +37,8 @@ from exporter.source import PollResult, Source
 from exporter.threads import in_daemon_thread
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Error groups always exported, so that their series exist from the start.
 ERROR_GROUPS = ALL_GROUPS + ("connection", "timeout")
@@ -232,7 +235,7 @@ class Poller:
         try:
             while not stop.is_set():
                 if self._source is None:
-                    if not await self._connect():
+                    if not await self._connect(stop):
                         await self._sleep(stop, backoff)
                         backoff = min(backoff * 2, self._config.reconnect_backoff_max_s)
                         continue
@@ -278,12 +281,13 @@ class Poller:
         finally:
             stop_wait.cancel()
 
-    async def _connect(self) -> bool:
+    async def _connect(self, stop: asyncio.Event) -> bool:
         source = self._source_factory()
         self._wake.clear()
         try:
-            await in_daemon_thread(source.open, self._closed_from_libvirt)
-            await in_daemon_thread(source.watch, self._event_from_libvirt)
+            # A libvirtd that accepts but never answers must not hang the loop (or SIGTERM).
+            await self._call_or_stop(stop, in_daemon_thread(source.open, self._closed_from_libvirt))
+            await self._call_or_stop(stop, in_daemon_thread(source.watch, self._event_from_libvirt))
         except SourceError as err:
             self._source = source
             await self._drop_source()
@@ -303,6 +307,19 @@ class Poller:
         self._source = source
         self._wake.clear()
         return True
+
+    async def _call_or_stop(self, stop: asyncio.Event, future: asyncio.Future[T]) -> T:
+        """Await a libvirt call, giving up at the poll deadline or when stopped (raises SourceError)."""
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            done, _ = await asyncio.wait({future, stop_wait}, timeout=self._config.poll_deadline_s,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if future not in done:
+            raise SourceError("stopping" if stop.is_set() else
+                              f"libvirt did not answer within {self._config.poll_deadline_s:g}s")
+        return future.result()
 
     async def _drop_source(self, timeout: float = 2.0) -> None:
         """Close the connection without letting a hung libvirtd block the loop."""

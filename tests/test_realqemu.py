@@ -182,6 +182,25 @@ def test_sigterm_exits_while_libvirtd_is_frozen(real_host: RealHost, tmp_path) -
     assert "Traceback" not in exp.output()
 
 
+def test_connecting_to_a_frozen_libvirtd(real_host: RealHost, tmp_path) -> None:
+    """A libvirtd that accepts but never answers: the connect times out (libvirt_up 0) and SIGTERM still works."""
+    pid = real_host.daemon.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    exp = Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-timeout", "2s",
+                    "--libvirt.reconnect-backoff-max", "1s"], log=tmp_path / "log")
+    try:
+        exp.wait_ready()
+        metrics = exp.wait_for(lambda m: (m.get("libvirt_exporter_poll_errors_total", group="connection") or 0) >= 1,
+                               timeout=15, what="a timed-out connection attempt")
+        assert metrics.get("libvirt_up") == 0
+        exp.proc.send_signal(signal.SIGTERM)
+        assert exp.proc.wait(timeout=5) == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        exp.stop()
+    assert "did not answer within 2s" in exp.output()
+
+
 def test_libvirtd_restart_under_running_exporter(real_host: RealHost, tmp_path) -> None:
     """libvirtd stopped and started: libvirt_up goes 0 then 1, domains come back, no crash."""
     with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s",
