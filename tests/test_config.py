@@ -186,3 +186,18 @@ def test_writing_v3_user_needs_privacy() -> None:
     assert "very-secret" not in str(info.value)
     with pytest.raises(ConfigError, match="auth_key must have at least 8 characters"):
         resolve({}, {}, {"snmp": {"users": [{"name": "ops", "auth_key": "short"}]}})
+
+
+def test_readme_lists_every_setting() -> None:
+    """The README's configuration table names every setting, with its flag and variable where it has them."""
+    from exporter.config import SETTINGS
+
+    text = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    listed = " ".join(rows)
+    for setting in SETTINGS:
+        key = "collectors.NAME" if setting.key.startswith("collectors.") else setting.key
+        assert f"`{key}`" in listed, key
+        if not setting.file_only and not setting.key.startswith("collectors."):
+            assert f"`{setting.cli}`" in listed or f"{setting.cli}`" in listed, setting.cli
+            assert setting.env in listed or setting.env.rsplit("_", 1)[1] in listed, setting.env
