@@ -97,6 +97,10 @@ def _config_only(block: Block) -> Block:
                  source=block.source, driver_type=block.driver_type, readonly=block.readonly)
 
 
+class _Abandoned(SourceError):
+    """A connection call was given up on (deadline or shutdown) while still running."""
+
+
 class Poller:
     """Keeps one libvirt connection and a current snapshot of the host."""
 
@@ -128,6 +132,7 @@ class Poller:
         self._source: Source | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ever_connected = False
+        self._stuck: asyncio.Future[object] | None = None  # a connection call given up on, still running
         self._down_logged = False
         self._last_poll_end = 0.0
         self._last_poll_duration = 0.0
@@ -282,20 +287,23 @@ class Poller:
             stop_wait.cancel()
 
     async def _connect(self, stop: asyncio.Event) -> bool:
+        if self._stuck is not None and not self._stuck.done():
+            # An earlier connection attempt is still stuck in libvirt: do not pile up another thread.
+            self._connect_failed(SourceError("an earlier connection attempt has not returned"))
+            return False
         source = self._source_factory()
         self._wake.clear()
         try:
             # A libvirtd that accepts but never answers must not hang the loop (or SIGTERM).
-            await self._call_or_stop(stop, in_daemon_thread(source.open, self._closed_from_libvirt))
-            await self._call_or_stop(stop, in_daemon_thread(source.watch, self._event_from_libvirt))
+            await self._call_or_stop(stop, source, in_daemon_thread(source.open, self._closed_from_libvirt))
+            await self._call_or_stop(stop, source, in_daemon_thread(source.watch, self._event_from_libvirt))
+        except _Abandoned as err:
+            self._connect_failed(err)  # the stuck call closes the connection itself when it returns
+            return False
         except SourceError as err:
             self._source = source
             await self._drop_source()
-            self._errors["connection"] += 1
-            if not self._down_logged:
-                log.error("libvirt at %s is unreachable: %s; retrying with backoff", self._config.libvirt_uri, err)
-                self._down_logged = True
-            self._publish_down()
+            self._connect_failed(err)
             return False
         if self._ever_connected:
             self._reconnects += 1
@@ -308,18 +316,37 @@ class Poller:
         self._wake.clear()
         return True
 
-    async def _call_or_stop(self, stop: asyncio.Event, future: asyncio.Future[T]) -> T:
-        """Await a libvirt call, giving up at the poll deadline or when stopped (raises SourceError)."""
+    def _connect_failed(self, err: SourceError) -> None:
+        self._errors["connection"] += 1
+        if not self._down_logged:
+            log.error("libvirt at %s is unreachable: %s; retrying with backoff", self._config.libvirt_uri, err)
+            self._down_logged = True
+        self._publish_down()
+
+    async def _call_or_stop(self, stop: asyncio.Event, source: Source, future: asyncio.Future[T]) -> T:
+        """Await a connection call, giving up at the poll deadline or when stopped.
+
+        A call given up on keeps running in its thread; when it returns, its
+        connection is closed and its outcome dropped (raises :class:`_Abandoned`).
+        """
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             done, _ = await asyncio.wait({future, stop_wait}, timeout=self._config.poll_deadline_s,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
-        if future not in done:
-            raise SourceError("stopping" if stop.is_set() else
-                              f"libvirt did not answer within {self._config.poll_deadline_s:g}s")
-        return future.result()
+        if future in done:
+            return future.result()
+
+        def late(finished: asyncio.Future[T]) -> None:
+            if not finished.cancelled():
+                finished.exception()  # retrieved: a late failure is expected, not an error
+            in_daemon_thread(source.close)
+
+        future.add_done_callback(late)
+        self._stuck = future
+        raise _Abandoned("stopping" if stop.is_set() else
+                         f"libvirt did not answer within {self._config.poll_deadline_s:g}s")
 
     async def _drop_source(self, timeout: float = 2.0) -> None:
         """Close the connection without letting a hung libvirtd block the loop."""
