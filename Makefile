@@ -45,7 +45,8 @@ venv: system-deps $(BIN)/.installed
 
 $(BASE_MIBS)/SNMPv2-SMI: | system-deps
 	@command -v npm >/dev/null || { echo "installing npm (for the base MIB texts)"; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; }
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends npm; }; }
 	rm -rf build/npm-pack && mkdir -p build/npm-pack $(BASE_MIBS)
 	cd build/npm-pack && npm pack --silent $(NET_SNMP_NPM) >/dev/null && tar xzf net-snmp-*.tgz
 	for f in build/npm-pack/package/lib/mibs/*.mib; do cp $$f $(BASE_MIBS)/$$(basename $$f .mib); done

@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from exporter.hostgen import HostShape, domain_xml  # noqa: E402
 from exporter.prometheus import Exposition  # noqa: E402
-from exporter.snapshot import ALL_GROUPS, Snapshot  # noqa: E402
+from exporter.poller import snapshot_of  # noqa: E402
+from exporter.snapshot import ALL_GROUPS  # noqa: E402
 from exporter.source import Source  # noqa: E402
 from tests.support.libvirtd import PrivateLibvirtd, kvm_usable  # noqa: E402
 from tests.support.process import Exporter, free_port  # noqa: E402
@@ -163,8 +164,7 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
     polls = [timed(lambda: source.poll(ALL_GROUPS)) for _ in range(3)]
     result = source.poll(ALL_GROUPS)
     source.close()
-    snap = Snapshot(up=True, taken_at=time.time(), host=result.host, domains=result.domains, pools=result.pools,
-                    networks=result.networks)
+    snap = snapshot_of(result, time.time(), 0.0)
     # A scrape right after a poll renders the new snapshot: the uncached cost, measured in-process.
     row.scrape_first = timed(lambda: Exposition(lambda: snap, frozenset(ALL_GROUPS)).render())[0]
     row.poll_wall = min(p[0] for p in polls)

@@ -86,9 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dump(config: Config) -> int:
     """Poll once and print the exposition; exit 1 if libvirt cannot be read."""
-    from exporter.poller import ERROR_GROUPS
+    from exporter.poller import ERROR_GROUPS, snapshot_of
     from exporter.prometheus import SnapshotCollector
-    from exporter.snapshot import Snapshot, frozen_map
+    from exporter.snapshot import frozen_map
     from exporter.source import Source
 
     from prometheus_client import CollectorRegistry, generate_latest
@@ -105,9 +105,7 @@ def dump(config: Config) -> int:
     finally:
         source.close()
     errors = {g: 0 for g in ERROR_GROUPS} | dict(result.errors)
-    snap = Snapshot(up=True, taken_at=started, poll_duration_s=time.time() - started, last_success_at=time.time(),
-                    host=result.host, domains=result.domains, pools=result.pools, networks=result.networks,
-                    poll_errors=frozen_map(errors))
+    snap = snapshot_of(result, started, time.time() - started, poll_errors=frozen_map(errors))
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(lambda: snap, config.collectors))

@@ -20,11 +20,7 @@ from exporter.errors import ConnectionLost, SourceError
 from exporter.snapshot import (
     ALL_GROUPS,
     EMPTY,
-    STATE_CRASHED,
-    STATE_PAUSED,
-    STATE_PMSUSPENDED,
-    STATE_RUNNING,
-    STATE_SHUTDOWN,
+    EVENT_STATES,
     STATE_SHUTOFF,
     Block,
     Domain,
@@ -43,15 +39,6 @@ T = TypeVar("T")
 #: Error groups always exported, so that their series exist from the start.
 ERROR_GROUPS = ALL_GROUPS + ("connection", "timeout")
 
-_EVENT_STATES = {
-    "started": STATE_RUNNING,
-    "resumed": STATE_RUNNING,
-    "suspended": STATE_PAUSED,
-    "stopped": STATE_SHUTOFF,
-    "shutdown": STATE_SHUTDOWN,
-    "crashed": STATE_CRASHED,
-    "pmsuspended": STATE_PMSUSPENDED,
-}
 #: Events after which the domain's definition or device list may differ.
 _REDEFINING = frozenset({"defined", "started", "device"})
 
@@ -79,7 +66,7 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
         if event.kind == "defined":
             result.append(dom.replace_fields(persistent=True))
             continue
-        state = _EVENT_STATES.get(event.kind)
+        state = EVENT_STATES.get(event.kind)
         if state is None:
             result.append(dom)
             continue
@@ -90,6 +77,13 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
         result.append(dom.replace_fields(**changes))
     needs_poll = not found or event.kind not in ("suspended", "resumed")
     return tuple(result), needs_poll
+
+
+def snapshot_of(result: PollResult, started: float, duration: float, **counters: object) -> Snapshot:
+    """The snapshot of one successful poll (counters such as poll_errors may be given)."""
+    return Snapshot(up=True, taken_at=started, poll_duration_s=duration, last_success_at=started + duration,
+                    host=result.host, domains=result.domains, pools=result.pools, networks=result.networks,
+                    **counters)  # type: ignore[arg-type]
 
 
 def _config_only(block: Block) -> Block:
@@ -125,7 +119,6 @@ class Poller:
         self._snapshot: Snapshot = EMPTY.replace(poll_errors=frozen_map(self._errors))
         self._reconnects = 0
         self._events = 0
-        self._generation = 0
         self._last_success: float | None = None
         self._overlay: list[DomainEvent] | None = None  # events seen while a poll runs
         self._wake = asyncio.Event()
@@ -150,9 +143,7 @@ class Poller:
     # -- publishing (event-loop thread only) ---------------------------------
 
     def _publish(self, snapshot: Snapshot, event: DomainEvent | None = None) -> None:
-        self._generation += 1
         self._snapshot = snapshot.replace(
-            generation=self._generation,
             poll_errors=frozen_map(self._errors),
             reconnects=self._reconnects,
             events=self._events,
@@ -168,23 +159,13 @@ class Poller:
         self._publish(Snapshot(up=False, taken_at=self._clock()))
 
     def _publish_result(self, result: PollResult, started: float, duration: float) -> None:
-        domains = result.domains
+        snap = snapshot_of(result, started, duration)
         for event in self._overlay or ():
-            domains, _ = apply_event(domains, event)
+            snap = snap.replace(domains=apply_event(snap.domains, event)[0])
         self._overlay = None
         self._errors.update(result.errors)
         self._last_success = self._clock()
-        self._publish(
-            Snapshot(
-                up=True,
-                taken_at=started,
-                poll_duration_s=duration,
-                host=result.host,
-                domains=domains,
-                pools=result.pools,
-                networks=result.networks,
-            )
-        )
+        self._publish(snap)
 
     # -- events (arrive in libvirt's event thread) ---------------------------
 

@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.snapshot import STATE_DESCRIPTIONS, Domain, Snapshot
+from exporter.snapshot import STATE_DESCRIPTIONS, Domain, Snapshot, version_text
 
 NS = 1e-9
 KIB = 1024
@@ -275,12 +275,6 @@ def _scaled(value: int | None, factor: float) -> float | None:
     return None if value is None else value * factor
 
 
-def _version(encoded: int) -> str:
-    if not encoded:
-        return ""
-    return f"{encoded // 1_000_000}.{encoded // 1000 % 1000}.{encoded % 1000}"
-
-
 def _domain_families(f: _Families | _TextFamilies, dom: Domain) -> None:
     ids = (dom.name, dom.uuid)
     f.add("libvirt_domain_info", ids + (dom.os_type, dom.arch, dom.machine,
@@ -370,8 +364,8 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
     f.add("libvirt_versions_info",
-          (host.driver if host else "", _version(host.hypervisor_version) if host else "",
-           _version(host.libvirt_version) if host else "", __version__), 1)
+          (host.driver if host else "", version_text(host.hypervisor_version) if host else "",
+           version_text(host.libvirt_version) if host else "", __version__), 1)
     if snap.up:
         f.add("libvirt_exporter_poll_duration_seconds", (), snap.poll_duration_s)
         f.add("libvirt_exporter_snapshot_timestamp_seconds", (), snap.taken_at)

@@ -51,6 +51,27 @@ STATE_DESCRIPTIONS: Mapping[int, str] = MappingProxyType(
     }
 )
 
+#: The state a lifecycle event leaves a domain in (defined and undefined leave it shut off).
+EVENT_STATES: Mapping[str, int] = MappingProxyType(
+    {
+        "started": STATE_RUNNING,
+        "resumed": STATE_RUNNING,
+        "suspended": STATE_PAUSED,
+        "stopped": STATE_SHUTOFF,
+        "shutdown": STATE_SHUTDOWN,
+        "crashed": STATE_CRASHED,
+        "pmsuspended": STATE_PMSUSPENDED,
+        "defined": STATE_SHUTOFF,
+        "undefined": STATE_SHUTOFF,
+    }
+)
+
+
+def version_text(encoded: int) -> str:
+    """libvirt's version encoding (major * 1e6 + minor * 1e3 + micro) as "major.minor.micro"."""
+    return f"{encoded // 1_000_000}.{encoded // 1000 % 1000}.{encoded % 1000}" if encoded else ""
+
+
 #: Poll groups, which are also the names of the ``--collector.NAME`` switches.
 DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface")
 HOST_GROUPS = ("node", "pool", "network")
@@ -223,7 +244,6 @@ class Snapshot:
     poll_errors: Mapping[str, int] = field(default_factory=frozen_map)
     reconnects: int = 0
     events: int = 0
-    generation: int = 0  # bumps on every publish, poll or event
     stalled: bool = False  # the current poll has run past its deadline
 
     def domain_by_uuid(self, uuid: str) -> Domain | None:

@@ -141,7 +141,6 @@ class WebServer:
         self._addresses = addresses
         self._app = _App(metrics_path, render_metrics, health)
         self._servers: list[_Server] = []
-        self.bound: list[tuple[object, int]] = []
 
     def start(self) -> None:
         for address in self._addresses:
@@ -155,7 +154,6 @@ class WebServer:
                         self.stop()
                         raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
                 self._servers.append(server)
-                self.bound.append(server.server_address[:2])
                 threading.Thread(target=server.serve_forever, name=f"http-{address}", daemon=True).start()
                 log.info("serving metrics on http://%s%s", address, self._app.metrics_path)
 

@@ -55,10 +55,6 @@ def ctl(tmp_path) -> Iterator[tuple[Exporter, str]]:
         yield exp, f"127.0.0.1:{port}"
 
 
-def _index(target: str, name: str) -> str:
-    return snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
-
-
 def _get(target: str, *oids: str) -> list[str]:
     return snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", "-OU", target, *oids).split("\n")[: len(oids)]
 
@@ -74,7 +70,7 @@ def _state(exp: Exporter, name: str) -> float | None:
 def test_admin_state_lifecycle(ctl: tuple[Exporter, str]) -> None:
     """pause, resume, graceful shutdown, start and power off web1; each shows at once in SNMP and /metrics."""
     exp, target = ctl
-    i = _index(target, "web1")
+    i = snmp.domain_index(target, "web1")
     for wanted, state, action in (("paused", "3", "3"), ("running", "1", "4"), ("off", "5", "6"),
                                   ("running", "1", "2"), ("shutdown", "5", "5")):
         result = _set(target, f"lvxDomainAdminState.{i}", "i", wanted)
@@ -90,7 +86,7 @@ def test_admin_state_lifecycle(ctl: tuple[Exporter, str]) -> None:
 def test_actions_reboot_reset_managed_save(ctl: tuple[Exporter, str]) -> None:
     """One-shot actions: reboot and reset keep it running; managedSave stops it and start restores it."""
     exp, target = ctl
-    i = _index(target, "db1")
+    i = snmp.domain_index(target, "db1")
     assert _set(target, f"lvxDomainAction.{i}", "i", "reboot").returncode == 0
     assert _set(target, f"lvxDomainAction.{i}", "i", "reset").returncode == 0
     assert _get(target, f"lvxDomainOperState.{i}", f"lvxDomainLastAction.{i}") == ["1", "8"]
@@ -119,8 +115,7 @@ def test_actions_reboot_reset_managed_save(ctl: tuple[Exporter, str]) -> None:
 def test_wrong_sets_get_the_right_error(ctl: tuple[Exporter, str], args: list[str], error: str) -> None:
     """Each kind of wrong SET gets its SNMP error, and the domains are left as they were."""
     exp, target = ctl
-    fill = {"lvx": LVX, "web1": _index(target, "web1"), "legacy1": _index(target, "legacy1"),
-            "crashy1": _index(target, "crashy1"),
+    fill = {"lvx": LVX, **{n: snmp.domain_index(target, n) for n in ("web1", "legacy1", "crashy1")},
             "web1_uuid": ".".join(map(str, uuidlib.UUID("4d1f0a52-0c6c-4c3e-9b1a-0000000000a1").bytes))}
     before = {s["domain"]: exp.scrape().get("libvirt_domain_state_code", domain=s["domain"])
               for s in exp.scrape().series("libvirt_domain_state_code")}
@@ -136,7 +131,7 @@ def test_wrong_sets_get_the_right_error(ctl: tuple[Exporter, str], args: list[st
 def test_read_only_principals_cannot_write(ctl: tuple[Exporter, str]) -> None:
     """The read-only community and v3 user get noAccess / authorizationError; the domain is untouched."""
     exp, target = ctl
-    i = _index(target, "web1")
+    i = snmp.domain_index(target, "web1")
     for who in (snmp.V2_ARGS, snmp.V3_ARGS):
         result = _set(target, f"lvxDomainAdminState.{i}", "i", "off", who=who)
         assert result.returncode != 0 and re.search(r"noAccess|authorizationError", result.stderr)
@@ -147,7 +142,7 @@ def test_read_only_principals_cannot_write(ctl: tuple[Exporter, str]) -> None:
 def test_set_is_all_or_nothing(ctl: tuple[Exporter, str]) -> None:
     """A SET whose second varbind is wrong runs nothing, not even the first."""
     exp, target = ctl
-    web1, legacy1 = _index(target, "web1"), _index(target, "legacy1")
+    web1, legacy1 = snmp.domain_index(target, "web1"), snmp.domain_index(target, "legacy1")
     result = _set(target, f"lvxDomainAdminState.{web1}", "i", "paused", f"lvxDomainAction.{legacy1}", "i", "reboot")
     assert "Reason: inconsistentValue" in result.stderr and f"lvxDomainAction.{legacy1}" in result.stderr
     assert _state(exp, "web1") == 1
@@ -156,7 +151,7 @@ def test_set_is_all_or_nothing(ctl: tuple[Exporter, str]) -> None:
 def test_spin_lock_stops_a_repeated_request(ctl: tuple[Exporter, str]) -> None:
     """lvxActionSpinLock: the first SET with the value read succeeds, the same SET again fails."""
     exp, target = ctl
-    i = _index(target, "web2")
+    i = snmp.domain_index(target, "web2")
     (lock,) = _get(target, "lvxActionSpinLock.0")
     args = ("lvxActionSpinLock.0", "i", lock, f"lvxDomainAction.{i}", "i", "reboot")
     assert _set(target, *args).returncode == 0
@@ -169,7 +164,7 @@ def test_spin_lock_stops_a_repeated_request(ctl: tuple[Exporter, str]) -> None:
 def test_retransmitted_set_runs_once(ctl: tuple[Exporter, str]) -> None:
     """The very same SET message sent twice (a retransmission) runs its action once; both get the reply."""
     exp, target = ctl
-    i = int(_index(target, "web2"))
+    i = int(snmp.domain_index(target, "web2"))
     proto = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
     pdu = proto.SetRequestPDU()
     proto.apiPDU.set_defaults(pdu)
@@ -224,7 +219,7 @@ def test_libvirt_snmp_compatible_writes(ctl: tuple[Exporter, str]) -> None:
 def test_libvirt_failure_is_commit_failed_with_its_message(ctl: tuple[Exporter, str]) -> None:
     """A libvirt failure: commitFailed, libvirt's message in lvxDomainLastActionError and the log."""
     exp, target = ctl
-    i = _index(target, "legacy1")
+    i = snmp.domain_index(target, "legacy1")
     result = _set(target, f"lvxDomainAdminState.{i}", "i", "paused")  # start paused: unsupported by the test driver
     assert result.returncode != 0 and "Reason: commitFailed" in result.stderr
     action, outcome, error = _get(target, f"lvxDomainLastAction.{i}", f"lvxDomainLastActionResult.{i}",
@@ -238,7 +233,7 @@ def test_libvirt_failure_is_commit_failed_with_its_message(ctl: tuple[Exporter, 
 def test_failed_step_undoes_the_earlier_ones(ctl: tuple[Exporter, str]) -> None:
     """Two domains in one SET: the second fails in libvirt, so the first is put back (commitFailed at 2)."""
     exp, target = ctl
-    web1, legacy1 = _index(target, "web1"), _index(target, "legacy1")
+    web1, legacy1 = snmp.domain_index(target, "web1"), snmp.domain_index(target, "legacy1")
     result = _set(target, f"lvxDomainAdminState.{web1}", "i", "paused", f"lvxDomainAdminState.{legacy1}", "i", "paused")
     assert "Reason: commitFailed" in result.stderr and f"lvxDomainAdminState.{legacy1}" in result.stderr
     assert _state(exp, "web1") == 1  # suspended, then resumed by the undo
@@ -254,7 +249,8 @@ def test_control_off_by_default_means_not_writable(tmp_path) -> None:
     with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml"],
                   log=tmp_path / "log") as exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        result = _set(f"127.0.0.1:{port}", f"lvxDomainAdminState.{_index(f'127.0.0.1:{port}', 'web1')}", "i", "off")
+        target = f"127.0.0.1:{port}"
+        result = _set(target, f"lvxDomainAdminState.{snmp.domain_index(target, 'web1')}", "i", "off")
         assert "Reason: notWritable" in result.stderr
     assert "SNMP community 2 may write, but control.enabled is off" in exp.output()
 

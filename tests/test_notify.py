@@ -91,10 +91,6 @@ def _exporter(trapd: Trapd, tmp_path, dead_port: int | None = None) -> tuple[Exp
     return exp, f"127.0.0.1:{port}"
 
 
-def _index(target: str, name: str) -> str:
-    return snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
-
-
 def _set(target: str, *args: str) -> None:
     result = snmp.run("snmpset", *WRITER, "-t", "5", "-r", "0", target, *args)
     assert result.returncode == 0, result.stderr
@@ -105,7 +101,7 @@ def test_lifecycle_notifications_reach_snmptrapd(trapd: Trapd, tmp_path) -> None
     exp, target = _exporter(trapd, tmp_path)
     with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        i = _index(target, "web1")
+        i = snmp.domain_index(target, "web1")
         for state in ("paused", "running", "off", "running"):
             _set(target, f"lvxDomainAdminState.{i}", "i", state)
         # suspended(3), resumed(4), stopped(2), started(1), in that order, on every target
@@ -138,7 +134,7 @@ def test_action_failure_notification(trapd: Trapd, tmp_path) -> None:
     exp, target = _exporter(trapd, tmp_path)
     with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        i = _index(target, "legacy1")
+        i = snmp.domain_index(target, "legacy1")
         result = snmp.run("snmpset", *WRITER, "-t", "5", "-r", "0", target, f"lvxDomainAdminState.{i}", "i", "paused")
         assert "commitFailed" in result.stderr
         (failed,) = [r for r in trapd.wait_for(1, port=trapd.ports[3]) if r.trap_oid == f"{LVX}.0.10"]
@@ -151,7 +147,7 @@ def test_dead_inform_target_delays_nobody(trapd: Trapd, tmp_path) -> None:
     exp, target = _exporter(trapd, tmp_path, dead_port=dead)
     with exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        i = _index(target, "web2")
+        i = snmp.domain_index(target, "web2")
         t0 = time.monotonic()
         for _ in range(3):
             _set(target, f"lvxDomainAdminState.{i}", "i", "paused")

@@ -16,7 +16,9 @@ import time
 import libvirt
 import pytest
 
+from exporter.snmp import mib
 from tests.conftest import RealHost, require_tool
+from tests.support import snmp
 from tests.support.process import Exporter, Metrics
 
 pytestmark = pytest.mark.realqemu
@@ -223,8 +225,6 @@ def test_libvirtd_restart_under_running_exporter(real_host: RealHost, tmp_path) 
 
 def test_snmp_shows_real_counters(real_host: RealHost, tmp_path) -> None:
     """Over SNMP, the QEMU domains appear with real block, interface and vCPU counters equal to /metrics."""
-    from tests.support import snmp
-
     require_tool("snmpbulkwalk", "snmp")
     port = snmp.free_udp_port()
     cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}")
@@ -233,7 +233,7 @@ def test_snmp_shows_real_counters(real_host: RealHost, tmp_path) -> None:
         metrics = exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
         target = f"127.0.0.1:{port}"
         for name in real_host.domains:
-            index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+            index = snmp.domain_index(target, name)
             block = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target,
                                         f"lvxBlockReadRequests.{index}"))
             (reads,) = block.values()
@@ -269,8 +269,6 @@ _OPERATOR = ["-v3", "-l", "authPriv", "-u", "operator", "-a", "SHA-256", "-A", "
 
 
 def _control_exporter(real_host: RealHost, tmp_path) -> tuple[Exporter, str]:
-    from tests.support import snmp
-
     port = snmp.free_udp_port()
     cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", _REAL_CONTROL)
     exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1h"],
@@ -280,8 +278,6 @@ def _control_exporter(real_host: RealHost, tmp_path) -> tuple[Exporter, str]:
 
 def _wait_outcome(target: str, index: str, timeout: float = 30) -> str:
     """lvxDomainLastActionResult once it is no longer inProgress (destroy waits for QEMU to exit)."""
-    from tests.support import snmp
-
     deadline = time.monotonic() + timeout
     while True:
         outcome = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
@@ -292,13 +288,11 @@ def _wait_outcome(target: str, index: str, timeout: float = 30) -> str:
 
 def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
     """v3 authPriv snmpset pauses, resumes, shuts down (ignored: no guest OS), powers off, starts and reboots QEMU."""
-    from tests.support import snmp
-
     name = real_host.domains[1]
     exp, target = _control_exporter(real_host, tmp_path)
     with exp:
         exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
-        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+        index = snmp.domain_index(target, name)
 
         def set_state(value: str) -> None:
             result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
@@ -340,14 +334,12 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
 
 def test_wrong_sets_leave_a_real_domain_untouched(real_host: RealHost, tmp_path) -> None:
     """On QEMU, every wrong SET gets its SNMP error and the domain keeps running."""
-    from tests.support import snmp
-
     name = real_host.domains[0]
     exp, target = _control_exporter(real_host, tmp_path)
     with exp:
         exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
-        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
-        lvx = ".".join(map(str, (1, 3, 6, 1, 4, 1, 8072, 9999, 9999)))
+        index = snmp.domain_index(target, name)
+        lvx = ".".join(map(str, mib.LVX_ROOT))
         cases = [
             (_OPERATOR, [f"{lvx}.1.2.1.27.{index}", "s", "off"], "wrongType"),
             (_OPERATOR, [f"{lvx}.1.2.1.27.{index}", "i", "0"], "wrongValue"),
@@ -365,8 +357,6 @@ def test_wrong_sets_leave_a_real_domain_untouched(real_host: RealHost, tmp_path)
 
 def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) -> None:
     """Starting a domain whose disk is missing: commitFailed, with libvirt's own message."""
-    from tests.support import snmp
-
     broken = tmp_path / "broken.xml"
     broken.write_text(
         "<domain type='qemu'><name>lxe-broken</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
@@ -378,7 +368,7 @@ def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) ->
     try:
         with exp:
             exp.wait_for(lambda m: _domain_count(m) == 3, what="three domains")
-            index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, "lvxDomainNameIndex.'lxe-broken'").strip()
+            index = snmp.domain_index(target, "lxe-broken")
             result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
                               f"lvxDomainAdminState.{index}", "i", "running")
             assert "Reason: commitFailed" in result.stderr, result.stderr
@@ -391,14 +381,12 @@ def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) ->
 
 def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> None:
     """libvirtd frozen mid-SET: GETs still answer at once, the SET answers inProgress, the action finishes later."""
-    from tests.support import snmp
-
     name = real_host.domains[1]
     pid = real_host.daemon.proc.pid
     exp, target = _control_exporter(real_host, tmp_path)
     with exp:
         exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
-        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+        index = snmp.domain_index(target, name)
         os.kill(pid, signal.SIGSTOP)
         try:
             started = time.monotonic()
@@ -425,7 +413,6 @@ def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> N
 
 def test_real_lifecycle_notifications(real_host: RealHost, tmp_path) -> None:
     """On QEMU: pause, resume, power off and start arrive at snmptrapd as v2c trap, v2c inform and v3 trap/inform."""
-    from tests.support import snmp
     from tests.support.trapd import Trapd
     from tests.test_notify import ENGINE_ID, LVX, NOTIFIER_ID, WRITER, notify_config
 
@@ -441,7 +428,7 @@ def test_real_lifecycle_notifications(real_host: RealHost, tmp_path) -> None:
         with Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--snmp.engine-id", ENGINE_ID],
                       log=tmp_path / "log") as exp:
             exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
-            index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+            index = snmp.domain_index(target, name)
             for state in ("paused", "running", "off", "running"):
                 result = snmp.run("snmpset", *WRITER, "-t", "15", "-r", "0", target,
                                   f"lvxDomainAdminState.{index}", "i", state)

@@ -33,7 +33,7 @@ from exporter import control
 from exporter.config import Config, ListenAddress, V3User
 from exporter.control import Controller
 from exporter.indexmap import IndexMap, StateError
-from exporter.snapshot import DomainEvent, Snapshot
+from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, DomainEvent, Snapshot
 from exporter.snmp import mib, setreq
 from exporter.snmp.notify import Notification, Notifier
 
@@ -206,8 +206,6 @@ class SnmpAgent:
         self._connected_at: float | None = None
         self._state_error_logged = False
         self._engine: Any = None
-        self._transports: list[Any] = []
-        self.bound: list[tuple[str, int]] = []
 
     # -- snapshot tracking (event-loop thread) --------------------------------
 
@@ -249,7 +247,7 @@ class SnmpAgent:
         index = self._domain_index(event.uuid)
         if index is None:
             return
-        state = dom.state if dom is not None else mib.EVENT_STATES.get(event.kind, 0)
+        state = dom.state if dom is not None else EVENT_STATES.get(event.kind, STATE_NOSTATE)
         reason = dom.state_reason if dom is not None else 0
         now = self.clock()
         for notification in mib.lifecycle_notifications(
@@ -399,8 +397,6 @@ class SnmpAgent:
         else:
             transport = udp.UdpTransport().open_server_mode(sock=sock)
             snmp_config.add_transport(eng, udp.DOMAIN_NAME + (n,), transport)
-        self._transports.append(transport)
-        self.bound.append(sock.getsockname()[:2])
         log.info("serving SNMP on udp %s", address)
 
     def stop(self) -> None:

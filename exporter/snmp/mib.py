@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import __version__
-from exporter.snapshot import STATE_NOSTATE, STATE_PMSUSPENDED, Domain, Snapshot
+from exporter.snapshot import STATE_NOSTATE, STATE_PMSUSPENDED, Domain, Snapshot, version_text
 
 #: The one place the provisional enterprise arc lives (net-snmp's playpen).
 LVX_ROOT: tuple[int, ...] = (1, 3, 6, 1, 4, 1, 8072, 9999, 9999)
@@ -73,10 +73,6 @@ class ObjectDef:
     oid: tuple[int, ...]  # scalar (without .0) or column
     syntax: str
     access: str = RO
-
-    @property
-    def scalar(self) -> bool:
-        return self.oid[: len(LVX_HOST)] == LVX_HOST or self.oid[: len(SYSTEM)] == SYSTEM
 
 
 def _defs(prefix: tuple[int, ...], rows: Iterable[tuple[int, str, str, str]]) -> tuple[ObjectDef, ...]:
@@ -261,10 +257,6 @@ def _ticks_since(start: float) -> Callable[[float], int]:
     return lambda now: int(max(0.0, now - start) * 100)
 
 
-def _version(encoded: int) -> str:
-    return f"{encoded // 1_000_000}.{encoded // 1000 % 1000}.{encoded % 1000}" if encoded else ""
-
-
 def _bool(value: bool) -> int:
     return 1 if value else 2  # TruthValue
 
@@ -326,8 +318,8 @@ def build_view(
     hostname = host.hostname if host else ""
     desc = f"libvirt-exporter {__version__}"
     if host is not None:
-        desc += f" on {hostname}: {host.driver} {_version(host.hypervisor_version)}, " \
-                f"libvirt {_version(host.libvirt_version)}"
+        desc += f" on {hostname}: {host.driver} {version_text(host.hypervisor_version)}, " \
+                f"libvirt {version_text(host.libvirt_version)}"
     b.put(_o("sysDescr"), (0,), STR, desc)
     b.put(_o("sysObjectID"), (0,), OID, LVX_ROOT)
     b.put(_o("sysUpTime"), (0,), TICKS, _ticks_since(system.started_at))
@@ -347,8 +339,8 @@ def build_view(
         b.put(_o("lvxDomainActiveCount"), (0,), G32, sum(1 for d in snap.domains if d.active))
     if host is not None:
         b.put(_o("lvxHostDriver"), (0,), STR, host.driver)
-        b.put(_o("lvxHostDriverVersion"), (0,), STR, _version(host.hypervisor_version))
-        b.put(_o("lvxHostLibvirtVersion"), (0,), STR, _version(host.libvirt_version))
+        b.put(_o("lvxHostDriverVersion"), (0,), STR, version_text(host.hypervisor_version))
+        b.put(_o("lvxHostLibvirtVersion"), (0,), STR, version_text(host.libvirt_version))
         b.put(_o("lvxHostName"), (0,), STR, host.hostname)
         b.put(_o("lvxHostCpus"), (0,), U32, host.cpus)
         b.put(_o("lvxHostMemoryTotal"), (0,), G32, _kib(host.memory_total_bytes))
@@ -361,7 +353,7 @@ def build_view(
         b.put(_o("vmNumber"), (0,), INT, len(snap.domains))
     if host is not None:
         b.put(_o("vmHvSoftware"), (0,), STR, f"{host.driver} (libvirt)")
-        b.put(_o("vmHvVersion"), (0,), STR, _version(host.hypervisor_version))
+        b.put(_o("vmHvVersion"), (0,), STR, version_text(host.hypervisor_version))
         b.put(_o("vmHvObjectID"), (0,), OID, (0, 0))  # no registered identity: zeroDotZero
         if system.connected_at is not None:
             b.put(_o("vmHvUpTime"), (0,), TICKS, _ticks_since(system.connected_at))
@@ -541,9 +533,6 @@ LVX_ACTION_FAILED = 10
 #: vmSuspended(6), vmCrashed(9), vmDeleted(10).
 VM_NOTIFICATIONS = {"started": 1, "resumed": 1, "shutdown": 2, "stopped": 3, "suspended": 4, "pmsuspended": 6,
                     "crashed": 9, "undefined": 10}
-#: The state an event leaves a domain in, for a domain the snapshot does not hold yet.
-EVENT_STATES = {"started": 1, "resumed": 1, "suspended": 3, "shutdown": 4, "stopped": 5, "crashed": 6,
-                "pmsuspended": 7, "defined": 5, "undefined": 5}
 
 
 def lifecycle_notifications(

@@ -75,3 +75,8 @@ def values(text: str) -> dict[str, str]:
         oid, _, value = line.partition(" ")
         out[oid.lstrip(".")] = value.strip().strip('"')
     return out
+
+
+def domain_index(target: str, name: str) -> str:
+    """A domain's lvxDomainIndex, looked up by name through lvxDomainNameTable."""
+    return ok("snmpget", *V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
