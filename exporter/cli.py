@@ -131,9 +131,8 @@ async def serve(config: Config) -> int:
         from exporter.snmp.agent import default_engine_id
         from exporter.snmp.notify import Notifier
 
-        started = time.time()
         notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),
-                            Path(config.state_directory), uptime_ticks=lambda: int((time.time() - started) * 100))
+                            Path(config.state_directory))
         extra.append(NotificationCollector(notifier.stats))
     exposition = Exposition(lambda: poller.snapshot, config.collectors, extra=extra)
 
@@ -181,7 +180,14 @@ async def serve(config: Config) -> int:
         poller.listeners.append(agent.on_snapshot)
         if notifier is not None:
             agent.notifier = notifier
-            await notifier.start()
+            notifier.uptime_ticks = agent.uptime_ticks  # notifications carry the agent's sysUpTime
+            try:
+                await notifier.start()
+            except Exception as exc:  # e.g. a target host name that does not resolve
+                log.error("cannot set up SNMP notifications: %s", exc)
+                agent.stop()
+                web.stop()
+                return 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -153,7 +153,7 @@ class Source:
         self._bulk_mask: int | None = None  # stats groups the driver has in bulk
         self._nowait = False
         self._unsupported: set[str] = set()  # host calls the driver lacks
-        self._static: dict[str, Any] = {}
+        self._static = Host(uri=uri)  # what does not change while connected, asked once in open()
         self._xml: dict[str, tuple[int, domxml.DomainConfig]] = {}
         self._stale: set[str] = set()
         self._lock = threading.Lock()
@@ -184,13 +184,13 @@ class Source:
                 conn.registerCloseCallback(closed, None)
             except libvirt.libvirtError as exc:
                 log.debug("close callback not available: %s", exc.get_error_message())
-        self._static = {
-            "hostname": self._call_or(conn.getHostname, ""),
-            "driver": self._call_or(conn.getType, ""),
-            "hypervisor_version": self._call_or(conn.getVersion, 0),
-            "libvirt_version": self._call_or(conn.getLibVersion, 0),
-            "uri": self._call_or(conn.getURI, self.uri),
-        }
+        self._static = Host(
+            hostname=self._call_or(conn.getHostname, ""),
+            driver=self._call_or(conn.getType, ""),
+            hypervisor_version=self._call_or(conn.getVersion, 0),
+            libvirt_version=self._call_or(conn.getLibVersion, 0),
+            uri=self._call_or(conn.getURI, self.uri),
+        )
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -666,16 +666,8 @@ class Source:
         return tuple(result.values())
 
     def _host(self, conn: libvirt.virConnect, wanted: frozenset[str], errors: Counter[str]) -> Host:
-        static = self._static
-        host = Host(
-            hostname=static.get("hostname", ""),
-            driver=static.get("driver", ""),
-            hypervisor_version=static.get("hypervisor_version", 0),
-            libvirt_version=static.get("libvirt_version", 0),
-            uri=static.get("uri", self.uri),
-        )
         if "node" not in wanted:
-            return host
+            return self._static
         info = self._host_call(conn.getInfo, "getInfo", errors)
         cpu_times: dict[str, int] = {}
         raw_cpu = self._host_call(lambda: conn.getCPUStats(-1), "getCPUStats", errors)
@@ -693,12 +685,8 @@ class Source:
         if free is None:
             free_bytes = self._host_call(conn.getFreeMemory, "getFreeMemory", errors)
             free = int(free_bytes) if free_bytes is not None else None
-        return Host(
-            hostname=host.hostname,
-            driver=host.driver,
-            hypervisor_version=host.hypervisor_version,
-            libvirt_version=host.libvirt_version,
-            uri=host.uri,
+        return _replace(
+            self._static,
             cpu_model=str(info[0]) if info else "",
             cpus=int(info[2]) if info else None,
             cpu_mhz=int(info[3]) if info else None,

@@ -209,6 +209,10 @@ class SnmpAgent:
 
     # -- snapshot tracking (event-loop thread) --------------------------------
 
+    def uptime_ticks(self) -> int:
+        """sysUpTime: hundredths of a second since the agent started."""
+        return int(max(0.0, self.clock() - self.started_at) * 100)
+
     @property
     def control_enabled(self) -> bool:
         return self._config.control_enabled and self.controller is not None
@@ -292,7 +296,7 @@ class SnmpAgent:
                 log.error("SNMP row indexes not saved; new domains get no rows until this is fixed: %s", exc)
                 self._state_error_logged = True
         if self._domain_uuids is not None and uuids != self._domain_uuids:
-            self._last_change_ticks = int((self.clock() - self.started_at) * 100)
+            self._last_change_ticks = self.uptime_ticks()
         self._domain_uuids = uuids
 
     def invalidate(self) -> None:

@@ -71,7 +71,6 @@ class Notifier:
         targets: Sequence[NotifyTarget],
         engine_id: bytes,
         state_dir: Path,
-        uptime_ticks: Callable[[], int] = lambda: 0,
     ) -> None:
         names: Counter[str] = Counter()
         self._targets = []
@@ -79,7 +78,8 @@ class Notifier:
             name = f"{cfg.version}-{cfg.kind}@{cfg.address}"
             names[name] += 1
             self._targets.append(_Target(cfg, cfg.queue_size, name if names[name] == 1 else f"{name}#{names[name]}"))
-        self._uptime_ticks = uptime_ticks
+        #: The agent's sysUpTime in ticks, sent as the first varbind (set by whoever attaches the agent).
+        self.uptime_ticks: Callable[[], int] = lambda: 0
         self.engine_id = notifier_engine_id(engine_id)
         self._state_dir = state_dir
         self._engine: Any = None
@@ -145,7 +145,7 @@ class Notifier:
                     target.overflowing = True
 
     async def _send(self, target: _Target, notification: Notification) -> str | None:
-        var_binds = [(SYS_UP_TIME, rfc1902.TimeTicks(self._uptime_ticks() % 2**32)),  # the agent's, not the sender's
+        var_binds = [(SYS_UP_TIME, rfc1902.TimeTicks(self.uptime_ticks() % 2**32)),  # the agent's, not the sender's
                      (SNMP_TRAP_OID, rfc1902.ObjectIdentifier(notification.trap_oid)), *notification.var_binds]
         error_indication, error_status, _, _ = await send_notification(
             self._engine, target.auth, target.transport, ContextData(), target.cfg.kind, *var_binds,
