@@ -145,7 +145,8 @@ async def serve(config: Config) -> int:
             "domains": len(snap.domains),
         }
 
-    web = WebServer(config.listen_addresses, config.telemetry_path, exposition.render, health)
+    web = WebServer(config.listen_addresses, config.telemetry_path,
+                    lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(), health)
     try:
         web.start()
     except OSError as exc:

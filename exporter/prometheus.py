@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
+from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -262,13 +264,15 @@ class _TextFamilies(_Sink):
         lines.append(f"{name}{{{text}}} {floatToGoString(value)}\n" if text else f"{name} {floatToGoString(value)}\n")
 
     def render(self) -> bytes:
-        out: list[str] = []
+        # Family by family, each freed once encoded: the peak stays near one copy of the text.
+        out: list[bytes] = []
         for spec in SPECS:
-            lines = self._lines.get(spec.name)
+            lines = self._lines.pop(spec.name, None)
             if lines:
-                out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n")
-                out.extend(lines)
-        return "".join(out).encode()
+                lines.insert(0, f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n")
+                out.append("".join(lines).encode())
+                del lines
+        return b"".join(out)
 
 
 def _scaled(value: int | None, factor: float) -> float | None:
@@ -478,7 +482,7 @@ class Exposition:
         self._get_snapshot = get_snapshot
         self._groups = groups
         self._lock = threading.Lock()
-        self._cached: tuple[Snapshot, bytes] | None = None
+        self._cached: _Rendered | None = None
         self.renders = 0  # snapshot renderings so far (for tests and debugging)
         self._live = CollectorRegistry(auto_describe=False)
         self._live.register(_AgeCollector(get_snapshot, clock))
@@ -487,11 +491,40 @@ class Exposition:
         for collector in extra:
             self._live.register(collector)
 
-    def render(self) -> bytes:
+    def _static(self) -> _Rendered:
         snap = self._get_snapshot()
         with self._lock:  # concurrent scrapes of a new snapshot render it once
-            if self._cached is None or self._cached[0] is not snap:
-                self._cached = (snap, snapshot_text(snap, self._groups))
+            cached = self._cached
+            if cached is None or cached.snapshot is not snap:
+                self._cached = cached = None  # let the old rendering go before making the new one
+                self._cached = cached = _Rendered(snap, snapshot_text(snap, self._groups))
                 self.renders += 1
-            static = self._cached[1]
-        return static + generate_latest(self._live)
+            return cached
+
+    def render(self) -> bytes:
+        """The whole exposition, uncompressed."""
+        return self._static().text + generate_latest(self._live)
+
+    def render_gzip(self) -> bytes:
+        """The whole exposition as one gzip stream; the snapshot's part is compressed once per snapshot."""
+        return self._static().gzip(generate_latest(self._live))
+
+
+class _Rendered:
+    """One snapshot's exposition text, and its gzip compression kept open for the live tail."""
+
+    def __init__(self, snapshot: Snapshot, text: bytes) -> None:
+        self.snapshot = snapshot
+        self.text = text
+        self._lock = threading.Lock()
+        self._head: bytes | None = None
+        self._compressor: Any = None
+
+    def gzip(self, tail: bytes) -> bytes:
+        with self._lock:
+            if self._head is None:
+                compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
+                self._head = compressor.compress(self.text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                self._compressor = compressor
+            compressor = self._compressor.copy()
+        return self._head + compressor.compress(tail) + compressor.flush()

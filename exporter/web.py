@@ -45,7 +45,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _App:
-    def __init__(self, metrics_path: str, render_metrics: Callable[[], bytes], health: Callable[[], dict[str, Any]]):
+    def __init__(self, metrics_path: str, render_metrics: Callable[[bool], bytes], health: Callable[[], dict[str, Any]]):
         self.metrics_path = metrics_path
         self.render_metrics = render_metrics
         self.health = health
@@ -60,9 +60,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
-    def _send(self, status: int, body: bytes, content_type: str, head: bool = False) -> None:
-        encoding = ""
-        if len(body) > 1024 and "gzip" in self.headers.get("Accept-Encoding", ""):
+    def _accepts_gzip(self) -> bool:
+        return "gzip" in self.headers.get("Accept-Encoding", "")
+
+    def _send(self, status: int, body: bytes, content_type: str, head: bool = False, gzipped: bool = False) -> None:
+        encoding = "gzip" if gzipped else ""
+        if not gzipped and len(body) > 1024 and self._accepts_gzip():
             body = gzip.compress(body, compresslevel=1)
             encoding = "gzip"
         self.send_response(status)
@@ -79,7 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         try:
             if path == app.metrics_path:
-                self._send(200, app.render_metrics(), CONTENT_TYPE, head)
+                gzipped = self._accepts_gzip()
+                self._send(200, app.render_metrics(gzipped), CONTENT_TYPE, head, gzipped)
             elif path == "/healthz":
                 self._send(200, (json.dumps(app.health()) + "\n").encode(), "application/json", head)
             elif path == "/":
@@ -135,7 +139,7 @@ class WebServer:
         self,
         addresses: tuple[ListenAddress, ...],
         metrics_path: str,
-        render_metrics: Callable[[], bytes],
+        render_metrics: Callable[[bool], bytes],
         health: Callable[[], dict[str, Any]],
     ) -> None:
         self._addresses = addresses

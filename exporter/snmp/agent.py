@@ -35,6 +35,7 @@ from exporter.control import Controller
 from exporter.indexmap import IndexMap, StateError
 from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, DomainEvent, Snapshot
 from exporter.snmp import mib, setreq
+from exporter.snmp.fastpath import FastPath
 from exporter.snmp.notify import Notification, Notifier
 
 log = logging.getLogger(__name__)
@@ -145,19 +146,15 @@ class ViewController(AbstractMibInstrumController):
         view = self._agent.view()
         now = self._agent.clock()
         ac = context.get("acFun")
-        oids = view.oids
         result = []
         for idx, (name, _) in enumerate(varBinds):
             try:
-                pos = view.after(tuple(name))
-                while pos < len(oids):
-                    oid = oids[pos]
-                    value = encode(view.values[oid], now)
+                for oid, entry in view.walk(tuple(name)):
+                    value = encode(entry, now)
                     next_name = rfc1902.ObjectName(oid)
                     if not self._hidden(ac, next_name, value, idx, context):
                         result.append((next_name, value))
                         break
-                    pos += 1
                 else:
                     result.append((name, rfc1905.endOfMibView))
             except smi_error.SmiError:
@@ -206,6 +203,7 @@ class SnmpAgent:
         self._connected_at: float | None = None
         self._state_error_logged = False
         self._engine: Any = None
+        self.fast_path: FastPath | None = None
 
     # -- snapshot tracking (event-loop thread) --------------------------------
 
@@ -344,6 +342,9 @@ class SnmpAgent:
         finally:
             tempfile.tempdir = saved
         self._engine = eng
+        self.fast_path = FastPath(
+            {c.name.encode("utf-8"): tuple(cfg.snmp_views[c.view]) for c in cfg.snmp_communities},
+            self.view, self.clock)
         for n, address in enumerate(cfg.snmp_listen_addresses, start=1):
             self._open(eng, n, address)
 
@@ -395,11 +396,12 @@ class SnmpAgent:
             sock.close()
             raise OSError(f"cannot listen for SNMP on {address}: {exc.strerror or exc}") from None
         sock.setblocking(False)
+        transport: Any
         if family == socket.AF_INET6:
-            transport = udp6.Udp6Transport().open_server_mode(sock=sock)
+            transport = _FastUdp6(self.fast_path).open_server_mode(sock=sock)
             snmp_config.add_transport(eng, udp6.DOMAIN_NAME + (n,), transport)
         else:
-            transport = udp.UdpTransport().open_server_mode(sock=sock)
+            transport = _FastUdp(self.fast_path).open_server_mode(sock=sock)
             snmp_config.add_transport(eng, udp.DOMAIN_NAME + (n,), transport)
         log.info("serving SNMP on udp %s", address)
 
@@ -409,6 +411,31 @@ class SnmpAgent:
             if dispatcher is not None:
                 dispatcher.close_dispatcher()
             self._engine = None
+
+
+class _FastPathFirst:
+    """Mixed into pysnmp's UDP transports: the fast path answers SNMPv2c reads, the rest goes on to pysnmp."""
+
+    transport: Any
+
+    def __init__(self, fast_path: FastPath) -> None:
+        super().__init__()
+        self._fast_path = fast_path
+
+    def datagram_received(self, datagram: bytes, transportAddress: Any) -> None:  # noqa: N803 (pysnmp naming)
+        reply = self._fast_path.answer(datagram)
+        if reply is None or self.transport is None:
+            super().datagram_received(datagram, transportAddress)  # type: ignore[misc]
+        else:
+            self.transport.sendto(reply, transportAddress)
+
+
+class _FastUdp(_FastPathFirst, udp.UdpTransport):
+    pass
+
+
+class _FastUdp6(_FastPathFirst, udp6.Udp6Transport):
+    pass
 
 
 class ControlSetResponder(cmdrsp.SetCommandResponder):

@@ -3,7 +3,7 @@
 Every object the agent serves is declared once here, with its OID, syntax
 and access; ``tests/test_snmp_mib.py`` holds these declarations against the
 compiled MIB texts in ``mibs/``.  :func:`build_view` turns one snapshot into
-a :class:`MibView`: a sorted list of instance OIDs and their values, built
+a :class:`MibView`: the instances of every column in index order, built
 once per snapshot and then only read by request handlers.
 
 Values are kept as ``(syntax, python value)`` pairs; the agent converts
@@ -197,28 +197,73 @@ def _o(name: str) -> tuple[int, ...]:
 # -- the view ------------------------------------------------------------------
 
 
+class _Column:
+    """The instances of one object (a column, or one scalar), in index order."""
+
+    __slots__ = ("oid", "syntax", "rows", "values")
+
+    def __init__(self, oid: tuple[int, ...], syntax: str, rows: list[tuple[int, ...]], values: list[Any]) -> None:
+        self.oid = oid
+        self.syntax = syntax
+        self.rows = rows  # index suffixes, sorted
+        self.values = values  # python values (or callables of the time), aligned with rows
+
+
 class MibView:
-    """Instances in OID order.  Immutable once built."""
+    """Every served instance, in OID order, kept by column.  Immutable once built.
 
-    __slots__ = ("oids", "values")
+    Each column holds its row indexes and raw values in two lists (a row's
+    index tuple is shared by all the columns of its table), so a view costs a
+    few list slots per instance rather than an OID tuple and a dict entry.
+    GETNEXT is a bisect over column OIDs and then over that column's rows.
+    """
 
-    def __init__(self, values: dict[tuple[int, ...], Value]) -> None:
-        self.values = values
-        self.oids = sorted(values)
+    __slots__ = ("columns", "_starts", "_size")
+
+    def __init__(self, columns: list[_Column]) -> None:
+        self.columns = sorted(columns, key=lambda c: c.oid)
+        self._starts = [c.oid for c in self.columns]
+        self._size = sum(len(c.rows) for c in self.columns)
 
     def __len__(self) -> int:
-        return len(self.oids)
+        return self._size
 
     def get(self, oid: tuple[int, ...]) -> Value | None:
-        return self.values.get(oid)
+        pos = bisect.bisect_right(self._starts, oid) - 1
+        if pos < 0:
+            return None
+        col = self.columns[pos]
+        n = len(col.oid)
+        if oid[:n] != col.oid:
+            return None
+        suffix = oid[n:]
+        row = bisect.bisect_left(col.rows, suffix)
+        if row < len(col.rows) and col.rows[row] == suffix:
+            return col.syntax, col.values[row]
+        return None
 
-    def after(self, oid: tuple[int, ...]) -> int:
-        """Position of the first instance strictly after ``oid``."""
-        return bisect.bisect_right(self.oids, oid)
+    def position_after(self, oid: tuple[int, ...]) -> tuple[int, int]:
+        """(column, row) of the first instance strictly after ``oid``; the column may be past the end."""
+        pos = bisect.bisect_right(self._starts, oid) - 1
+        if pos >= 0:
+            col = self.columns[pos]
+            n = len(col.oid)
+            if oid[:n] == col.oid:
+                row = bisect.bisect_right(col.rows, oid[n:])
+                if row < len(col.rows):
+                    return pos, row
+        return pos + 1, 0
+
+    def walk(self, oid: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], Value]]:
+        """The instances strictly after ``oid``, in order."""
+        pos, row = self.position_after(oid)
+        for col in self.columns[pos:]:
+            for index, value in zip(col.rows[row:], col.values[row:]):
+                yield col.oid + index, (col.syntax, value)
+            row = 0
 
     def items(self) -> Iterator[tuple[tuple[int, ...], Value]]:
-        for oid in self.oids:
-            yield oid, self.values[oid]
+        return self.walk(())
 
 
 def object_of(oid: tuple[int, ...]) -> ObjectDef | None:
@@ -285,16 +330,38 @@ def libvirt_guest_state(state: int) -> int:
 
 class _Builder:
     def __init__(self) -> None:
-        self.values: dict[tuple[int, ...], Value] = {}
+        self._columns: dict[tuple[int, ...], tuple[str, list[tuple[int, ...]], list[Any]]] = {}
+        self._keys: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
+
+    def _append(self, obj: tuple[int, ...], index: tuple[int, ...], syntax: str, value: Any) -> None:
+        col = self._columns.get(obj)
+        if col is None:
+            col = self._columns[obj] = (syntax, [], [])
+        col[1].append(index)
+        col[2].append(value)
 
     def put(self, obj: tuple[int, ...], index: tuple[int, ...], syntax: str, value: Any) -> None:
         if value is not None:
-            self.values[obj + index] = (syntax, value)
+            self._append(obj, index, syntax, value)
 
     def columns(self, entry: tuple[int, ...], index: tuple[int, ...], cells: Iterable[tuple[int, str, Any]]) -> None:
+        keys = self._keys
         for column, syntax, value in cells:
             if value is not None:
-                self.values[entry + (column,) + index] = (syntax, value)
+                obj = keys.get((entry, column))
+                if obj is None:
+                    obj = keys[(entry, column)] = entry + (column,)
+                self._append(obj, index, syntax, value)
+
+    def view(self) -> MibView:
+        result = []
+        for oid, (syntax, rows, values) in self._columns.items():
+            if any(a >= b for a, b in zip(rows, rows[1:])):  # rows not in index order (or repeated): sort
+                by_index = dict(zip(rows, values))  # a repeated index keeps its last value
+                rows = sorted(by_index)
+                values = [by_index[r] for r in rows]
+            result.append(_Column(oid, syntax, rows, values))
+        return MibView(result)
 
 
 def build_view(
@@ -382,7 +449,7 @@ def build_view(
             (2, STR, net.name), (3, STR, net.uuid), (4, INT, _bool(net.active)),
             (5, INT, _bool(net.autostart)), (6, STR, net.bridge),
         ))
-    return MibView(b.values)
+    return b.view()
 
 
 def _kib(value_bytes: int | None) -> int | None:
