@@ -61,7 +61,9 @@ demo: venv base-mibs
 	@echo "Try:  curl http://$(DEMO_ADDRESS)/metrics"
 	@echo "      snmpwalk -v2c -c public -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB:LIBVIRT-MIB 127.0.0.1:1161 .1.3.6.1"
 	@echo
-	$(BIN)/libvirt-exporter --config.file examples/demo.toml \
+	@# A config file holding SNMP communities must not be readable by others: the demo uses a private copy.
+	install -D -m 600 examples/demo.toml build/demo/demo.toml
+	$(BIN)/libvirt-exporter --config.file build/demo/demo.toml \
 		--libvirt.uri test://$(CURDIR)/examples/demo-host.xml --state.directory $(CURDIR)/build/demo-state
 
 test: venv base-mibs $(KUMINA)

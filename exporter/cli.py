@@ -21,6 +21,7 @@ from typing import Any
 
 from exporter import __version__
 from exporter.config import SETTINGS, Config, load_file, read_config_path, resolve
+from exporter import webconfig
 from exporter.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def setup_logging(level: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         command, config = load_config(argv, os.environ)
+        web = webconfig.load(config.web_config_file) if config.web_config_file else webconfig.WebConfig()
     except ConfigError as exc:
         print(f"libvirt-exporter: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -79,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "dump":
         return dump(config)
     try:
-        return asyncio.run(serve(config))
+        return asyncio.run(serve(config, web))
     except KeyboardInterrupt:
         return 0
 
@@ -113,7 +115,7 @@ def dump(config: Config) -> int:
     return 0
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -> int:
     from exporter.poller import Poller
     from exporter.prometheus import Exposition
     from exporter.source import start_event_loop
@@ -134,6 +136,12 @@ async def serve(config: Config) -> int:
         notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),
                             Path(config.state_directory))
         extra.append(NotificationCollector(notifier.stats))
+    snmp_wanted = config.snmp_enabled and bool(config.snmp_communities or config.snmp_users or config.snmp_notify)
+    agent: Any = None
+    if snmp_wanted:
+        from exporter.prometheus import SnmpCollector
+
+        extra.append(SnmpCollector(lambda: agent.packet_stats() if agent is not None else None))
     exposition = Exposition(lambda: poller.snapshot, config.collectors, extra=extra)
 
     def health() -> dict[str, Any]:
@@ -146,15 +154,14 @@ async def serve(config: Config) -> int:
         }
 
     web = WebServer(config.listen_addresses, config.telemetry_path,
-                    lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(), health)
+                    lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(), health,
+                    web_config)
     try:
         web.start()
     except OSError as exc:
         log.error("%s", exc)
         return 1
 
-    agent = None
-    snmp_wanted = config.snmp_enabled and bool(config.snmp_communities or config.snmp_users or config.snmp_notify)
     if config.snmp_enabled and not snmp_wanted:
         log.info("SNMP agent not started: no community, user or notification target is configured")
     if snmp_wanted:

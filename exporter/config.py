@@ -9,7 +9,9 @@ command-line flag are derived from that declaration.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -97,6 +99,7 @@ class Config:
     reconnect_backoff_max_s: float = 15.0
     listen_addresses: tuple[ListenAddress, ...] = (ListenAddress("", 9177),)
     telemetry_path: str = "/metrics"
+    web_config_file: str = ""
     collectors: frozenset[str] = frozenset(ALL_GROUPS)
     domain_include: re.Pattern[str] | None = None
     domain_exclude: re.Pattern[str] | None = None
@@ -413,6 +416,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.listen_address", "listen_addresses", _listen_addresses,
             "HTTP listen address(es), comma separated (default :9177, all IPv4 and IPv6 addresses)"),
     Setting("web.telemetry_path", "telemetry_path", _path, "path of the metrics endpoint (default /metrics)"),
+    Setting("web.config_file", "web_config_file", _path,
+            "web configuration file (exporter-toolkit format): TLS and basic auth for HTTP",
+            flag="--web.config.file"),
     Setting("domains.include", "domain_include", _regex,
             "only domains whose whole name matches this regular expression", flag="--domain.include"),
     Setting("domains.exclude", "domain_exclude", _regex,
@@ -445,6 +451,8 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
+#: Settings that may hold secrets (communities, keys): a file with any of them must not be readable by others.
+SECRET_KEYS = ("snmp.communities", "snmp.users", "snmp.notify")
 _BY_ENV = {s.env: s for s in SETTINGS}
 # Variables that are not settings but are read by the command itself.
 _ENV_OTHER = {ENV_PREFIX + "CONFIG_FILE"}
@@ -465,7 +473,8 @@ def load_file(path: str) -> dict[str, Any]:
     """Read a TOML config file; errors become :class:`ConfigError`."""
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = tomllib.load(handle)
+            mode = os.fstat(handle.fileno()).st_mode
     except FileNotFoundError:
         raise ConfigError("config.file", f"{path}: no such file") from None
     except PermissionError:
@@ -474,6 +483,12 @@ def load_file(path: str) -> dict[str, Any]:
         raise ConfigError("config.file", f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError("config.file", f"{path}: {exc.strerror}") from None
+    snmp = data.get("snmp")
+    secrets = [key for key in SECRET_KEYS if isinstance(snmp, dict) and key.split(".")[1] in snmp]
+    if secrets and mode & 0o007:
+        raise ConfigError("config.file", f"{path} holds secrets ({', '.join(secrets)}) but other users may read it "
+                                         f"(mode {stat.S_IMODE(mode):04o}): chmod o-rwx it (600 or 640)")
+    return data
 
 
 def resolve(

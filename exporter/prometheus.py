@@ -78,6 +78,11 @@ SPECS: tuple[Spec, ...] = (
        ("target",), "exporter"),
     _g("libvirt_exporter_notification_queue_length", "SNMP notifications waiting to be sent, by target.",
        ("target",), "exporter"),
+    _c("libvirt_exporter_snmp_fast_path_requests_total",
+       "SNMPv2c GET, GETNEXT and GETBULK requests answered by the fast path (the rest go through pysnmp).", (),
+       "exporter"),
+    _c("libvirt_exporter_snmp_dropped_packets_total",
+       "SNMP datagrams dropped because they could not be decoded at all.", (), "exporter"),
     # domain state and info
     _g("libvirt_domains_number", "Number of domains (after the include/exclude filter).", (), "state"),
     _g("libvirt_domain_info", "Domain metadata as labels; the value is always 1.",
@@ -458,6 +463,25 @@ class NotificationCollector(Collector):
             f.add("libvirt_exporter_notifications_dropped_total", (target,), dropped)
             f.add("libvirt_exporter_notification_retries_total", (target,), retries)
             f.add("libvirt_exporter_notification_queue_length", (target,), queued)
+        yield from f
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+class SnmpCollector(Collector):
+    """Packet counters of the SNMP agent: ``stats()`` gives (fast path answers, dropped packets), or None."""
+
+    def __init__(self, stats: Callable[[], tuple[int, int] | None]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if stats is None:
+            return
+        f = _Families(frozenset())
+        f.add("libvirt_exporter_snmp_fast_path_requests_total", (), stats[0])
+        f.add("libvirt_exporter_snmp_dropped_packets_total", (), stats[1])
         yield from f
 
     def describe(self) -> list[Metric]:

@@ -10,6 +10,7 @@ import gzip
 import json
 import logging
 import socket
+import ssl
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,7 @@ from typing import Any
 
 from exporter import __version__
 from exporter.config import ListenAddress
+from exporter.webconfig import BasicAuth, WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +42,39 @@ class _Server(ThreadingHTTPServer):
             self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if self.dual else 1)
         super().server_bind()
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = self.socket.accept()
+        tls = self.app.tls
+        if tls is not None:  # the handshake happens in the request's own thread, under its timeout
+            sock = tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("HTTP request from %s failed", client_address, exc_info=True)
 
 
 class _App:
-    def __init__(self, metrics_path: str, render_metrics: Callable[[bool], bytes], health: Callable[[], dict[str, Any]]):
+    def __init__(self, metrics_path: str, render_metrics: Callable[[bool], bytes], health: Callable[[], dict[str, Any]],
+                 web: WebConfig):
         self.metrics_path = metrics_path
         self.render_metrics = render_metrics
         self.health = health
+        self.tls: ssl.SSLContext | None = web.tls
+        self.auth = BasicAuth(web.users) if web.users else None
 
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = f"libvirt-exporter/{__version__}"
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # garbage gets an error with a status line, never an HTTP/0.9 reply
     timeout = 30  # seconds a client may take to send its request
+
+    def setup(self) -> None:
+        self.request.settimeout(self.timeout)
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.do_handshake()  # a failure ends this connection only (handle_error logs it)
+        super().setup()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -80,6 +99,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, head: bool) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
+        if app.auth is not None and not app.auth.allows(self.headers.get("Authorization")):
+            body = b"unauthorized\n"
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="libvirt-exporter", charset="UTF-8"')
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+            return
         try:
             if path == app.metrics_path:
                 gzipped = self._accepts_gzip()
@@ -109,6 +138,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("do_"):  # any other method: 405 with Allow, not http.server's 501
+            return self._not_allowed
+        raise AttributeError(name)
 
 
 def _landing(metrics_path: str) -> bytes:
@@ -141,9 +175,10 @@ class WebServer:
         metrics_path: str,
         render_metrics: Callable[[bool], bytes],
         health: Callable[[], dict[str, Any]],
+        web: WebConfig | None = None,
     ) -> None:
         self._addresses = addresses
-        self._app = _App(metrics_path, render_metrics, health)
+        self._app = _App(metrics_path, render_metrics, health, web or WebConfig())
         self._servers: list[_Server] = []
 
     def start(self) -> None:
@@ -159,7 +194,8 @@ class WebServer:
                         raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
                 self._servers.append(server)
                 threading.Thread(target=server.serve_forever, name=f"http-{address}", daemon=True).start()
-                log.info("serving metrics on http://%s%s", address, self._app.metrics_path)
+                log.info("serving metrics on %s://%s%s%s", "https" if self._app.tls else "http", address,
+                         self._app.metrics_path, " (basic auth)" if self._app.auth else "")
 
     def stop(self) -> None:
         for server in self._servers:

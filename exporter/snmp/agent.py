@@ -405,6 +405,10 @@ class SnmpAgent:
             snmp_config.add_transport(eng, udp.DOMAIN_NAME + (n,), transport)
         log.info("serving SNMP on udp %s", address)
 
+    def packet_stats(self) -> tuple[int, int]:
+        """(requests answered by the fast path, malformed datagrams dropped)."""
+        return (self.fast_path.answered if self.fast_path else 0), _FastPathFirst.dropped
+
     def stop(self) -> None:
         if self._engine is not None:
             dispatcher = self._engine.transport_dispatcher
@@ -414,9 +418,18 @@ class SnmpAgent:
 
 
 class _FastPathFirst:
-    """Mixed into pysnmp's UDP transports: the fast path answers SNMPv2c reads, the rest goes on to pysnmp."""
+    """Mixed into pysnmp's UDP transports: the fast path answers SNMPv2c reads, the rest goes on to pysnmp.
+
+    Whatever pysnmp raises on a malformed datagram (some garbage makes pyasn1
+    raise TypeError rather than a decoding error) is caught here: the packet is
+    dropped and counted, and only the first one is logged, so a flood of bad
+    packets cannot flood the log.
+    """
 
     transport: Any
+    loop: Any
+    _callback_function: Any
+    dropped = 0
 
     def __init__(self, fast_path: FastPath) -> None:
         super().__init__()
@@ -424,10 +437,23 @@ class _FastPathFirst:
 
     def datagram_received(self, datagram: bytes, transportAddress: Any) -> None:  # noqa: N803 (pysnmp naming)
         reply = self._fast_path.answer(datagram)
-        if reply is None or self.transport is None:
-            super().datagram_received(datagram, transportAddress)  # type: ignore[misc]
-        else:
+        if reply is not None and self.transport is not None:
             self.transport.sendto(reply, transportAddress)
+        else:
+            self.loop.call_soon(self._to_pysnmp, transportAddress, datagram)
+
+    def _to_pysnmp(self, address: Any, datagram: bytes) -> None:
+        try:
+            self._callback_function(self, address, datagram)
+        except Exception as exc:
+            cls = _FastPathFirst
+            cls.dropped += 1
+            if cls.dropped == 1:
+                log.warning("dropped a malformed SNMP packet from %s (%s: %s); further ones are counted in "
+                            "libvirt_exporter_snmp_dropped_packets_total, not logged",
+                            address[0] if address else "?", type(exc).__name__, exc)
+            else:
+                log.debug("dropped a malformed SNMP packet from %s", address, exc_info=True)
 
 
 class _FastUdp(_FastPathFirst, udp.UdpTransport):
