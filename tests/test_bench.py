@@ -25,3 +25,20 @@ def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
     assert cells[8] == "21"  # all 20 generated domains plus the test driver's own
     assert re.search(r"snmpd walking its own tree \(\d+ varbinds\): \d+ varbinds/s in bulk, \d+ GETNEXT", text)
     assert re.search(r"Real QEMU \(4 domains, bulk stats\): our poll [\d.]+ ms", text)
+
+
+def test_load_short(tmp_path) -> None:
+    """bench/load.py for 15 s (`make load` runs 60 s at 1000 domains): no errors, and RSS flat once warm."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), "--domains", "300", "--duration", "15",
+                             "--poll", "3s", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = (tmp_path / "LOAD.md").read_text()
+    scrapes = re.search(r"\| scrapes \| (\d+) \| 0 \| ([\d.]+) \| ([\d.]+) \|", text)
+    walks = re.search(r"\| bulk walks \| (\d+) \| 0 \|", text)
+    assert scrapes and walks, text
+    assert int(scrapes.group(1)) > 100 and int(walks.group(1)) >= 4
+    assert float(scrapes.group(3)) < 2.0  # p95 latency bounded under 20 concurrent scrapers
+    rss = re.search(r"after warm-up: first (\d+), last (\d+), max (\d+)", text)
+    first, last, peak = (int(x) for x in rss.groups())
+    assert last <= first * 1.2 and peak <= first * 1.3, text

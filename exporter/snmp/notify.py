@@ -5,10 +5,12 @@ target never delays another one or the agent.  Informs are retried with a
 capped backoff until acknowledged; a full queue drops the newest
 notification, counts it and logs it (once per overflow, not per drop).
 
-Notifications go out from an SNMP engine of their own, so that trap
-communities and users never become principals of the agent.  SNMPv3 traps
-carry that engine's ID, which a receiver needs (``createUser -e``); it is
-logged at start-up.
+Notifications go out from SNMP engines of their own (one per target), so
+that trap communities and users never become principals of the agent, and
+two targets never share pysnmp's community or user tables (two inform
+targets with the same community in one engine lose each other's
+acknowledgements).  SNMPv3 traps carry the notification engine ID, which a
+receiver needs (``createUser -e``); it is logged at start-up.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
 SYS_UP_TIME = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 RETRY_BACKOFF_MAX_S = 10.0
+SEND_TIMEOUT_S, SEND_RETRIES = 1.0, 2  # pysnmp's own per-send timeout and retransmissions
+#: The longest one send may take before it counts as unacknowledged, whatever pysnmp does.
+SEND_DEADLINE_S = SEND_TIMEOUT_S * (SEND_RETRIES + 1) + 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,7 @@ class _Target:
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=queue_size)
         self.overflowing = False
         self.task: asyncio.Task[None] | None = None
+        self.engine: Any = None
         self.transport: Any = None
         self.auth: Any = None
 
@@ -82,7 +88,6 @@ class Notifier:
         self.uptime_ticks: Callable[[], int] = lambda: 0
         self.engine_id = notifier_engine_id(engine_id)
         self._state_dir = state_dir
-        self._engine: Any = None
         self.sent: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
@@ -102,17 +107,17 @@ class Notifier:
     async def start(self) -> None:
         if not self._targets:
             return
-        saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
-        try:  # keep this engine's boots counter in the state directory too
-            self._engine = SnmpEngine(snmpEngineID=rfc1902.OctetString(self.engine_id))
-        finally:
-            tempfile.tempdir = saved
         for target in self._targets:
             cfg = target.cfg
+            saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
+            try:  # keep the engine's boots counter in the state directory too
+                target.engine = SnmpEngine(snmpEngineID=rfc1902.OctetString(self.engine_id))
+            finally:
+                tempfile.tempdir = saved
             address = (cfg.address.host, cfg.address.port)
             transport_type = Udp6TransportTarget if ":" in cfg.address.host else UdpTransportTarget
             # pysnmp retries an inform itself (timeout, retries); we retry the whole send after that.
-            target.transport = await transport_type.create(address, timeout=1, retries=2)
+            target.transport = await transport_type.create(address, timeout=SEND_TIMEOUT_S, retries=SEND_RETRIES)
             if cfg.version == "v3":
                 from exporter.snmp.agent import auth_protocol, priv_protocol
 
@@ -148,7 +153,7 @@ class Notifier:
         var_binds = [(SYS_UP_TIME, rfc1902.TimeTicks(self.uptime_ticks() % 2**32)),  # the agent's, not the sender's
                      (SNMP_TRAP_OID, rfc1902.ObjectIdentifier(notification.trap_oid)), *notification.var_binds]
         error_indication, error_status, _, _ = await send_notification(
-            self._engine, target.auth, target.transport, ContextData(), target.cfg.kind, *var_binds,
+            target.engine, target.auth, target.transport, ContextData(), target.cfg.kind, *var_binds,
             lookupMib=False,
         )
         if error_indication:
@@ -164,9 +169,11 @@ class Notifier:
             notification = await target.queue.get()
             while True:
                 try:
-                    problem = await self._send(target, notification)
+                    problem = await asyncio.wait_for(self._send(target, notification), SEND_DEADLINE_S)
                 except asyncio.CancelledError:
                     raise
+                except TimeoutError:
+                    problem = f"no outcome within {SEND_DEADLINE_S:.0f}s"
                 except Exception as exc:  # a broken send must not kill the worker
                     problem = f"{type(exc).__name__}: {exc}"
                 if problem is None:
@@ -190,7 +197,5 @@ class Notifier:
         for target in self._targets:
             if target.task is not None:
                 target.task.cancel()
-        if self._engine is not None:
-            dispatcher = self._engine.transport_dispatcher
-            if dispatcher is not None:
-                dispatcher.close_dispatcher()
+            if target.engine is not None and target.engine.transport_dispatcher is not None:
+                target.engine.transport_dispatcher.close_dispatcher()

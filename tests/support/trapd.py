@@ -25,11 +25,13 @@ class Received:
 class Trapd:
     """snmptrapd accepting v1/v2c from anyone, and the v3 users given."""
 
-    def __init__(self, folder: Path, ports: int, v3_users: list[str]) -> None:
+    def __init__(self, folder: Path, ports: int, v3_users: list[str], port_numbers: list[int] | None = None) -> None:
+        """``ports`` loopback ports (or exactly ``port_numbers``, to start again where a stopped one listened)."""
         exe = shutil.which("snmptrapd")
         if exe is None:
             raise AssertionError("snmptrapd not found (Debian package snmptrapd)")
-        self.ports = [free_udp_port() for _ in range(ports)]
+        self.ports = list(port_numbers) if port_numbers else [free_udp_port() for _ in range(ports)]
+        folder.mkdir(parents=True, exist_ok=True)
         self.log = folder / "trapd.log"
         conf = folder / "snmptrapd.conf"
         conf.write_text("disableAuthorization yes\n" + "".join(f"createUser {u}\n" for u in v3_users))
