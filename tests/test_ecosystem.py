@@ -157,3 +157,61 @@ def test_the_units_environment_is_a_valid_configuration(tmp_path: Path) -> None:
     with Exporter([], env=env, log=tmp_path / "log") as exp:
         exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="libvirt_up 1")
     assert shutil.which("systemd-analyze") is None or "configuration error" not in exp.output()
+
+
+def _readme_section(title: str) -> str:
+    return (ROOT / "README.md").read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+@pytest.fixture
+def demo_agent(tmp_path: Path) -> Iterator[Exporter]:
+    """The exporter as `make demo` runs it (SNMP on 127.0.0.1:1161, community public)."""
+    require_tool("snmpwalk", "snmp")
+    config = tmp_path / "demo.toml"
+    config.write_text((ROOT / "examples" / "demo.toml").read_text())
+    config.chmod(0o600)
+    with Exporter(["--config.file", str(config), "--libvirt.uri", f"test://{DEMO_HOST}",
+                   "--state.directory", str(tmp_path / "state")], log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        yield exp
+
+
+def test_readme_named_walk_prints_what_it_says(demo_agent: Exporter) -> None:
+    text = _readme_section("SNMP")
+    block = re.search(r"^    \$ (snmpwalk .+)\n((?:    \S.*\n)+)", text, re.M)
+    assert block, "the README shows no walk with its output"
+    command, expected = block.group(1), [line[4:] for line in block.group(2).splitlines()]
+    ran = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert ran.returncode == 0 and ran.stderr == "", ran.stderr
+    assert ran.stdout.splitlines() == expected
+
+
+def test_readme_check_snmp_examples(demo_agent: Exporter, tmp_path: Path) -> None:
+    """The README's check_snmp lines give the output shown; with libvirt away the 'exporter up' check is CRITICAL."""
+    plugin = "/usr/lib/nagios/plugins/check_snmp"
+    assert Path(plugin).exists(), "check_snmp missing (Debian package monitoring-plugins-standard)"
+    text = _readme_section("Nagios and Icinga")
+    env_line = re.search(r"^    export MIBDIRS=(\S+)$", text, re.M)
+    assert env_line
+    env = {"PATH": "/usr/bin:/bin", "MIBDIRS": ":".join(str(ROOT / d) for d in env_line.group(1).split(":"))}
+    pairs = re.findall(r"^    (/usr/lib/nagios/plugins/check_snmp .+)\n    (SNMP \w+ - .+)$", text, re.M)
+    assert len(pairs) == 3
+    codes = {"OK": 0, "WARNING": 1, "CRITICAL": 2}
+    for command, expected in pairs:
+        ran = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+        assert ran.stdout.strip() == expected, (command, ran.stdout, ran.stderr)
+        assert ran.returncode == codes[expected.split()[1]]
+    up_check = pairs[2][0]
+    demo_agent.stop()
+    down = subprocess.run(up_check + " -t 2 -e 0", shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT,
+                          env=env)
+    assert down.returncode == 3 and "Timeout" in down.stdout  # no exporter: UNKNOWN, as the README says
+    # an exporter whose libvirtd is away: CRITICAL
+    config = tmp_path / "away.toml"
+    config.write_text((ROOT / "examples" / "demo.toml").read_text())
+    config.chmod(0o600)
+    with Exporter(["--config.file", str(config), "--libvirt.uri", f"qemu+unix:///system?socket={tmp_path}/none",
+                   "--state.directory", str(tmp_path / "state2")], log=tmp_path / "log2") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_up") == 0, what="libvirt_up 0")
+        away = subprocess.run(up_check, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert away.returncode == 2 and "*2*" in away.stdout, away.stdout

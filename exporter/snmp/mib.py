@@ -108,7 +108,7 @@ DOMAIN_OBJECTS = _defs(LVX_DOMAIN_ENTRY, [
     (32, "lvxDomainLastActionTime", U32, RO),
 ])
 
-NAME_OBJECTS = _defs(LVX_NAME_ENTRY, [(2, "lvxDomainNameIndex", INT, RO)])
+NAME_OBJECTS = _defs(LVX_NAME_ENTRY, [(2, "lvxDomainNameIndex", INT, RO), (3, "lvxDomainNameOperState", INT, RO)])
 
 VCPU_OBJECTS = _defs(LVX_VCPU_ENTRY, [
     (2, "lvxVcpuState", INT, RO), (3, "lvxVcpuTime", C64, RO), (4, "lvxVcpuPhysicalCpu", INT, RO),
@@ -477,7 +477,7 @@ def _domain_rows(
     ))
     key = _name_key(dom.name)
     if key is not None:
-        b.put(_o("lvxDomainNameIndex"), key, INT, index)
+        b.columns(LVX_NAME_ENTRY, key, ((2, INT, index), (3, INT, dom.state)))
     for vcpu in dom.vcpus:
         b.columns(LVX_VCPU_ENTRY, (index, vcpu.number), (
             (2, INT, vcpu.state), (3, C64, vcpu.time_ns), (4, INT, vcpu.physical_cpu),
