@@ -13,7 +13,7 @@ DEMO_ADDRESS ?= 127.0.0.1:9177
 APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-utils iproute2 curl \
-	snmp snmpd snmptrapd smitools monitoring-plugins-standard \
+	snmp snmpd snmptrapd smitools monitoring-plugins-standard systemd \
 	prometheus
 
 # Real texts of the base MIBs (SNMPv2-SMI, -TC, -CONF, -MIB, IF-MIB), which

@@ -10,7 +10,9 @@ every libvirt call crosses its RPC, as in production):
 * ``/metrics`` latency (median, p95) for us and for kumina's exporter, and
   how many domains each exported; our peak RSS;
 * SNMP: a full ``snmpbulkwalk`` (varbinds/s) and an ``snmpwalk`` of one
-  column (GETNEXT PDUs/s), against net-snmp's ``snmpd`` walking its own tree;
+  column (GETNEXT PDUs/s), against net-snmp's ``snmpd`` walking its own tree,
+  and the same two walks through ``snmpd`` with the exporter as its AgentX
+  subagent;
 * real QEMU: our poll against one bare ``getAllDomainStats`` call.
 
 Writes ``RESULTS.md`` and ``cost.png`` (when matplotlib is installed) into
@@ -48,6 +50,8 @@ from exporter.source import Source  # noqa: E402
 from tests.support.libvirtd import PrivateLibvirtd, kvm_usable  # noqa: E402
 from tests.support.process import Exporter, free_port  # noqa: E402
 from tests.support.snmp import free_udp_port  # noqa: E402
+from tests.support.snmpd import COMMUNITY as MASTER_COMMUNITY  # noqa: E402
+from tests.support.snmpd import Snmpd  # noqa: E402
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -68,6 +72,8 @@ class Row:
     bulk_rate: float = 0.0
     bulk_varbinds: int = 0
     getnext_rate: float = 0.0
+    agentx_bulk_rate: float = 0.0
+    agentx_getnext_rate: float = 0.0
     rss_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -171,8 +177,10 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
     row.poll_cpu = min(p[1] for p in polls)
 
     port = free_udp_port()
+    master = Snmpd(work / f"snmpd-{n}")  # the host's snmpd, with the exporter as its AgentX subagent too
     config = work / f"bench-{n}.toml"
-    config.write_text(f'[state]\ndirectory = "{work / "state"}"\n[snmp]\nlisten_address = ["127.0.0.1:{port}"]\n'
+    config.write_text(f'[state]\ndirectory = "{work / "state"}"\n[snmp]\nmode = "both"\n'
+                      f'listen_address = ["127.0.0.1:{port}"]\n[snmp.agentx]\nsocket = "{master.socket}"\n'
                       '[[snmp.communities]]\nname = "bench"\n')
     config.chmod(0o600)
     exp = Exporter(["--config.file", str(config), "--libvirt.uri", uri, "--libvirt.poll-interval", "1h",
@@ -181,6 +189,11 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
         exp.wait_ready(timeout=300)
         exp.wait_for(lambda m: (m.get("libvirt_domains_number") or 0) >= len(domains), timeout=300,
                      what=f"{len(domains)} domains")
+        deadline = time.monotonic() + 30
+        while "registered 3 subtrees" not in exp.output():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no AgentX session to snmpd: {exp.output()[-500:]}")
+            time.sleep(0.1)
         times, text = scrape_times(exp.url + "/metrics", scrapes)
         row.scrape_median, row.scrape_p95 = statistics.median(times), p95(times)
         row.scrape_domains = domains_in(text, "libvirt_domain_info_maximum_memory_bytes")
@@ -188,9 +201,14 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
         lvx = "1.3.6.1.4.1.8072.9999.9999"
         row.bulk_rate, row.bulk_varbinds, row.getnext_rate = snmp_rates(target, "bench", lvx,
                                                                        f"{lvx}.1.2.1.2")
+        row.agentx_bulk_rate, varbinds, row.agentx_getnext_rate = snmp_rates(master.target, MASTER_COMMUNITY, lvx,
+                                                                             f"{lvx}.1.2.1.2")
+        if varbinds != row.bulk_varbinds:
+            raise RuntimeError(f"the walk through snmpd gave {varbinds} varbinds, the agent {row.bulk_varbinds}")
         row.rss_mb = peak_rss_mb(exp.proc.pid)
     finally:
         exp.stop()
+        master.stop()
 
     if kumina:
         kport = free_port()
@@ -303,8 +321,8 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: tuple[int, fl
         "",
         "| N | poll wall s | poll CPU s | floor s | poll/floor | render s | scrape median s | p95 s | domains | "
         "kumina median s | kumina p95 s | kumina domains | kumina/ours | bulk varbinds/s | GETNEXT PDUs/s | "
-        "peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "AgentX bulk varbinds/s | AgentX GETNEXT PDUs/s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -313,7 +331,8 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: tuple[int, fl
             f"{'n/a' if r.kumina_median is None else f'{r.kumina_median:.4f}'} | "
             f"{'n/a' if r.kumina_p95 is None else f'{r.kumina_p95:.4f}'} | "
             f"{'n/a' if r.kumina_domains is None else r.kumina_domains} | {ratio(r.kumina_median, r.scrape_median)}"
-            f" | {r.bulk_rate:.0f} | {r.getnext_rate:.0f} | {r.rss_mb:.0f} |")
+            f" | {r.bulk_rate:.0f} | {r.getnext_rate:.0f} | {r.agentx_bulk_rate:.0f} | {r.agentx_getnext_rate:.0f}"
+            f" | {r.rss_mb:.0f} |")
     bulk, varbinds, getnext = snmpd
     lines += [
         "",
@@ -323,7 +342,9 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: tuple[int, fl
     if rows:
         last = rows[-1]
         lines.append(f"At N={last.n}: our bulk walk is {ratio(last.bulk_rate, bulk)} of snmpd's, "
-                     f"our GETNEXT {ratio(last.getnext_rate, getnext)} of snmpd's.")
+                     f"our GETNEXT {ratio(last.getnext_rate, getnext)} of snmpd's. Through snmpd as an AgentX "
+                     f"subagent: {ratio(last.agentx_bulk_rate, last.bulk_rate)} of the standalone agent's bulk rate, "
+                     f"{ratio(last.agentx_getnext_rate, last.getnext_rate)} of its GETNEXT rate.")
     if qemu is not None:
         count, ours, floor = qemu
         lines += ["", f"Real QEMU ({count} domains, bulk stats): our poll {ours * 1000:.1f} ms, one bare "

@@ -30,11 +30,14 @@ EXIT_CONFIG = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    file_only = "; ".join(f"{s.key} ({s.help})" for s in SETTINGS if s.file_only)
     parser = argparse.ArgumentParser(
         prog="libvirt-exporter",
-        description="Export libvirt host and domain metrics to Prometheus.",
+        description="Export libvirt host and domain metrics to Prometheus and SNMP, with SNMP lifecycle control.",
         epilog="Every setting can also come from the TOML file (--config.file) or from the environment "
-        "variable shown; the command line wins over the environment, which wins over the file.",
+        "variable shown; the command line wins over the environment, which wins over the file. "
+        f"Set only in the file, because they hold secrets or structure: {file_only}. "
+        "See the README for the file's layout.",
     )
     parser.add_argument("command", nargs="?", choices=("serve", "dump"), default="serve",
                         help="serve (default): run the exporter; dump: poll once and print the metrics")
@@ -136,8 +139,12 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),
                             Path(config.state_directory))
         extra.append(NotificationCollector(notifier.stats))
-    snmp_wanted = config.snmp_enabled and bool(config.snmp_communities or config.snmp_users or config.snmp_notify)
+    standalone = config.snmp_mode in ("standalone", "both")
+    use_agentx = config.snmp_mode in ("agentx", "both")
+    snmp_wanted = config.snmp_enabled and (
+        use_agentx or bool(config.snmp_communities or config.snmp_users or config.snmp_notify))
     agent: Any = None
+    subagent: Any = None
     if snmp_wanted:
         from exporter.prometheus import SnmpCollector
 
@@ -179,15 +186,26 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
                 lambda step, kind: poller.handle_event(DomainEvent(step.uuid, step.name, kind), from_libvirt=False))
             log.warning("lifecycle control is enabled: principals with write access can start and stop domains")
         try:
+            Path(config.state_directory).mkdir(parents=True, exist_ok=True)
             agent = SnmpAgent(config, lambda: poller.snapshot, controller=controller)
-            agent.start()
+            if standalone:
+                agent.start()
         except (OSError, StateError) as exc:
             log.error("%s", exc)
             web.stop()
             return 1
         poller.listeners.append(agent.on_snapshot)
+        if use_agentx:
+            from exporter.snmp import agentx, mib
+            from exporter.snmp.agentx_bridge import SUBTREES, Bridge, MasterNotifier
+
+            subagent = agentx.Subagent(config.agentx_socket, SUBTREES, Bridge(agent, config.agentx_socket),
+                                       ident=mib.LVX_ROOT)
+            subagent.start()
+            agent.notifier = MasterNotifier(subagent, config.agentx_notify_mibs)
         if notifier is not None:
-            agent.notifier = notifier
+            agent.notifier = MasterNotifier(subagent, config.agentx_notify_mibs, also=notifier) if use_agentx \
+                else notifier
             notifier.uptime_ticks = agent.uptime_ticks  # notifications carry the agent's sysUpTime
             try:
                 await notifier.start()
@@ -208,6 +226,8 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         await poller.run(stop)
     finally:
         web.stop()
+        if subagent is not None:
+            await subagent.stop()
         if notifier is not None:
             await notifier.stop()
         if agent is not None:

@@ -115,6 +115,9 @@ class Config:
     snmp_users: tuple[V3User, ...] = ()
     snmp_views: Mapping[str, tuple[tuple[int, ...], ...]] = field(default_factory=lambda: dict(BUILTIN_VIEWS))
     snmp_notify: tuple[NotifyTarget, ...] = ()
+    snmp_mode: str = "standalone"  # or "agentx", or "both"
+    agentx_socket: str = "/var/agentx/master"
+    agentx_notify_mibs: frozenset[str] = frozenset({"libvirt-exporter"})
     control_enabled: bool = False
     control_timeout_s: float = 30.0
     control_reply_within_s: float = 3.0
@@ -130,6 +133,28 @@ class Config:
 
 
 # -- value parsers: each takes a raw value (TOML value or string) ------------
+
+
+def _snmp_mode(raw: Any) -> str:
+    mode = _text(raw)
+    if mode not in ("standalone", "agentx", "both"):
+        raise ValueError(f"expected standalone, agentx or both, got {mode!r}")
+    return mode
+
+
+def _agentx_socket(raw: Any) -> str:
+    from exporter.snmp.agentx import parse_address
+
+    address = _text(raw)
+    parse_address(address)  # raises ValueError with the accepted forms
+    return address
+
+
+def _notify_mibs(raw: Any) -> frozenset[str]:
+    items = [m.strip() for m in raw.split(",")] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or any(m not in NOTIFY_MIBS for m in items):
+        raise ValueError(f"expected a list drawn from {', '.join(NOTIFY_MIBS)}")
+    return frozenset(items)
 
 
 def _text(raw: Any) -> str:
@@ -431,6 +456,12 @@ SETTINGS: tuple[Setting, ...] = (
             "SNMP UDP listen address(es), comma separated (default 127.0.0.1:1161)"),
     Setting("snmp.engine_id", "snmp_engine_id", _engine_id,
             "SNMPv3 engine ID in hex (default: derived from the machine ID)"),
+    Setting("snmp.mode", "snmp_mode", _snmp_mode,
+            "standalone (default): our own UDP agent; agentx: a subagent of the host's snmpd; both"),
+    Setting("snmp.agentx.socket", "agentx_socket", _agentx_socket,
+            "the AgentX master's socket: a path, unix:/path or tcp:HOST:PORT (default /var/agentx/master)"),
+    Setting("snmp.agentx.notify_mibs", "agentx_notify_mibs", _notify_mibs,
+            "notifications sent through the master, by MIB (default libvirt-exporter)"),
     Setting("snmp.contact", "snmp_contact", _text, "sysContact"),
     Setting("snmp.location", "snmp_location", _text, "sysLocation"),
     Setting("control.enabled", "control_enabled", parse_bool,

@@ -155,7 +155,7 @@ class Controller:
                 self._applied(back)
         return ok
 
-    async def execute(self, steps: Sequence[Step]) -> str:
+    async def execute(self, steps: Sequence[Step], reply_within_s: float | None = None) -> str:
         """Run the steps; "done" or "in progress" (still running after reply_within). Raises ControlError."""
         for step in steps:
             self._busy.add(step.uuid)
@@ -170,7 +170,8 @@ class Controller:
                 log.error("control task failed", exc_info=t.exception())
 
         task.add_done_callback(finished)
-        done, _ = await asyncio.wait({task}, timeout=self._reply_within_s)
+        wait = self._reply_within_s if reply_within_s is None else min(reply_within_s, self._reply_within_s)
+        done, _ = await asyncio.wait({task}, timeout=wait)
         if not done:
             return "in progress"
         task.result()  # raises ControlError

@@ -19,7 +19,7 @@ def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
     text = (tmp_path / "RESULTS.md").read_text()
     (row,) = [line for line in text.splitlines() if line.startswith("| 20 |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 16
+    assert len(cells) == 18
     for i, cell in enumerate(cells):
         assert cell not in ("", "n/a", "0", "0.000") and re.match(r"^[\d.]+x?$", cell), (i, cell)
     assert cells[8] == "21"  # all 20 generated domains plus the test driver's own

@@ -215,3 +215,139 @@ def test_readme_check_snmp_examples(demo_agent: Exporter, tmp_path: Path) -> Non
         exp.wait_for(lambda m: m.get("libvirt_up") == 0, what="libvirt_up 0")
         away = subprocess.run(up_check, shell=True, capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
     assert away.returncode == 2 and "*2*" in away.stdout, away.stdout
+
+
+def test_zabbix_template_oids_exist_and_answer(demo_agent: Exporter) -> None:
+    """Every OID of the Zabbix template names an object of our MIB (snmptranslate) and returns data (snmpget and
+    snmpwalk against the agent, discovery indexes substituted); triggers and graphs refer to the template's keys."""
+    import yaml
+
+    from exporter.snmp import mib
+    from tests.support import snmp
+
+    subprocess.run([sys.executable, str(ROOT / "zabbix" / "build.py"), "--check"], check=True, timeout=60)
+    data = yaml.safe_load((ROOT / "zabbix" / "libvirt-exporter-snmp.yaml").read_text())["zabbix_export"]
+    assert data["version"] == "6.0"
+    (template,) = data["templates"]
+    name = template["template"]
+    uuids = re.findall(r"uuid: ([0-9a-f]+)", (ROOT / "zabbix" / "libvirt-exporter-snmp.yaml").read_text())
+    assert len(uuids) == len(set(uuids)) and all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", u)
+                                                 for u in uuids)
+    rules = template["discovery_rules"]
+    assert {r["key"] for r in rules} == {"lvx.domain.discovery", "lvx.disk.discovery", "lvx.nic.discovery"}
+    target = "127.0.0.1:1161"
+    args = ["-v2c", "-c", "public"]
+
+    def object_name(numeric: str) -> str:
+        out = snmp.ok("snmptranslate", numeric).strip()
+        assert out.startswith("LIBVIRT-EXPORTER-MIB::"), (numeric, out)
+        obj = out.split("::", 1)[1].split(".", 1)[0]
+        assert obj in mib.BY_NAME, (numeric, out)
+        return obj
+
+    keys = {item["key"] for item in template["items"]}
+    for item in template["items"]:
+        object_name(item["snmp_oid"])
+        value = snmp.ok("snmpget", *args, "-On", target, item["snmp_oid"])
+        assert "No Such" not in value and " = " in value, (item["key"], value)
+    checked = 0
+    for rule in rules:
+        columns = re.findall(r"\{#\w+\},([\d.]+)", rule["snmp_oid"])
+        assert len(columns) == 2
+        rows = {}
+        for column in columns:
+            object_name(column)
+            rows[column] = snmp.values(snmp.ok("snmpwalk", *args, "-On", target, column, mibs=False))
+            assert rows[column], (rule["key"], column)
+        index = next(iter(rows[columns[0]])).removeprefix(columns[0].lstrip(".") + ".")
+        for proto in rule["item_prototypes"]:
+            keys.add(proto["key"])
+            instance = proto["snmp_oid"].replace("{#SNMPINDEX}", index)
+            object_name(instance)
+            value = snmp.ok("snmpget", *args, "-On", target, instance, mibs=False)
+            assert "No Such" not in value, (proto["key"], value)
+            checked += 1
+        assert rule["graph_prototypes"] and any(p.get("trigger_prototypes") for p in rule["item_prototypes"])
+    assert checked >= 15
+    expressions = [t["expression"] for i in template["items"] for t in i.get("triggers", [])]
+    expressions += [t["expression"] for r in rules for p in r["item_prototypes"] for t in p.get("trigger_prototypes", [])]
+    for expression in expressions:
+        for key in re.findall(rf"/{re.escape(name)}/([^,)]+)", expression):
+            assert key in keys, (expression, key)
+    graphs = template["graphs"] + [g for r in rules for g in r["graph_prototypes"]]
+    assert all(gi["item"]["key"] in keys and gi["item"]["host"] == name for g in graphs for gi in g["graph_items"])
+
+
+def test_fleet_configuration_checks_and_relabels(tmp_path: Path) -> None:
+    """prometheus/fleet.yml passes promtool, and Prometheus turns its file_sd targets into HOST:9177 with
+    instance=HOST and the file's labels."""
+    promtool = require_tool("promtool", "prometheus")
+    check = subprocess.run([promtool, "check", "config", "fleet.yml"], capture_output=True, text=True, timeout=60,
+                           cwd=ROOT / "prometheus")
+    assert check.returncode == 0 and "SUCCESS" in check.stdout, check.stdout + check.stderr
+    import yaml
+
+    fleet = yaml.safe_load((ROOT / "prometheus" / "fleet.yml").read_text())
+    (job,) = fleet["scrape_configs"]
+    folder = tmp_path / "prometheus"
+    (folder / "targets").mkdir(parents=True)
+    (folder / "targets" / "libvirt-test.yml").write_text('- targets: ["127.0.0.1"]\n  labels: {site: lab}\n')
+    job["file_sd_configs"][0]["files"] = [str(folder / "targets" / "libvirt-*.yml")]
+    job["file_sd_configs"][0]["refresh_interval"] = "1s"
+    job["scrape_timeout"] = "1s"  # the helper scrapes every second
+    scrape = yaml.safe_dump([job]).replace("\n", "\n  ")
+    with Prometheus(folder, "  " + scrape) as prom:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            targets = prom.api("targets")["activeTargets"]
+            if targets:
+                break
+            time.sleep(0.5)
+        (target,) = targets
+        assert target["labels"]["instance"] == "127.0.0.1" and target["labels"]["site"] == "lab"
+        assert target["scrapeUrl"] == "http://127.0.0.1:9177/metrics"
+
+
+def test_remote_libvirtd_over_tcp_and_a_uri_alias(tmp_path: Path) -> None:
+    """libvirt's remote transport: the exporter reads a libvirtd listening on 127.0.0.1 over test+tcp, once by
+    URI and once through a uri_aliases name from libvirt.conf (given to the exporter's own mount namespace, so
+    the machine's /etc/libvirt is untouched)."""
+    import libvirt
+
+    from exporter.hostgen import HostShape, domain_xml
+    from tests.conftest import require
+    from tests.support.libvirtd import DaemonError, PrivateLibvirtd
+    from tests.support.process import free_port
+
+    require(shutil.which("libvirtd") is not None and shutil.which("unshare") is not None,
+            "libvirtd or unshare missing (Debian packages libvirt-daemon, util-linux)")
+    port = free_port()
+    daemon = PrivateLibvirtd(tmp_path / "daemon", tcp_port=port)
+    try:
+        daemon.start()
+    except DaemonError as exc:
+        require(False, f"cannot start a private libvirtd listening on TCP: {exc}")
+    uri = f"test+tcp://127.0.0.1:{port}/default"
+    conn = libvirt.open(uri)  # keeps the shared test host alive and defines three domains on it
+    try:
+        shape = HostShape(domains=3, disks=1, nics=1, vcpus=2, prefix="remote", mixed_states=False)
+        for i in range(shape.domains):
+            conn.defineXML(domain_xml(shape, i, with_runstate=False)).create()
+        with Exporter(["--libvirt.uri", uri], log=tmp_path / "log1") as exp:
+            metrics = exp.wait_for(lambda m: (m.get("libvirt_domains_number") or 0) >= 3, what="the remote domains")
+            names = {s["domain"] for s in metrics.series("libvirt_domain_info")}
+            assert {"remote00000", "remote00001", "remote00002"} <= names
+            assert metrics.get("libvirt_domain_block_stats_read_bytes_total", domain="remote00001",
+                               target_device="vda") is not None
+        etc = tmp_path / "client-etc"
+        etc.mkdir()
+        (etc / "libvirt.conf").write_text(f'uri_aliases = [\n  "hv-lab={uri}",\n]\n')
+        prefix = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                  'mount --bind "$0" /etc/libvirt && exec "$@"', str(etc)]
+        with Exporter(["--libvirt.uri", "hv-lab"], log=tmp_path / "log2", prefix=prefix) as exp:
+            metrics = exp.wait_for(lambda m: (m.get("libvirt_domains_number") or 0) >= 3, what="domains via the alias")
+            assert metrics.get("libvirt_up") == 1
+        assert "connected to libvirt at hv-lab" in exp.output()
+    finally:
+        conn.close()
+        daemon.shutdown()

@@ -544,23 +544,28 @@ class ControlSetResponder(cmdrsp.SetCommandResponder):
 
     async def _run(self, plan: setreq.Plan, future: asyncio.Future[tuple[str, int]], principal: str,
                    source: str) -> None:
-        agent = self._agent
-        targets, actions = ",".join(plan.targets) or "-", ",".join(plan.actions) or "spin-lock"
-        outcome: tuple[str, int] = ("noError", 0)
-        try:
-            state = "done"
-            if plan.steps:
-                assert agent.controller is not None
-                state = await agent.controller.execute(plan.steps)
-            if plan.spin_lock:
-                agent.spin_lock = (agent.spin_lock + 1) % 2**31
-                agent.invalidate()
-            control.audit(principal, source, targets, actions, "success" if state == "done" else state)
-        except control.ControlError as exc:
-            status = "commitFailed" if exc.undone else "undoFailed"
-            outcome = (status, plan.step_varbind[exc.index] + 1)
-            control.audit(principal, source, targets, actions, f"{status}: {exc}")
-        except Exception:
-            log.exception("SET execution failed")
-            outcome = ("genErr", 1)
-        future.set_result(outcome)
+        future.set_result(await run_plan(self._agent, plan, principal, source))
+
+
+async def run_plan(agent: SnmpAgent, plan: setreq.Plan, principal: str, source: str,
+                   reply_within_s: float | None = None) -> tuple[str, int]:
+    """Run a checked SET's steps, audit them; (SNMP error status, 1-based varbind index or 0)."""
+    targets, actions = ",".join(plan.targets) or "-", ",".join(plan.actions) or "spin-lock"
+    outcome: tuple[str, int] = ("noError", 0)
+    try:
+        state = "done"
+        if plan.steps:
+            assert agent.controller is not None
+            state = await agent.controller.execute(plan.steps, reply_within_s=reply_within_s)
+        if plan.spin_lock:
+            agent.spin_lock = (agent.spin_lock + 1) % 2**31
+            agent.invalidate()
+        control.audit(principal, source, targets, actions, "success" if state == "done" else state)
+    except control.ControlError as exc:
+        status = "commitFailed" if exc.undone else "undoFailed"
+        outcome = (status, plan.step_varbind[exc.index] + 1)
+        control.audit(principal, source, targets, actions, f"{status}: {exc}")
+    except Exception:
+        log.exception("SET execution failed")
+        outcome = ("genErr", 1)
+    return outcome

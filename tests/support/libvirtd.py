@@ -38,8 +38,10 @@ def kvm_usable() -> bool:
 
 
 class PrivateLibvirtd:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, tcp_port: int | None = None) -> None:
+        """``tcp_port``: also listen for unauthenticated TCP on 127.0.0.1 (libvirt's remote ``+tcp`` transport)."""
         self.root = root
+        self.tcp_port = tcp_port
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,6 +65,10 @@ class PrivateLibvirtd:
             shutil.copytree("/etc/libvirt", etc, dirs_exist_ok=True)
             with open(etc / "qemu.conf", "a", encoding="utf-8") as conf:
                 conf.write('\nuser = "root"\ngroup = "root"\n')
+            if self.tcp_port is not None:
+                with open(etc / "libvirtd.conf", "a", encoding="utf-8") as conf:
+                    conf.write(f'\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\ntcp_port = "{self.tcp_port}"\n'
+                               'listen_addr = "127.0.0.1"\n')
         CAPS_CACHE.mkdir(parents=True, exist_ok=True)
         for target in _MOUNTS.values():
             os.makedirs(target, exist_ok=True)  # mount points; empty folders if the host has none
@@ -75,7 +81,7 @@ class PrivateLibvirtd:
             f"mkdir -p /var/cache/libvirt/qemu && mount --bind {CAPS_CACHE} /var/cache/libvirt/qemu\n"
             f"if ! kill -0 \"$(cat {run}/virtlogd.pid 2>/dev/null)\" 2>/dev/null; then\n"
             f"  virtlogd -d -p {run}/virtlogd.pid\nfi\n"
-            f"exec libvirtd -p {run}/libvirtd.pid\n",
+            f"exec libvirtd -p {run}/libvirtd.pid{' --listen' if self.tcp_port is not None else ''}\n",
             encoding="utf-8",
         )
         script.chmod(0o755)

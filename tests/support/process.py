@@ -77,8 +77,10 @@ class Exporter:
         env: Mapping[str, str] | None = None,
         log: Path | None = None,
         listen: str | None = None,
+        prefix: list[str] | None = None,
     ) -> None:
-        """``listen`` is HOST:PORT for --web.listen-address (a free loopback port by default)."""
+        """``listen`` is HOST:PORT for --web.listen-address (a free loopback port by default); ``prefix`` a
+        command that runs the exporter (say, in a namespace of its own)."""
         if listen is None:
             listen = f"127.0.0.1:{free_port()}"
         first = listen.split(",")[0]
@@ -89,7 +91,7 @@ class Exporter:
         self.log_path = log
         self._log = open(log, "wb") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "--web.listen-address", listen, *args],
+            [*(prefix or []), sys.executable, "-m", "exporter", "--web.listen-address", listen, *args],
             cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
 

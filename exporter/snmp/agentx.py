@@ -1,0 +1,557 @@
+"""AgentX (RFC 2741): serve our subtrees through the host's snmpd as a subagent.
+
+The encodings (header, OIDs with their prefix and include flag, octet
+strings, varbinds, search ranges) are plain functions over bytes, tested
+byte by byte.  :class:`Subagent` is the session: it opens, registers our
+three subtrees, answers Get/GetNext/GetBulk from the same snapshot view as
+the standalone agent, maps TestSet/CommitSet/UndoSet/CleanupSet onto the
+control code, sends notifications as Notify PDUs, pings the master and
+reconnects (and registers again) when snmpd restarts.
+
+No handler calls libvirt: reads come from the view, and a commit answers
+within ``COMMIT_REPLY_S`` (an action still running then is reported by
+lvxDomainLastActionResult, as for the standalone agent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter import __version__
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+# PDU types
+OPEN, CLOSE, REGISTER, UNREGISTER, GET, GETNEXT, GETBULK = 1, 2, 3, 4, 5, 6, 7
+TESTSET, COMMITSET, UNDOSET, CLEANUPSET, NOTIFY, PING = 8, 9, 10, 11, 12, 13
+INDEX_ALLOCATE, INDEX_DEALLOCATE, ADD_AGENT_CAPS, REMOVE_AGENT_CAPS, RESPONSE = 14, 15, 16, 17, 18
+# header flags
+INSTANCE_REGISTRATION, NEW_INDEX, ANY_INDEX, NON_DEFAULT_CONTEXT, NETWORK_BYTE_ORDER = 0x01, 0x02, 0x04, 0x08, 0x10
+# varbind types
+INTEGER, OCTET_STRING, NULL, OBJECT_IDENTIFIER, IP_ADDRESS = 2, 4, 5, 6, 64
+COUNTER32, GAUGE32, TIME_TICKS, OPAQUE, COUNTER64 = 65, 66, 67, 68, 70
+NO_SUCH_OBJECT, NO_SUCH_INSTANCE, END_OF_MIB_VIEW = 128, 129, 130
+# Response errors (SNMP's for the set phases, AgentX's own from 256)
+NO_ERROR, GEN_ERR, NOT_WRITABLE, PARSE_ERROR, PROCESSING_ERROR = 0, 5, 17, 266, 268
+ERROR_CODES = {"noError": 0, "tooBig": 1, "noSuchName": 2, "badValue": 3, "readOnly": 4, "genErr": 5,
+               "noAccess": 6, "wrongType": 7, "wrongLength": 8, "wrongEncoding": 9, "wrongValue": 10,
+               "noCreation": 11, "inconsistentValue": 12, "resourceUnavailable": 13, "commitFailed": 14,
+               "undoFailed": 15, "authorizationError": 16, "notWritable": 17, "inconsistentName": 18}
+CLOSE_SHUTDOWN = 5
+HEADER = 20
+MAX_PAYLOAD = 1 << 20  # a PDU bigger than this is a broken stream
+
+Oid = tuple[int, ...]
+
+
+class ParseError(ValueError):
+    """Bytes that are not a valid AgentX PDU."""
+
+
+# -- encodings ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    type: int
+    flags: int
+    session_id: int
+    transaction_id: int
+    packet_id: int
+    payload_length: int
+    version: int = VERSION
+
+    @property
+    def big(self) -> bool:
+        return bool(self.flags & NETWORK_BYTE_ORDER)
+
+
+def _order(big: bool) -> str:
+    return "!" if big else "<"
+
+
+def encode_header(pdu_type: int, flags: int, session_id: int, transaction_id: int, packet_id: int,
+                  payload_length: int) -> bytes:
+    """Always in network byte order (and flagged so)."""
+    return struct.pack("!BBBBIIII", VERSION, pdu_type, flags | NETWORK_BYTE_ORDER, 0, session_id, transaction_id,
+                       packet_id, payload_length)
+
+
+def decode_header(data: bytes) -> Header:
+    if len(data) < HEADER:
+        raise ParseError("short header")
+    version, pdu_type, flags, _ = data[:4]
+    if version != VERSION:
+        raise ParseError(f"AgentX version {version}")
+    session_id, transaction_id, packet_id, length = struct.unpack(_order(bool(flags & NETWORK_BYTE_ORDER)) + "IIII",
+                                                                  data[4:HEADER])
+    if length % 4 or length > MAX_PAYLOAD:
+        raise ParseError(f"payload length {length}")
+    return Header(pdu_type, flags, session_id, transaction_id, packet_id, length, version)
+
+
+def encode_oid(oid: Oid, include: bool = False) -> bytes:
+    """n_subid, prefix, include, reserved, then the sub-identifiers (1.3.6.1.X. folded into prefix X)."""
+    prefix = 0
+    subids = oid
+    if len(oid) >= 5 and oid[:4] == (1, 3, 6, 1) and 0 < oid[4] <= 255:
+        prefix, subids = oid[4], oid[5:]
+    if len(subids) > 128:
+        raise ValueError("an OID has at most 128 sub-identifiers")
+    return struct.pack(f"!BBBB{len(subids)}I", len(subids), prefix, 1 if include else 0, 0, *subids)
+
+
+def decode_oid(data: bytes, pos: int, big: bool) -> tuple[Oid, bool, int]:
+    """(OID, include flag, position after it)."""
+    if pos + 4 > len(data):
+        raise ParseError("truncated OID")
+    count, prefix, include, _ = data[pos:pos + 4]
+    end = pos + 4 + 4 * count
+    if end > len(data) or count > 128:
+        raise ParseError("truncated OID")
+    subids = struct.unpack_from(f"{_order(big)}{count}I", data, pos + 4)
+    oid = ((1, 3, 6, 1, prefix) if prefix else ()) + tuple(subids)
+    return oid, bool(include), end
+
+
+def encode_octets(value: bytes) -> bytes:
+    return struct.pack("!I", len(value)) + value + b"\0" * (-len(value) % 4)
+
+
+def decode_octets(data: bytes, pos: int, big: bool) -> tuple[bytes, int]:
+    if pos + 4 > len(data):
+        raise ParseError("truncated octet string")
+    (length,) = struct.unpack_from(_order(big) + "I", data, pos)
+    end = pos + 4 + length
+    if end > len(data):
+        raise ParseError("truncated octet string")
+    return data[pos + 4:end], end + (-length % 4)
+
+
+@dataclass(frozen=True, slots=True)
+class VarBind:
+    type: int
+    name: Oid
+    value: Any = None  # int, bytes or OID by type; None for Null and the exceptions
+
+
+def encode_varbind(vb: VarBind) -> bytes:
+    head = struct.pack("!HH", vb.type, 0) + encode_oid(vb.name)
+    t = vb.type
+    if t == INTEGER:
+        return head + struct.pack("!i", vb.value)
+    if t in (COUNTER32, GAUGE32, TIME_TICKS):
+        return head + struct.pack("!I", vb.value)
+    if t == COUNTER64:
+        return head + struct.pack("!Q", vb.value)
+    if t in (OCTET_STRING, IP_ADDRESS, OPAQUE):
+        return head + encode_octets(bytes(vb.value))
+    if t == OBJECT_IDENTIFIER:
+        return head + encode_oid(tuple(vb.value))
+    if t in (NULL, NO_SUCH_OBJECT, NO_SUCH_INSTANCE, END_OF_MIB_VIEW):
+        return head
+    raise ValueError(f"unknown varbind type {t}")
+
+
+def decode_varbind(data: bytes, pos: int, big: bool) -> tuple[VarBind, int]:
+    if pos + 4 > len(data):
+        raise ParseError("truncated varbind")
+    (t,) = struct.unpack_from(_order(big) + "H", data, pos)
+    name, _, pos = decode_oid(data, pos + 4, big)
+    value: Any = None
+    if t == INTEGER:
+        (value,) = struct.unpack_from(_order(big) + "i", data, pos)
+        pos += 4
+    elif t in (COUNTER32, GAUGE32, TIME_TICKS):
+        (value,) = struct.unpack_from(_order(big) + "I", data, pos)
+        pos += 4
+    elif t == COUNTER64:
+        (value,) = struct.unpack_from(_order(big) + "Q", data, pos)
+        pos += 8
+    elif t in (OCTET_STRING, IP_ADDRESS, OPAQUE):
+        value, pos = decode_octets(data, pos, big)
+    elif t == OBJECT_IDENTIFIER:
+        value, _, pos = decode_oid(data, pos, big)
+    elif t not in (NULL, NO_SUCH_OBJECT, NO_SUCH_INSTANCE, END_OF_MIB_VIEW):
+        raise ParseError(f"unknown varbind type {t}")
+    if pos > len(data):
+        raise ParseError("truncated varbind")
+    return VarBind(t, name, value), pos
+
+
+def decode_varbinds(data: bytes, pos: int, big: bool) -> list[VarBind]:
+    result = []
+    while pos < len(data):
+        vb, pos = decode_varbind(data, pos, big)
+        result.append(vb)
+    return result
+
+
+def decode_ranges(data: bytes, pos: int, big: bool) -> list[tuple[Oid, bool, Oid]]:
+    """A SearchRangeList: (start, include, end) each."""
+    ranges = []
+    while pos < len(data):
+        start, include, pos = decode_oid(data, pos, big)
+        end, _, pos = decode_oid(data, pos, big)
+        ranges.append((start, include, end))
+    return ranges
+
+
+@dataclass(frozen=True, slots=True)
+class Pdu:
+    header: Header
+    context: bytes | None
+    payload: bytes  # after the context, if any
+
+    @property
+    def big(self) -> bool:
+        return self.header.big
+
+
+_CONTEXT_TYPES = {REGISTER, UNREGISTER, GET, GETNEXT, GETBULK, TESTSET, NOTIFY, PING, INDEX_ALLOCATE,
+                  INDEX_DEALLOCATE, ADD_AGENT_CAPS, REMOVE_AGENT_CAPS}
+
+
+def split_pdu(header: Header, payload: bytes) -> Pdu:
+    context = None
+    if header.flags & NON_DEFAULT_CONTEXT and header.type in _CONTEXT_TYPES:
+        context, pos = decode_octets(payload, 0, header.big)
+        payload = payload[pos:]
+    return Pdu(header, context, payload)
+
+
+def build(pdu_type: int, payload: bytes, session_id: int = 0, transaction_id: int = 0, packet_id: int = 0,
+          flags: int = 0) -> bytes:
+    return encode_header(pdu_type, flags, session_id, transaction_id, packet_id, len(payload)) + payload
+
+
+def open_pdu(packet_id: int, timeout_s: int, ident: Oid, description: str) -> bytes:
+    payload = struct.pack("!B3x", timeout_s) + encode_oid(ident) + encode_octets(description.encode())
+    return build(OPEN, payload, packet_id=packet_id)
+
+
+def register_pdu(session_id: int, packet_id: int, subtree: Oid, priority: int = 127, timeout_s: int = 0) -> bytes:
+    return build(REGISTER, struct.pack("!BBBx", timeout_s, priority, 0) + encode_oid(subtree),
+                 session_id=session_id, packet_id=packet_id)
+
+
+def response_pdu(request: Header, uptime: int, error: int = 0, index: int = 0,
+                 varbinds: Sequence[VarBind] = ()) -> bytes:
+    payload = struct.pack("!IHH", uptime % 2**32, error, index) + b"".join(encode_varbind(v) for v in varbinds)
+    return build(RESPONSE, payload, request.session_id, request.transaction_id, request.packet_id)
+
+
+def decode_response(pdu: Pdu) -> tuple[int, int, int, list[VarBind]]:
+    """(sysUpTime, error, index, varbinds)."""
+    if len(pdu.payload) < 8:
+        raise ParseError("short Response")
+    uptime, error, index = struct.unpack_from(_order(pdu.big) + "IHH", pdu.payload, 0)
+    return uptime, error, index, decode_varbinds(pdu.payload, 8, pdu.big)
+
+
+# -- the session -------------------------------------------------------------------------
+
+
+@dataclass
+class _SetTransaction:
+    plan: Any = None
+    committed: bool = False
+    steps_done: list[Any] = field(default_factory=list)
+
+
+class Handlers:
+    """What the session asks of the rest of the exporter (the SNMP agent implements it)."""
+
+    def uptime_ticks(self) -> int:
+        raise NotImplementedError
+
+    def get(self, oid: Oid) -> VarBind:
+        raise NotImplementedError
+
+    def next(self, start: Oid, include: bool, end: Oid) -> VarBind:
+        raise NotImplementedError
+
+    def test_set(self, varbinds: list[VarBind]) -> tuple[int, int, Any]:
+        """(error, 1-based index, plan)."""
+        raise NotImplementedError
+
+    async def commit_set(self, plan: Any) -> tuple[int, int]:
+        raise NotImplementedError
+
+    async def undo_set(self, plan: Any) -> tuple[int, int]:
+        raise NotImplementedError
+
+
+def parse_address(address: str) -> tuple[str, str, int]:
+    """("unix", path, 0) or ("tcp", host, port) from ``/path``, ``unix:/path`` or ``tcp:HOST:PORT``."""
+    if address.startswith("tcp:"):
+        host, sep, port = address[4:].rpartition(":")
+        if not sep or not port.isdigit() or not host:
+            raise ValueError(f"{address!r}: expected tcp:HOST:PORT")
+        return "tcp", host.strip("[]"), int(port)
+    path = address[5:] if address.startswith("unix:") else address
+    if not path.startswith("/"):
+        raise ValueError(f"{address!r}: expected an absolute socket path, unix:/path or tcp:HOST:PORT")
+    return "unix", path, 0
+
+
+class Subagent:
+    """One AgentX session to the master, kept open (reconnecting) until :meth:`stop`."""
+
+    def __init__(self, address: str, subtrees: Sequence[Oid], handlers: Handlers, *, ident: Oid,
+                 retry_s: float = 1.0, ping_s: float = 10.0, request_timeout_s: float = 5.0,
+                 queue_size: int = 1000) -> None:
+        self._address = parse_address(address)
+        self.address = address
+        self._subtrees = tuple(subtrees)
+        self._handlers = handlers
+        self._ident = ident
+        self._retry_s = retry_s
+        self._ping_s = ping_s
+        self._request_timeout_s = request_timeout_s
+        self._writer: asyncio.StreamWriter | None = None
+        self._session_id = 0
+        self._packet_id = 0
+        self._pending: dict[int, asyncio.Future[Pdu]] = {}
+        self._sets: dict[tuple[int, int], _SetTransaction] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._notify_queue: asyncio.Queue[tuple[Oid, list[VarBind]]] = asyncio.Queue(maxsize=queue_size)
+        self._notify_task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+        self.sessions = 0  # sessions opened so far (1 + reconnects)
+        self.requests = 0
+        self.notifications_sent = 0
+        self.notifications_dropped = 0
+        self._lost_logged = False
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+        self._notify_task = asyncio.ensure_future(self._notify_worker())
+
+    async def stop(self) -> None:
+        for task in (self._notify_task, self._task):
+            if task is not None:
+                task.cancel()
+        writer = self._writer
+        if writer is not None and self._session_id:
+            try:  # a clean Close, so that snmpd drops our registrations at once
+                writer.write(build(CLOSE, struct.pack("!B3x", CLOSE_SHUTDOWN), self._session_id,
+                                   packet_id=self._next_packet()))
+                await asyncio.wait_for(writer.drain(), 1)
+            except (OSError, TimeoutError):
+                pass
+        self._close()
+
+    def _close(self) -> None:
+        self.connected.clear()
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("AgentX session closed"))
+        self._pending.clear()
+        self._sets.clear()
+        self._session_id = 0
+
+    def _next_packet(self) -> int:
+        self._packet_id = (self._packet_id + 1) % 2**32
+        return self._packet_id
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        kind, where, port = self._address
+        if kind == "unix":
+            return await asyncio.open_unix_connection(where)
+        return await asyncio.open_connection(where, port)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.wait_for(self._connect(), self._request_timeout_s)
+            except (OSError, TimeoutError) as exc:
+                if not self._lost_logged:
+                    log.error("cannot reach the AgentX master at %s (%s); retrying every %gs", self.address,
+                              exc, self._retry_s)
+                    self._lost_logged = True
+                await asyncio.sleep(self._retry_s)
+                continue
+            self._writer = writer
+            reader_task = asyncio.ensure_future(self._read(reader))
+            try:
+                await self._open_and_register()
+                self.sessions += 1
+                self.connected.set()
+                if self._lost_logged or self.sessions > 1:
+                    log.warning("AgentX session to %s open again; subtrees registered", self.address)
+                else:
+                    log.info("AgentX session %d open to %s; registered %d subtrees", self._session_id,
+                             self.address, len(self._subtrees))
+                self._lost_logged = False
+                while not reader_task.done():
+                    done, _ = await asyncio.wait({reader_task}, timeout=self._ping_s)
+                    if not done:
+                        await self._request(build(PING, b"", self._session_id, packet_id=self._next_packet()))
+            except asyncio.CancelledError:
+                reader_task.cancel()
+                raise
+            except (OSError, TimeoutError, ConnectionError, ParseError, RuntimeError) as exc:
+                if not self._lost_logged:
+                    log.error("AgentX session to %s lost (%s); reconnecting", self.address, exc or type(exc).__name__)
+                    self._lost_logged = True
+            reader_task.cancel()
+            self._close()
+            await asyncio.sleep(self._retry_s)
+
+    async def _open_and_register(self) -> None:
+        response = await self._request(open_pdu(self._next_packet(), 0, self._ident,
+                                                f"libvirt-exporter {__version__}"))
+        _, error, _, _ = decode_response(response)
+        if error:
+            raise RuntimeError(f"the master refused the session (error {error})")
+        self._session_id = response.header.session_id
+        for subtree in self._subtrees:
+            response = await self._request(register_pdu(self._session_id, self._next_packet(), subtree))
+            _, error, _, _ = decode_response(response)
+            if error:
+                raise RuntimeError(f"the master refused to register {'.'.join(map(str, subtree))} (error {error})")
+
+    async def _request(self, data: bytes) -> Pdu:
+        """Send a PDU of ours and wait for the master's Response to it."""
+        writer = self._writer
+        if writer is None:
+            raise ConnectionError("not connected")
+        packet_id = struct.unpack_from("!I", data, 12)[0]
+        future: asyncio.Future[Pdu] = asyncio.get_running_loop().create_future()
+        self._pending[packet_id] = future
+        writer.write(data)
+        await writer.drain()
+        try:
+            return await asyncio.wait_for(future, self._request_timeout_s)
+        finally:
+            self._pending.pop(packet_id, None)
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            raw = await reader.readexactly(HEADER)
+            header = decode_header(raw)
+            payload = await reader.readexactly(header.payload_length)
+            pdu = split_pdu(header, payload)
+            if header.type == RESPONSE:
+                future = self._pending.get(header.packet_id)
+                if future is not None and not future.done():
+                    future.set_result(pdu)
+                continue
+            reply = await self._answer(pdu)
+            if reply is not None and self._writer is not None:
+                self._writer.write(reply)
+
+    # -- requests from the master
+
+    async def _answer(self, pdu: Pdu) -> bytes | None:
+        h = pdu.header
+        handlers = self._handlers
+        self.requests += 1
+        try:
+            if h.type == GET:
+                binds = [handlers.get(start) for start, _, _ in decode_ranges(pdu.payload, 0, pdu.big)]
+                return response_pdu(h, handlers.uptime_ticks(), varbinds=binds)
+            if h.type == GETNEXT:
+                binds = [handlers.next(s, inc, e) for s, inc, e in decode_ranges(pdu.payload, 0, pdu.big)]
+                return response_pdu(h, handlers.uptime_ticks(), varbinds=binds)
+            if h.type == GETBULK:
+                return response_pdu(h, handlers.uptime_ticks(), varbinds=self._bulk(pdu))
+            if h.type == TESTSET:
+                error, index, plan = handlers.test_set(decode_varbinds(pdu.payload, 0, pdu.big))
+                if not error:
+                    self._sets[(h.session_id, h.transaction_id)] = _SetTransaction(plan)
+                return response_pdu(h, handlers.uptime_ticks(), error, index)
+            if h.type == COMMITSET:
+                txn = self._sets.get((h.session_id, h.transaction_id))
+                if txn is None:
+                    return response_pdu(h, handlers.uptime_ticks(), GEN_ERR, 0)
+                error, index = await handlers.commit_set(txn.plan)
+                txn.committed = not error
+                return response_pdu(h, handlers.uptime_ticks(), error, index)
+            if h.type == UNDOSET:
+                txn = self._sets.get((h.session_id, h.transaction_id))
+                error, index = (0, 0)
+                if txn is not None and txn.committed:
+                    error, index = await handlers.undo_set(txn.plan)
+                return response_pdu(h, handlers.uptime_ticks(), error, index)
+            if h.type == CLEANUPSET:  # no response, by the RFC
+                self._sets.pop((h.session_id, h.transaction_id), None)
+                return None
+            if h.type == PING:
+                return response_pdu(h, handlers.uptime_ticks())
+            if h.type == CLOSE:
+                raise ConnectionError("the master closed the session")
+            return response_pdu(h, handlers.uptime_ticks(), PROCESSING_ERROR, 0)
+        except ParseError:
+            return response_pdu(h, handlers.uptime_ticks(), PARSE_ERROR, 0)
+        except ConnectionError:
+            raise
+        except Exception:
+            log.exception("AgentX request (type %d) failed", h.type)
+            return response_pdu(h, handlers.uptime_ticks(), GEN_ERR if h.type >= TESTSET else PROCESSING_ERROR, 0)
+
+    def _bulk(self, pdu: Pdu) -> list[VarBind]:
+        if len(pdu.payload) < 4:
+            raise ParseError("short GetBulk")
+        non_repeaters, repetitions = struct.unpack_from(_order(pdu.big) + "HH", pdu.payload, 0)
+        ranges = decode_ranges(pdu.payload, 4, pdu.big)
+        handlers = self._handlers
+        result = [handlers.next(s, inc, e) for s, inc, e in ranges[:non_repeaters]]
+        cursors = [[s, inc, e, False] for s, inc, e in ranges[non_repeaters:]]
+        for _ in range(repetitions if cursors else 0):
+            for cursor in cursors:
+                start, include, end, ended = cursor
+                if ended:
+                    result.append(VarBind(END_OF_MIB_VIEW, start))
+                    continue
+                vb = handlers.next(start, include, end)
+                result.append(vb)
+                if vb.type == END_OF_MIB_VIEW:
+                    cursor[3] = True
+                else:
+                    cursor[0], cursor[1] = vb.name, False
+            if all(c[3] for c in cursors):
+                break
+        return result
+
+    # -- notifications
+
+    def notify(self, trap_oid: Oid, varbinds: list[VarBind]) -> None:
+        """Queue a notification for the master; never blocks (a full queue drops the newest, counted)."""
+        try:
+            self._notify_queue.put_nowait((trap_oid, varbinds))
+        except asyncio.QueueFull:
+            self.notifications_dropped += 1
+            if self.notifications_dropped == 1:
+                log.error("AgentX notification queue is full; dropping new notifications (counted)")
+
+    async def _notify_worker(self) -> None:
+        while True:
+            trap_oid, varbinds = await self._notify_queue.get()
+            while True:
+                await self.connected.wait()
+                binds = [VarBind(TIME_TICKS, (1, 3, 6, 1, 2, 1, 1, 3, 0), self._handlers.uptime_ticks() % 2**32),
+                         VarBind(OBJECT_IDENTIFIER, (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0), trap_oid), *varbinds]
+                try:
+                    response = await self._request(build(NOTIFY, b"".join(encode_varbind(v) for v in binds),
+                                                         self._session_id, packet_id=self._next_packet()))
+                    _, error, _, _ = decode_response(response)
+                    if error:
+                        log.error("the AgentX master refused a notification (error %d)", error)
+                    else:
+                        self.notifications_sent += 1
+                    break
+                except (OSError, TimeoutError, ConnectionError, ParseError):
+                    await asyncio.sleep(self._retry_s)  # sent again once the session is back

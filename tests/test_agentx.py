@@ -1,0 +1,362 @@
+"""AgentX (RFC 2741): byte-level encodings, then the subagent against a real net-snmp snmpd master."""
+
+from __future__ import annotations
+
+import re
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from exporter.snmp import agentx, mib
+from tests.conftest import DEMO_HOST, require_tool
+from tests.support import snmp
+from tests.support.process import Exporter
+from tests.support.snmpd import COMMUNITY, RO_USER, RW_USER, Snmpd
+
+LVX = ".".join(map(str, mib.LVX_ROOT))
+
+
+# -- encodings ---------------------------------------------------------------------
+
+
+def test_header_is_network_byte_order_and_flagged() -> None:
+    data = agentx.encode_header(agentx.OPEN, 0, 0x01020304, 5, 6, 8)
+    assert data == bytes([1, 1, 0x10, 0, 1, 2, 3, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 8])
+    header = agentx.decode_header(data)
+    assert (header.type, header.session_id, header.transaction_id, header.packet_id, header.payload_length) == \
+        (agentx.OPEN, 0x01020304, 5, 6, 8) and header.big
+
+
+def test_header_in_little_endian_is_read_too() -> None:
+    data = bytes([1, agentx.GET, 0, 0]) + struct.pack("<IIII", 0x01020304, 7, 9, 12)
+    header = agentx.decode_header(data)
+    assert not header.big and (header.session_id, header.transaction_id, header.packet_id) == (0x01020304, 7, 9)
+    assert header.payload_length == 12
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    (bytes([2, 1, 0x10, 0]) + bytes(16), "version"),
+    (bytes([1, 1, 0x10, 0]) + struct.pack("!IIII", 0, 0, 0, 6), "payload length"),  # not a multiple of 4
+    (bytes([1, 1, 0x10, 0]) + struct.pack("!IIII", 0, 0, 0, 1 << 24), "payload length"),
+    (b"\x01\x01", "short header"),
+])
+def test_bad_headers_are_parse_errors(data: bytes, problem: str) -> None:
+    with pytest.raises(agentx.ParseError, match=problem):
+        agentx.decode_header(data)
+
+
+def test_oid_encoding_folds_the_internet_prefix() -> None:
+    # RFC 2741 5.1: 1.3.6.1.2.1.1.1.0 is prefix 2 with the sub-identifiers 1.1.1.0
+    assert agentx.encode_oid((1, 3, 6, 1, 2, 1, 1, 1, 0)) == bytes([4, 2, 0, 0]) + struct.pack("!4I", 1, 1, 1, 0)
+    assert agentx.encode_oid(mib.LVX_ROOT, include=True) == bytes([4, 4, 1, 0]) + struct.pack("!4I", 1, 8072, 9999,
+                                                                                               9999)
+    assert agentx.encode_oid(()) == b"\x00\x00\x00\x00"  # the null OID (an open end of a search range)
+    assert agentx.encode_oid((1, 2, 3)) == bytes([3, 0, 0, 0]) + struct.pack("!3I", 1, 2, 3)
+    assert agentx.encode_oid((1, 3, 6, 1, 300, 5)) == bytes([6, 0, 0, 0]) + struct.pack("!6I", 1, 3, 6, 1, 300, 5)
+    assert agentx.encode_oid((1, 3, 6, 1, 0, 7))[:2] == bytes([6, 0])  # prefix 0 means none
+    for oid in [(1, 3, 6, 1, 2, 1, 236), (1, 3, 6, 1, 4, 1, 36957, 1, 1, 1, 2, 0xFFFFFFFF), (0, 0), ()]:
+        for include in (False, True):
+            encoded = agentx.encode_oid(oid, include)
+            assert agentx.decode_oid(encoded, 0, True) == (oid, include, len(encoded))
+    little = bytes([2, 4, 1, 0]) + struct.pack("<2I", 1, 8072)
+    assert agentx.decode_oid(little, 0, False) == ((1, 3, 6, 1, 4, 1, 8072), True, 12)
+    with pytest.raises(agentx.ParseError):
+        agentx.decode_oid(bytes([3, 0, 0, 0, 0, 0, 0, 1]), 0, True)  # three sub-identifiers announced, one given
+
+
+def test_octet_strings_are_padded_to_four_bytes() -> None:
+    assert agentx.encode_octets(b"abcde") == struct.pack("!I", 5) + b"abcde\0\0\0"
+    assert agentx.encode_octets(b"") == b"\0\0\0\0"
+    assert agentx.encode_octets(b"abcd") == struct.pack("!I", 4) + b"abcd"
+    assert agentx.decode_octets(struct.pack("<I", 5) + b"abcde\0\0\0", 0, False) == (b"abcde", 12)
+
+
+@pytest.mark.parametrize("vb", [
+    agentx.VarBind(agentx.INTEGER, (1, 3, 6, 1, 4, 1, 1), -5),
+    agentx.VarBind(agentx.OCTET_STRING, (1, 3, 6, 1, 4, 1, 1), b"web1"),
+    agentx.VarBind(agentx.OBJECT_IDENTIFIER, (1, 3, 6, 1, 4, 1, 1), (1, 3, 6, 1, 4, 1, 8072)),
+    agentx.VarBind(agentx.GAUGE32, (1, 3, 6, 1, 4, 1, 1), 2**32 - 1),
+    agentx.VarBind(agentx.TIME_TICKS, (1, 3, 6, 1, 4, 1, 1), 12345),
+    agentx.VarBind(agentx.COUNTER64, (1, 3, 6, 1, 4, 1, 1), 2**64 - 1),
+    agentx.VarBind(agentx.NO_SUCH_INSTANCE, (1, 3, 6, 1, 4, 1, 1)),
+    agentx.VarBind(agentx.END_OF_MIB_VIEW, (1, 3, 6, 1, 4, 1, 1)),
+])
+def test_varbinds_round_trip(vb: agentx.VarBind) -> None:
+    encoded = agentx.encode_varbind(vb)
+    assert encoded[:4] == struct.pack("!HH", vb.type, 0)
+    assert agentx.decode_varbind(encoded, 0, True) == (vb, len(encoded))
+
+
+def test_counter64_and_integer_layout() -> None:
+    vb = agentx.encode_varbind(agentx.VarBind(agentx.COUNTER64, (1, 3, 6, 1, 2), 0x0102030405060708))
+    assert vb.endswith(bytes(range(1, 9)))
+    assert agentx.encode_varbind(agentx.VarBind(agentx.INTEGER, (1, 3, 6, 1, 2), -1)).endswith(b"\xff\xff\xff\xff")
+
+
+def test_search_ranges_context_and_response() -> None:
+    ranges = agentx.encode_oid((1, 3, 6, 1, 2, 1, 236), include=True) + agentx.encode_oid((1, 3, 6, 1, 2, 1, 237))
+    ranges += agentx.encode_oid(mib.LVX_ROOT) + agentx.encode_oid(())
+    assert agentx.decode_ranges(ranges, 0, True) == [((1, 3, 6, 1, 2, 1, 236), True, (1, 3, 6, 1, 2, 1, 237)),
+                                                     (mib.LVX_ROOT, False, ())]
+    payload = agentx.encode_octets(b"ctx") + ranges
+    raw = agentx.build(agentx.GET, payload, 1, 2, 3, flags=agentx.NON_DEFAULT_CONTEXT)
+    header = agentx.decode_header(raw[:20])
+    pdu = agentx.split_pdu(header, raw[20:])
+    assert pdu.context == b"ctx" and agentx.decode_ranges(pdu.payload, 0, True)[1][0] == mib.LVX_ROOT
+    response = agentx.response_pdu(header, 100, 17, 2, [agentx.VarBind(agentx.NULL, (1, 3, 6, 1, 2))])
+    assert response[1] == agentx.RESPONSE and response[4:16] == struct.pack("!III", 1, 2, 3)
+    assert response[20:28] == struct.pack("!IHH", 100, 17, 2)
+    back = agentx.split_pdu(agentx.decode_header(response[:20]), response[20:])
+    assert agentx.decode_response(back) == (100, 17, 2, [agentx.VarBind(agentx.NULL, (1, 3, 6, 1, 2))])
+
+
+def test_open_and_register_payloads() -> None:
+    data = agentx.open_pdu(1, 0, mib.LVX_ROOT, "libvirt-exporter")
+    assert data[1] == agentx.OPEN and data[20:24] == b"\0\0\0\0"  # timeout 0: the master's default
+    assert data[24:28] == bytes([4, 4, 0, 0]) and data.endswith(agentx.encode_octets(b"libvirt-exporter"))
+    reg = agentx.register_pdu(7, 2, mib.VM_ROOT)
+    assert reg[4:8] == struct.pack("!I", 7) and reg[20:24] == bytes([0, 127, 0, 0])
+    assert reg[24:] == agentx.encode_oid(mib.VM_ROOT)
+
+
+@pytest.mark.parametrize(("address", "parsed"), [
+    ("/var/agentx/master", ("unix", "/var/agentx/master", 0)),
+    ("unix:/run/agentx.sock", ("unix", "/run/agentx.sock", 0)),
+    ("tcp:127.0.0.1:705", ("tcp", "127.0.0.1", 705)),
+    ("tcp:[::1]:705", ("tcp", "::1", 705)),
+])
+def test_addresses(address: str, parsed: tuple[str, str, int]) -> None:
+    assert agentx.parse_address(address) == parsed
+
+
+@pytest.mark.parametrize("address", ["relative/path", "tcp:127.0.0.1", "tcp::705", "udp:1.2.3.4:705"])
+def test_bad_addresses(address: str) -> None:
+    with pytest.raises(ValueError):
+        agentx.parse_address(address)
+
+
+# -- against a real snmpd ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Snmpd, Exporter, str, object]]:
+    """snmpd (master, trap2sink to snmptrapd) and an exporter in mode both with control on."""
+    require_tool("snmpd", "snmpd")
+    require_tool("snmptrapd", "snmptrapd")
+    from tests.support.trapd import Trapd
+
+    folder = tmp_path_factory.mktemp("agentx")
+    trapd = Trapd(folder / "trapd", 1, [])
+    master = Snmpd(folder / "snmpd", trap_port=trapd.ports[0])
+    port = snmp.free_udp_port()
+    extra = f'[snmp.agentx]\nsocket = "{master.socket}"\n[control]\nenabled = true\n'
+    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}", extra)
+    text = cfg.read_text().replace("[snmp]\n", '[snmp]\nmode = "both"\n', 1)
+    cfg.write_text(text)
+    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=folder / "log")
+    try:
+        exp.wait_ready()
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        deadline = time.monotonic() + 10
+        while "registered 3 subtrees" not in exp.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield master, exp, f"127.0.0.1:{port}", trapd
+    finally:
+        exp.stop()
+        master.stop()
+        trapd.stop()
+
+
+def _walk(tool: str, target: str, args: list[str], root: str) -> dict[str, str]:
+    out = snmp.ok(tool, *args, "-Oqn", "-Oe", "-OU", target, root, mibs=False)
+    return snmp.values(out)
+
+
+MOVING = {mib.BY_NAME[n].oid for n in ("lvxSnapshotAge", "vmHvUpTime", "lvxDomainUptime", "vmUpTime")}
+
+
+def _steady(values: dict[str, str]) -> dict[str, str]:
+    return {o: v for o, v in values.items()
+            if mib.object_of(tuple(int(x) for x in o.split("."))).oid not in MOVING}
+
+
+def test_walks_through_snmpd_match_the_standalone_agent(setup) -> None:
+    master, _, standalone, _ = setup
+    via_master = ["-v2c", "-c", COMMUNITY]
+    for root in (LVX, ".".join(map(str, mib.LIBVIRT_ROOT)), ".".join(map(str, mib.VM_ROOT))):
+        direct = _steady(_walk("snmpbulkwalk", standalone, snmp.V2_ARGS, root))
+        assert len(direct) > 10, root
+        assert _steady(_walk("snmpbulkwalk", master.target, via_master, root)) == direct, root  # GETBULK
+        assert _steady(_walk("snmpwalk", master.target, via_master, root)) == direct, root  # GETNEXT
+    one = f"{LVX}.1.2.1.2.5"
+    assert snmp.ok("snmpget", *via_master, "-Oqv", master.target, one, mibs=False).strip() == '"web1"'
+    missing = snmp.ok("snmpget", *via_master, master.target, f"{LVX}.1.2.1.2.999", mibs=False)
+    assert "No Such Instance" in missing
+    sys_descr = snmp.ok("snmpget", *via_master, "-Oqv", master.target, "1.3.6.1.2.1.1.1.0", mibs=False)
+    assert "libvirt-exporter" not in sys_descr  # the system group stays snmpd's
+
+
+def test_set_through_snmpd_with_its_own_users(setup) -> None:
+    master, exp, standalone, _ = setup
+    admin, oper = f"{LVX}.1.2.1.27.6", f"{LVX}.1.2.1.5.6"  # web2
+    assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", standalone, oper, mibs=False).strip() == "1"
+    refused = snmp.run("snmpset", *RO_USER, master.target, admin, "i", "2", mibs=False)
+    assert refused.returncode != 0 and re.search(r"noAccess|authorizationError", refused.stderr), refused.stderr
+    wrong = snmp.run("snmpset", *RW_USER, master.target, admin, "s", "paused", mibs=False)
+    assert wrong.returncode != 0 and "wrongType" in wrong.stderr, wrong.stderr
+    bad = snmp.run("snmpset", *RW_USER, master.target, admin, "i", "99", mibs=False)
+    assert bad.returncode != 0 and "wrongValue" in bad.stderr, bad.stderr
+    t0 = time.monotonic()
+    snmp.ok("snmpset", *RW_USER, master.target, admin, "i", "2", mibs=False)  # pause
+    assert time.monotonic() - t0 < 1.0
+    assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", standalone, oper, mibs=False).strip() == "3"
+    snmp.ok("snmpset", *RW_USER, master.target, admin, "i", "1", mibs=False)  # resume
+    assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", standalone, oper, mibs=False).strip() == "1"
+    log = exp.log_path.read_text()
+    assert "principal=agentx-master" in log and "domain=web2 action=suspend result=success" in log
+    assert "result=refused: WrongTypeError" in log
+
+
+def test_lifecycle_trap_through_trap2sink(setup) -> None:
+    master, _, _, trapd = setup
+    admin = f"{LVX}.1.2.1.27.3"  # db1
+    before = len(trapd.received())
+    snmp.ok("snmpset", *RW_USER, master.target, admin, "i", "2", mibs=False)
+    snmp.ok("snmpset", *RW_USER, master.target, admin, "i", "1", mibs=False)
+    got = trapd.wait_for(before + 2, timeout=15)[before:]
+    oids = [r.trap_oid for r in got]
+    assert f"{LVX}.0.3" in oids and f"{LVX}.0.4" in oids, oids  # suspended, resumed
+    assert all('"db1"' in r.text for r in got if r.trap_oid.startswith(LVX))
+
+
+def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
+    master, exp, _, _ = setup
+    probe = ["-v2c", "-c", COMMUNITY, "-t", "0.3", "-r", "0", "-Oqv", master.target, f"{LVX}.1.2.1.2.5"]
+    master.stop()
+    master.start()
+    back = time.monotonic()
+    while snmp.run("snmpget", *probe, mibs=False).stdout.strip() != '"web1"':
+        assert time.monotonic() - back < 5, f"subtrees not back within 5 s: {exp.output()[-800:]}"
+        time.sleep(0.1)
+    assert "AgentX session to" in exp.output() and exp.proc.poll() is None
+    # a second subagent, killed: snmpd keeps answering, and its subtrees go away with it
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
+                            f'[snmp.agentx]\nsocket = "{master.socket}"\n')
+    cfg.write_text(cfg.read_text().replace("[snmp]\n", '[snmp]\nmode = "agentx"\n', 1))
+    other = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=tmp_path / "log")
+    other.wait_ready()
+    deadline = time.monotonic() + 10
+    while "AgentX session" not in other.output() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    other.proc.send_signal(signal.SIGKILL)
+    other.proc.wait()
+    other.stop()
+    assert master.proc is not None and master.proc.poll() is None
+    uptime = snmp.run("snmpget", "-v2c", "-c", COMMUNITY, master.target, "1.3.6.1.2.1.1.3.0", mibs=False)
+    assert uptime.returncode == 0 and "Timeticks" in uptime.stdout
+    assert snmp.run("snmpget", *probe, mibs=False).stdout.strip() == '"web1"'  # the first one still serves
+
+
+class _Table(agentx.Handlers):
+    """Three instances, for driving a session by hand (no libvirt, no snmpd: the PDUs are the subject)."""
+
+    OIDS = [(1, 3, 6, 1, 4, 1, 99, 1, n) for n in (1, 2, 3)]
+
+    def uptime_ticks(self) -> int:
+        return 42
+
+    def get(self, oid: agentx.Oid) -> agentx.VarBind:
+        if oid in self.OIDS:
+            return agentx.VarBind(agentx.INTEGER, oid, oid[-1])
+        return agentx.VarBind(agentx.NO_SUCH_OBJECT, oid)
+
+    def next(self, start: agentx.Oid, include: bool, end: agentx.Oid) -> agentx.VarBind:
+        for oid in self.OIDS:
+            if (oid >= start if include else oid > start) and (not end or oid < end):
+                return agentx.VarBind(agentx.INTEGER, oid, oid[-1])
+        return agentx.VarBind(agentx.END_OF_MIB_VIEW, start)
+
+
+def test_a_session_by_hand(tmp_path: Path) -> None:
+    """A fake master on a unix socket: Open and Register as the RFC lays them out, then GetNext with the include
+    flag, GetBulk with a non-repeater and an end bound, a little-endian Get, a Ping, and Close on stop."""
+    import asyncio
+
+    async def scenario() -> None:
+        path = str(tmp_path / "master.sock")
+        seen: list[agentx.Pdu] = []
+        replies: asyncio.Queue[agentx.Pdu] = asyncio.Queue()
+        ready = asyncio.Event()
+        streams: dict[str, object] = {}
+
+        async def read_pdu(reader: asyncio.StreamReader) -> agentx.Pdu:
+            header = agentx.decode_header(await reader.readexactly(agentx.HEADER))
+            return agentx.split_pdu(header, await reader.readexactly(header.payload_length))
+
+        async def master(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            streams["writer"] = writer
+            for _ in range(4):  # Open, then three Registers
+                pdu = await read_pdu(reader)
+                seen.append(pdu)
+                writer.write(agentx.response_pdu(agentx.Header(agentx.RESPONSE, 0, 77, 0, pdu.header.packet_id, 0),
+                                                 0))
+            ready.set()
+            while True:
+                try:
+                    await replies.put(await read_pdu(reader))
+                except asyncio.IncompleteReadError:
+                    return
+
+        server = await asyncio.start_unix_server(master, path)
+        subtrees = [(1, 3, 6, 1, 4, 1, 99), (1, 3, 6, 1, 2, 1, 236), (1, 3, 6, 1, 4, 1, 36957)]
+        session = agentx.Subagent(path, subtrees, _Table(), ident=(1, 3, 6, 1, 4, 1, 99), ping_s=0.3)
+        session.start()
+        await asyncio.wait_for(ready.wait(), 5)
+        assert [p.header.type for p in seen] == [agentx.OPEN, agentx.REGISTER, agentx.REGISTER, agentx.REGISTER]
+        assert all(p.header.flags & agentx.NETWORK_BYTE_ORDER for p in seen)
+        assert [agentx.decode_oid(p.payload, 4, True)[0] for p in seen[1:]] == subtrees
+        assert all(p.header.session_id == 77 for p in seen[1:])  # the session ID the master gave
+        writer = streams["writer"]
+
+        async def ask(data: bytes) -> agentx.Pdu:
+            writer.write(data)
+            while True:
+                pdu = await asyncio.wait_for(replies.get(), 5)
+                if pdu.header.type == agentx.RESPONSE:
+                    return pdu
+                assert pdu.header.type == agentx.PING  # the session pings while idle: answer it
+                writer.write(agentx.response_pdu(pdu.header, 0))
+
+        a, b, c = _Table.OIDS
+        ranges = agentx.encode_oid(a, include=True) + agentx.encode_oid(()) + agentx.encode_oid(a) + agentx.encode_oid(())
+        _, error, _, binds = agentx.decode_response(await ask(agentx.build(agentx.GETNEXT, ranges, 77, 1, 10)))
+        assert error == 0 and [v.name for v in binds] == [a, b]  # include: the start itself; without: the next
+        bulk = struct.pack("!HH", 1, 3) + agentx.encode_oid(b) + agentx.encode_oid(()) + agentx.encode_oid(a) \
+            + agentx.encode_oid(c)
+        response = await ask(agentx.build(agentx.GETBULK, bulk, 77, 2, 11))
+        assert response.header.packet_id == 11 and response.header.transaction_id == 2
+        _, _, _, binds = agentx.decode_response(response)
+        assert [(v.type, v.name) for v in binds] == [
+            (agentx.INTEGER, c),  # the non-repeater
+            (agentx.INTEGER, b),  # then the repeater, bounded by its end (c): b, and the end of the view
+            (agentx.END_OF_MIB_VIEW, b),
+        ]
+        little = bytes([1, agentx.GET, 0, 0]) + struct.pack("<IIII", 77, 3, 12, 24) \
+            + bytes([4, 4, 0, 0]) + struct.pack("<4I", 1, 99, 1, 2) + bytes(4)  # a Get in little-endian order
+        uptime, error, _, binds = agentx.decode_response(await ask(little))
+        assert (uptime, error, binds) == (42, 0, [agentx.VarBind(agentx.INTEGER, b, 2)])
+        _, error, _, _ = agentx.decode_response(await ask(agentx.build(agentx.TESTSET, b"", 77, 4, 13)))
+        assert error == agentx.GEN_ERR  # the base handlers refuse SETs
+        await session.stop()
+        closing = await asyncio.wait_for(replies.get(), 5)
+        while closing.header.type == agentx.PING:
+            closing = await asyncio.wait_for(replies.get(), 5)
+        assert closing.header.type == agentx.CLOSE and closing.payload[0] == agentx.CLOSE_SHUTDOWN
+        server.close()
+
+    asyncio.run(scenario())

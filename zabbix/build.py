@@ -1,0 +1,224 @@
+"""Writes zabbix/libvirt-exporter-snmp.yaml: a Zabbix 6.0 template for the exporter's SNMP agent.
+
+    python zabbix/build.py          # rewrite the template
+    python zabbix/build.py --check  # exit 1 if it is not what this script makes
+
+Every OID comes from exporter/snmp/mib.py, the same declarations the agent
+serves, and the UUIDs are derived from names so that a rebuild changes
+nothing.  It discovers domains, disks and NICs by SNMP walk (low-level
+discovery with ``discovery[...]`` OIDs) and has items, triggers and graphs.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from exporter.snmp import mib  # noqa: E402
+
+OUT = Path(__file__).with_name("libvirt-exporter-snmp.yaml")
+TEMPLATE = "libvirt-exporter SNMP"
+GROUP = "Templates/Virtualization"
+
+
+def _uuid(*parts: str) -> str:
+    """A UUIDv4-shaped ID (what Zabbix's importer expects), derived from names."""
+    digest = uuid.uuid5(uuid.NAMESPACE_URL, "libvirt-exporter/zabbix/" + "/".join(parts)).bytes
+    return uuid.UUID(bytes=digest, version=4).hex
+
+
+def oid(name: str) -> str:
+    return ".".join(map(str, mib.BY_NAME[name].oid))
+
+
+def _item(name: str, key: str, snmp_oid: str, **extra: Any) -> dict[str, Any]:
+    item = {"uuid": _uuid("item", key), "name": name, "type": "SNMP_AGENT", "snmp_oid": snmp_oid, "key": key,
+            "history": "7d"}
+    item.update(extra)
+    return item
+
+
+def _per_second(multiplier: str | None = None) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"type": "CHANGE_PER_SECOND", "parameters": [""]}]
+    if multiplier:
+        steps.append({"type": "MULTIPLIER", "parameters": [multiplier]})
+    return {"preprocessing": steps}
+
+
+def _graph(name: str, keys: list[str]) -> dict[str, Any]:
+    colors = ["1A7C11", "F63100", "2774A4", "A54F10"]
+    return {"uuid": _uuid("graph", name), "name": name, "graph_items": [
+        {"sortorder": str(n), "color": colors[n % len(colors)], "item": {"host": TEMPLATE, "key": key}}
+        for n, key in enumerate(keys)]}
+
+
+def _trigger(name: str, expression: str, priority: str, description: str) -> dict[str, Any]:
+    return {"uuid": _uuid("trigger", name), "expression": expression, "name": name, "priority": priority,
+            "description": description}
+
+
+STATE_MAP = {"uuid": _uuid("valuemap", "state"), "name": "LVX domain state", "mappings": [
+    {"value": str(v), "newvalue": n} for v, n in enumerate(
+        ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"])]}
+CONNECTION_MAP = {"uuid": _uuid("valuemap", "connection"), "name": "LVX libvirt connection", "mappings": [
+    {"value": "1", "newvalue": "up"}, {"value": "2", "newvalue": "down"}]}
+
+
+def _domains() -> dict[str, Any]:
+    idx = "{#SNMPINDEX}"
+    state = f"lvx.domain.state[{idx}]"
+    cpu = f"lvx.domain.cpu[{idx}]"
+    prototypes = [
+        _item("Domain {#DOMNAME}: state", state, f"{oid('lvxDomainOperState')}.{idx}",
+              valuemap={"name": STATE_MAP["name"]}, trends="0",
+              trigger_prototypes=[
+                  _trigger("Domain {#DOMNAME} crashed", f"last(/{TEMPLATE}/{state})=6", "HIGH",
+                           "libvirt reports the domain crashed."),
+                  _trigger("Domain {#DOMNAME} is not running", f"last(/{TEMPLATE}/{state})<>1", "WARNING",
+                           "The domain is paused, shut down or off; a crash has its own trigger."),
+              ]),
+        _item("Domain {#DOMNAME}: CPU usage", cpu, f"{oid('lvxDomainCpuTime')}.{idx}", value_type="FLOAT",
+              units="cores", description="CPU seconds used per second (1 = one host core busy).",
+              **_per_second("0.000000001")),
+        _item("Domain {#DOMNAME}: vCPUs", f"lvx.domain.vcpus[{idx}]", f"{oid('lvxDomainVcpus')}.{idx}"),
+        _item("Domain {#DOMNAME}: memory", f"lvx.domain.memory[{idx}]", f"{oid('lvxDomainMemory')}.{idx}",
+              units="B", preprocessing=[{"type": "MULTIPLIER", "parameters": ["1024"]}]),
+        _item("Domain {#DOMNAME}: maximum memory", f"lvx.domain.memory.max[{idx}]",
+              f"{oid('lvxDomainMemoryMax')}.{idx}", units="B",
+              preprocessing=[{"type": "MULTIPLIER", "parameters": ["1024"]}]),
+    ]
+    return {"uuid": _uuid("discovery", "domains"), "name": "Domain discovery", "type": "SNMP_AGENT",
+            "snmp_oid": f"discovery[{{#DOMNAME}},{oid('lvxDomainName')},{{#DOMUUID}},{oid('lvxDomainUUID')}]",
+            "key": "lvx.domain.discovery", "delay": "10m",
+            "lifetime": "7d", "description": "Every domain libvirt knows, active or not, with its name and UUID.",
+            "item_prototypes": prototypes,
+            "graph_prototypes": [
+                _graph("Domain {#DOMNAME}: CPU", [cpu]),
+                _graph("Domain {#DOMNAME}: memory", [f"lvx.domain.memory[{idx}]", f"lvx.domain.memory.max[{idx}]"]),
+            ]}
+
+
+def _disks() -> dict[str, Any]:
+    idx = "{#SNMPINDEX}"
+    read, write = f"lvx.disk.read.bytes[{idx}]", f"lvx.disk.write.bytes[{idx}]"
+    alloc, cap = f"lvx.disk.allocation[{idx}]", f"lvx.disk.capacity[{idx}]"
+    prototypes = [
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: read", read, f"{oid('lvxBlockReadBytes')}.{idx}", units="Bps",
+              **_per_second()),
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: write", write, f"{oid('lvxBlockWriteBytes')}.{idx}", units="Bps",
+              **_per_second()),
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: read requests", f"lvx.disk.read.ops[{idx}]",
+              f"{oid('lvxBlockReadRequests')}.{idx}", units="iops", **_per_second()),
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: write requests", f"lvx.disk.write.ops[{idx}]",
+              f"{oid('lvxBlockWriteRequests')}.{idx}", units="iops", **_per_second()),
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: capacity", cap, f"{oid('lvxBlockCapacity')}.{idx}", units="B"),
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: allocation", alloc, f"{oid('lvxBlockAllocation')}.{idx}",
+              units="B", trigger_prototypes=[
+                  _trigger("Disk {#DISKTARGET} ({#DISKSOURCE}) is over {$LVX.DISK.PUSED.MAX}% allocated",
+                           f"last(/{TEMPLATE}/{alloc}) > {{$LVX.DISK.PUSED.MAX}} / 100 * last(/{TEMPLATE}/{cap}) "
+                           f"and last(/{TEMPLATE}/{cap}) > 0", "WARNING",
+                           "The image's allocation is close to the disk's capacity."),
+              ]),
+    ]
+    return {"uuid": _uuid("discovery", "disks"), "name": "Disk discovery", "type": "SNMP_AGENT",
+            "snmp_oid": f"discovery[{{#DISKTARGET}},{oid('lvxBlockTarget')},{{#DISKSOURCE}},{oid('lvxBlockSource')}]",
+            "key": "lvx.disk.discovery", "delay": "10m", "lifetime": "7d",
+            "description": "Disks of active domains; {#SNMPINDEX} is lvxDomainIndex.position.",
+            "item_prototypes": prototypes,
+            "graph_prototypes": [_graph("Disk {#DISKTARGET} of {#SNMPINDEX}: throughput", [read, write])]}
+
+
+def _nics() -> dict[str, Any]:
+    idx = "{#SNMPINDEX}"
+    rx, tx = f"lvx.nic.rx.bytes[{idx}]", f"lvx.nic.tx.bytes[{idx}]"
+    prototypes = [
+        _item("NIC {#NICTARGET}: received", rx, f"{oid('lvxInterfaceReceiveBytes')}.{idx}", units="bps",
+              preprocessing=[{"type": "CHANGE_PER_SECOND", "parameters": [""]},
+                             {"type": "MULTIPLIER", "parameters": ["8"]}]),
+        _item("NIC {#NICTARGET}: sent", tx, f"{oid('lvxInterfaceTransmitBytes')}.{idx}", units="bps",
+              preprocessing=[{"type": "CHANGE_PER_SECOND", "parameters": [""]},
+                             {"type": "MULTIPLIER", "parameters": ["8"]}]),
+        _item("NIC {#NICTARGET}: receive errors", f"lvx.nic.rx.errors[{idx}]",
+              f"{oid('lvxInterfaceReceiveErrors')}.{idx}", **_per_second()),
+        _item("NIC {#NICTARGET}: receive drops", f"lvx.nic.rx.drops[{idx}]",
+              f"{oid('lvxInterfaceReceiveDrops')}.{idx}", **_per_second(),
+              trigger_prototypes=[_trigger("NIC {#NICTARGET} drops packets",
+                                           f"min(/{TEMPLATE}/lvx.nic.rx.drops[{idx}],5m)>0", "INFO",
+                                           "Received packets dropped for 5 minutes.")]),
+    ]
+    return {"uuid": _uuid("discovery", "nics"), "name": "NIC discovery", "type": "SNMP_AGENT",
+            "snmp_oid": f"discovery[{{#NICTARGET}},{oid('lvxInterfaceTarget')},{{#NICMAC}},{oid('lvxInterfaceMac')}]",
+            "key": "lvx.nic.discovery", "delay": "10m", "lifetime": "7d",
+            "description": "NICs of active domains; {#SNMPINDEX} is lvxDomainIndex.position.",
+            "item_prototypes": prototypes,
+            "graph_prototypes": [_graph("NIC {#NICTARGET}: traffic", [rx, tx])]}
+
+
+def template() -> dict[str, Any]:
+    connection = "lvx.libvirt.connection"
+    items = [
+        _item("libvirt connection", connection, f"{oid('lvxLibvirtConnection')}.0",
+              valuemap={"name": CONNECTION_MAP["name"]}, trends="0",
+              triggers=[_trigger("libvirt connection lost", f"last(/{TEMPLATE}/{connection})=2", "HIGH",
+                                 "The exporter cannot reach libvirtd on this host."),
+                        _trigger("libvirt exporter not answering SNMP", f"nodata(/{TEMPLATE}/{connection},5m)=1",
+                                 "AVERAGE", "No answer from the exporter's SNMP agent for 5 minutes.")]),
+        _item("Snapshot age", "lvx.snapshot.age", f"{oid('lvxSnapshotAge')}.0", units="s",
+              triggers=[_trigger("libvirt data is stale", f"min(/{TEMPLATE}/lvx.snapshot.age,5m)>300", "WARNING",
+                                 "The exporter has served the same snapshot for 5 minutes: a libvirt call hangs.")]),
+        _item("Domains", "lvx.domains", f"{oid('lvxDomainCount')}.0"),
+        _item("Active domains", "lvx.domains.active", f"{oid('lvxDomainActiveCount')}.0"),
+        _item("Host CPUs", "lvx.host.cpus", f"{oid('lvxHostCpus')}.0"),
+        _item("Host memory free", "lvx.host.memory.free", f"{oid('lvxHostMemoryFree')}.0", units="B",
+              preprocessing=[{"type": "MULTIPLIER", "parameters": ["1024"]}]),
+        _item("Host memory total", "lvx.host.memory.total", f"{oid('lvxHostMemoryTotal')}.0", units="B",
+              preprocessing=[{"type": "MULTIPLIER", "parameters": ["1024"]}]),
+        _item("Hypervisor driver version", "lvx.host.driver.version", f"{oid('lvxHostDriverVersion')}.0",
+              value_type="CHAR", trends="0"),
+    ]
+    return {"zabbix_export": {
+        "version": "6.0",
+        "date": "2026-11-26T00:00:00Z",
+        "groups": [{"uuid": _uuid("group", GROUP), "name": GROUP}],
+        "templates": [{
+            "uuid": _uuid("template", TEMPLATE),
+            "template": TEMPLATE,
+            "name": TEMPLATE,
+            "description": "libvirt-exporter's SNMP agent (LIBVIRT-EXPORTER-MIB): the hypervisor, its domains, "
+                           "their disks and NICs, discovered by SNMP walk. Set the host's SNMP interface to the "
+                           "exporter's address and port (default 1161) and {$SNMP_COMMUNITY}.",
+            "groups": [{"name": GROUP}],
+            "items": items,
+            "discovery_rules": [_domains(), _disks(), _nics()],
+            "macros": [{"macro": "{$LVX.DISK.PUSED.MAX}", "value": "90",
+                        "description": "Allocation, in percent of capacity, above which a disk trigger fires."}],
+            "valuemaps": [STATE_MAP, CONNECTION_MAP],
+            "graphs": [_graph("libvirt domains", ["lvx.domains", "lvx.domains.active"])],
+        }],
+    }}
+
+
+def render() -> str:
+    return yaml.safe_dump(template(), sort_keys=False, allow_unicode=True, width=120)
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUT.exists() or OUT.read_text() != text:
+            print(f"{OUT} is out of date: run python zabbix/build.py", file=sys.stderr)
+            return 1
+        return 0
+    OUT.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
