@@ -201,3 +201,15 @@ def test_readme_lists_every_setting() -> None:
         if not setting.file_only and not setting.key.startswith("collectors."):
             assert f"`{setting.cli}`" in listed or f"{setting.cli}`" in listed, setting.cli
             assert setting.env in listed or setting.env.rsplit("_", 1)[1] in listed, setting.env
+
+
+def test_malloc_arenas_capped_unless_the_environment_says(monkeypatch) -> None:
+    """glibc's per-thread arenas made RSS creep under concurrent scrapes (bench/LOAD.md): capped at start-up."""
+    import platform
+
+    from exporter.cli import limit_malloc_arenas
+
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    assert limit_malloc_arenas() == (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
+    assert limit_malloc_arenas() is False  # the operator's setting wins
