@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from exporter import __version__
+from exporter import __version__, webconfig
 from exporter.config import SETTINGS, Config, load_file, read_config_path, resolve
-from exporter import webconfig
 from exporter.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)

@@ -91,12 +91,7 @@ def test_rules_load_into_prometheus_and_stay_quiet_on_a_healthy_host(scraped: tu
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
     # the demo host has a crashed domain (crashy1): exactly that alert fires, nothing about the exporter
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        firing = prom.api("alerts")["alerts"]
-        if firing:
-            break
-        time.sleep(0.5)
+    firing = prom.until("alerts", "alerts")
     names = {a["labels"]["alertname"] for a in firing}
     assert "LibvirtExporterDown" not in names and "LibvirtDown" not in names
     assert {a["labels"].get("domain") for a in firing if a["labels"]["alertname"] == "LibvirtDomainCrashed"} \
@@ -297,13 +292,7 @@ def test_fleet_configuration_checks_and_relabels(tmp_path: Path) -> None:
     job["scrape_timeout"] = "1s"  # the helper scrapes every second
     scrape = yaml.safe_dump([job]).replace("\n", "\n  ")
     with Prometheus(folder, "  " + scrape) as prom:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            targets = prom.api("targets")["activeTargets"]
-            if targets:
-                break
-            time.sleep(0.5)
-        (target,) = targets
+        (target,) = prom.until("targets", "activeTargets")
         assert target["labels"]["instance"] == "127.0.0.1" and target["labels"]["site"] == "lab"
         assert target["scrapeUrl"] == "http://127.0.0.1:9177/metrics"
 

@@ -399,9 +399,15 @@ class Subagent:
                     done, _ = await asyncio.wait({reader_task}, timeout=self._ping_s)
                     if not done:
                         await self._request(build(PING, b"", self._session_id, packet_id=self._next_packet()))
+                reader_task.result()  # why the reading stopped (end of stream, a broken PDU, a Close)
             except asyncio.CancelledError:
                 reader_task.cancel()
                 raise
+            except asyncio.IncompleteReadError:
+                if not self._lost_logged:
+                    log.error("AgentX session to %s lost (the master closed the connection); reconnecting",
+                              self.address)
+                    self._lost_logged = True
             except (OSError, TimeoutError, ConnectionError, ParseError, RuntimeError) as exc:
                 if not self._lost_logged:
                     log.error("AgentX session to %s lost (%s); reconnecting", self.address, exc or type(exc).__name__)

@@ -74,6 +74,15 @@ class Prometheus:
         targets = self.api("targets")
         raise AssertionError(f"no result for {expr} in {timeout}s; targets: {targets}; log: {self.output()}")
 
+    def until(self, path: str, key: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """``api(path)[key]`` once it is not empty (active targets, firing alerts); [] after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.api(path)[key]
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
