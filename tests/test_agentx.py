@@ -352,6 +352,8 @@ def test_a_session_by_hand(tmp_path: Path) -> None:
             + bytes([4, 4, 0, 0]) + struct.pack("<4I", 1, 99, 1, 2) + bytes(4)  # a Get in little-endian order
         uptime, error, _, binds = agentx.decode_response(await ask(little))
         assert (uptime, error, binds) == (42, 0, [agentx.VarBind(agentx.INTEGER, b, 2)])
+        pong = await ask(agentx.build(agentx.PING, b"", 77, 5, 14))  # a ping from the master is answered too
+        assert pong.header.packet_id == 14 and agentx.decode_response(pong)[1] == 0
         _, error, _, _ = agentx.decode_response(await ask(agentx.build(agentx.TESTSET, b"", 77, 4, 13)))
         assert error == agentx.GEN_ERR  # the base handlers refuse SETs
         await session.stop()
