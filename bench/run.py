@@ -189,11 +189,7 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
         exp.wait_ready(timeout=300)
         exp.wait_for(lambda m: (m.get("libvirt_domains_number") or 0) >= len(domains), timeout=300,
                      what=f"{len(domains)} domains")
-        deadline = time.monotonic() + 30
-        while "registered 3 subtrees" not in exp.output():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no AgentX session to snmpd: {exp.output()[-500:]}")
-            time.sleep(0.1)
+        exp.wait_output("registered 3 subtrees", timeout=30)
         times, text = scrape_times(exp.url + "/metrics", scrapes)
         row.scrape_median, row.scrape_p95 = statistics.median(times), p95(times)
         row.scrape_domains = domains_in(text, "libvirt_domain_info_maximum_memory_bytes")
@@ -233,23 +229,11 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
 
 def snmpd_rates(work: Path) -> tuple[float, int, float]:
     """net-snmp's own agent walking its own tree, on a loopback port of its own."""
-    port = free_udp_port()
-    conf = work / "snmpd.conf"
-    conf.write_text("rocommunity bench 127.0.0.1\n")
-    proc = subprocess.Popen(["snmpd", "-f", "-Lo", "-C", "-c", str(conf), "-p", str(work / "snmpd.pid"),
-                             f"udp:127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own = Snmpd(work / "snmpd-own")
     try:
-        target = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 15
-        while subprocess.run(["snmpget", "-v2c", "-c", "bench", "-m", "", "-t", "1", "-r", "0", target,
-                              "1.3.6.1.2.1.1.1.0"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("snmpd did not start")
-            time.sleep(0.2)
-        return snmp_rates(target, "bench", "1.3.6.1", "1.3.6.1.2.1.25")
+        return snmp_rates(own.target, MASTER_COMMUNITY, "1.3.6.1", "1.3.6.1.2.1.25")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        own.stop()
 
 
 def real_qemu(work: Path) -> tuple[int, float, float] | None:

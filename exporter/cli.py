@@ -148,9 +148,19 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
                     config.libvirt_uri)
     start_event_loop()
     poller = Poller(config)
+    standalone = config.snmp_mode in ("standalone", "both")
+    use_agentx = config.snmp_mode in ("agentx", "both")
+    snmp_wanted = config.snmp_enabled and (
+        use_agentx or bool(config.snmp_communities or config.snmp_users or config.snmp_notify))
     notifier = None
     extra = []
-    if config.snmp_enabled and config.snmp_notify:
+    agent: Any = None
+    subagent: Any = None
+    if snmp_wanted:
+        from exporter.prometheus import SnmpCollector
+
+        extra.append(SnmpCollector(lambda: agent.packet_stats() if agent is not None else None))
+    if config.snmp_enabled and (config.snmp_notify or use_agentx):
         from exporter.prometheus import NotificationCollector
         from exporter.snmp.agent import default_engine_id
         from exporter.snmp.notify import Notifier
@@ -158,16 +168,6 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),
                             Path(config.state_directory))
         extra.append(NotificationCollector(notifier.stats))
-    standalone = config.snmp_mode in ("standalone", "both")
-    use_agentx = config.snmp_mode in ("agentx", "both")
-    snmp_wanted = config.snmp_enabled and (
-        use_agentx or bool(config.snmp_communities or config.snmp_users or config.snmp_notify))
-    agent: Any = None
-    subagent: Any = None
-    if snmp_wanted:
-        from exporter.prometheus import SnmpCollector
-
-        extra.append(SnmpCollector(lambda: agent.packet_stats() if agent is not None else None))
     exposition = Exposition(lambda: poller.snapshot, config.collectors, extra=extra)
 
     def health() -> dict[str, Any]:
@@ -216,20 +216,23 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         poller.listeners.append(agent.on_snapshot)
         if use_agentx:
             from exporter.snmp import agentx, mib
-            from exporter.snmp.agentx_bridge import SUBTREES, Bridge, MasterNotifier
+            from exporter.snmp.agentx_bridge import SUBTREES, Bridge, master_sender
 
             subagent = agentx.Subagent(config.agentx_socket, SUBTREES, Bridge(agent, config.agentx_socket),
                                        ident=mib.LVX_ROOT)
             subagent.start()
-            agent.notifier = MasterNotifier(subagent, config.agentx_notify_mibs)
+            assert notifier is not None
+            notifier.add_sink(f"agentx@{config.agentx_socket}", config.agentx_notify_mibs,
+                              master_sender(subagent))
         if notifier is not None:
-            agent.notifier = MasterNotifier(subagent, config.agentx_notify_mibs, also=notifier) if use_agentx \
-                else notifier
+            agent.notifier = notifier
             notifier.uptime_ticks = agent.uptime_ticks  # notifications carry the agent's sysUpTime
             try:
                 await notifier.start()
             except Exception as exc:  # e.g. a target host name that does not resolve
                 log.error("cannot set up SNMP notifications: %s", exc)
+                if subagent is not None:
+                    await subagent.stop()
                 agent.stop()
                 web.stop()
                 return 1

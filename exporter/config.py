@@ -414,7 +414,8 @@ class Setting:
     help: str
     flag: str = ""  # command-line flag; derived from key when empty
     boolean: bool = False
-    file_only: bool = False  # secrets: never from the command line or the environment
+    file_only: bool = False  # never from the command line or the environment (secrets, structure)
+    secret: bool = False  # may hold secrets: the file must not be readable by others
 
     @property
     def env(self) -> str:
@@ -471,10 +472,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("control.reply_within", "control_reply_within_s", parse_duration,
             "a SET is answered within this time; a slower action answers success with "
             "lvxDomainLastActionResult inProgress (default 3s)"),
-    Setting("snmp.communities", "snmp_communities", _communities, "SNMPv1/v2c communities", file_only=True),
-    Setting("snmp.users", "snmp_users", _users, "SNMPv3 users", file_only=True),
+    Setting("snmp.communities", "snmp_communities", _communities, "SNMPv1/v2c communities", file_only=True,
+            secret=True),
+    Setting("snmp.users", "snmp_users", _users, "SNMPv3 users", file_only=True, secret=True),
     Setting("snmp.views", "snmp_views", _views, "named lists of OID subtrees", file_only=True),
-    Setting("snmp.notify", "snmp_notify", _notify_targets, "notification targets", file_only=True),
+    Setting("snmp.notify", "snmp_notify", _notify_targets, "notification targets", file_only=True, secret=True),
 ) + tuple(
     Setting(f"collectors.{group}", "", parse_bool, f"poll and export the {group} group (default on)",
             flag=f"--collector.{group}", boolean=True)
@@ -482,8 +484,6 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
-#: Settings that may hold secrets (communities, keys): a file with any of them must not be readable by others.
-SECRET_KEYS = ("snmp.communities", "snmp.users", "snmp.notify")
 _BY_ENV = {s.env: s for s in SETTINGS}
 # Variables that are not settings but are read by the command itself.
 _ENV_OTHER = {ENV_PREFIX + "CONFIG_FILE"}
@@ -514,8 +514,7 @@ def load_file(path: str) -> dict[str, Any]:
         raise ConfigError("config.file", f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError("config.file", f"{path}: {exc.strerror}") from None
-    snmp = data.get("snmp")
-    secrets = [key for key in SECRET_KEYS if isinstance(snmp, dict) and key.split(".")[1] in snmp]
+    secrets = [key for key in _flatten(data) if key in _BY_KEY and _BY_KEY[key].secret]
     if secrets and mode & 0o007:
         raise ConfigError("config.file", f"{path} holds secrets ({', '.join(secrets)}) but other users may read it "
                                          f"(mode {stat.S_IMODE(mode):04o}): chmod o-rwx it (600 or 640)")

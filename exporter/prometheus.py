@@ -16,9 +16,9 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from typing import Any
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -276,7 +276,6 @@ class _TextFamilies(_Sink):
             if lines:
                 lines.insert(0, f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n")
                 out.append("".join(lines).encode())
-                del lines
         return b"".join(out)
 
 
@@ -520,7 +519,7 @@ class Exposition:
         with self._lock:  # concurrent scrapes of a new snapshot render it once
             cached = self._cached
             if cached is None or cached.snapshot is not snap:
-                self._cached = cached = None  # let the old rendering go before making the new one
+                self._cached = None  # let the old rendering go before making the new one
                 self._cached = cached = _Rendered(snap, snapshot_text(snap, self._groups))
                 self.renders += 1
             return cached

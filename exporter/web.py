@@ -23,6 +23,7 @@ from exporter.webconfig import BasicAuth, WebConfig
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_TEXT = "text/plain; charset=utf-8"
 
 
 class _Server(ThreadingHTTPServer):
@@ -82,7 +83,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _accepts_gzip(self) -> bool:
         return "gzip" in self.headers.get("Accept-Encoding", "")
 
-    def _send(self, status: int, body: bytes, content_type: str, head: bool = False, gzipped: bool = False) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, head: bool = False, gzipped: bool = False,
+              headers: tuple[tuple[str, str], ...] = ()) -> None:
         encoding = "gzip" if gzipped else ""
         if not gzipped and len(body) > 1024 and self._accepts_gzip():
             body = gzip.compress(body, compresslevel=1)
@@ -92,6 +94,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if encoding:
             self.send_header("Content-Encoding", encoding)
+        for name, value in headers:
+            self.send_header(name, value)
         self.end_headers()
         if not head:
             self.wfile.write(body)
@@ -100,14 +104,8 @@ class _Handler(BaseHTTPRequestHandler):
         app = self.server.app
         path = self.path.split("?", 1)[0]
         if app.auth is not None and not app.auth.allows(self.headers.get("Authorization")):
-            body = b"unauthorized\n"
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="libvirt-exporter", charset="UTF-8"')
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if not head:
-                self.wfile.write(body)
+            self._send(401, b"unauthorized\n", _TEXT, head,
+                       headers=(("WWW-Authenticate", 'Basic realm="libvirt-exporter", charset="UTF-8"'),))
             return
         try:
             if path == app.metrics_path:
@@ -118,12 +116,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/":
                 self._send(200, _landing(app.metrics_path), "text/html; charset=utf-8", head)
             else:
-                self._send(404, b"not found\n", "text/plain; charset=utf-8", head)
+                self._send(404, b"not found\n", _TEXT, head)
         except (BrokenPipeError, ConnectionResetError):
             pass
         except Exception:
             log.exception("error serving %s", path)
-            self._send(500, b"internal error\n", "text/plain; charset=utf-8", head)
+            self._send(500, b"internal error\n", _TEXT, head)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server naming)
         self._route(head=False)
@@ -132,15 +130,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._route(head=True)
 
     def _not_allowed(self) -> None:
-        self.send_response(405)
-        self.send_header("Allow", "GET, HEAD")
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+        self.close_connection = True  # any request body is left unread: never parse it as a next request
+        self._send(405, b"method not allowed\n", _TEXT, headers=(("Allow", "GET, HEAD"),))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("do_"):  # any other method: 405 with Allow, not http.server's 501
+        if name.startswith("do_"):  # POST, PUT or any other method: 405 with Allow, not http.server's 501
             return self._not_allowed
         raise AttributeError(name)
 

@@ -94,16 +94,14 @@ def _tls(path: str, section: Any) -> ssl.SSLContext | None:
     if auth_type not in _CLIENT_AUTH:
         raise _fail(path, f"client_auth_type {auth_type!r} is not one of {', '.join(_CLIENT_AUTH)}")
     ca = section.get("client_ca_file")
-    if auth_type in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not ca:
-        raise _fail(path, f"client_auth_type {auth_type} needs client_ca_file")
+    if auth_type != "NoClientCert" and not ca:
+        # Python cannot accept a client certificate it has not verified: every client_auth_type needs the CA.
+        raise _fail(path, f"client_auth_type {auth_type} needs client_ca_file (client certificates are verified)")
     if ca:
         try:
             ctx.load_verify_locations(cafile=str(ca))
         except (OSError, ssl.SSLError) as exc:
             raise _fail(path, f"cannot load client_ca_file: {exc}") from None
-    if auth_type in ("RequestClientCert", "RequireAnyClientCert") and not ca:
-        # Python cannot accept an unverified client certificate; ask for one only with a CA to check it against.
-        raise _fail(path, f"client_auth_type {auth_type} needs client_ca_file here (certificates are always verified)")
     ctx.verify_mode = _CLIENT_AUTH[auth_type]
     for name in ("min_version", "max_version"):
         if name in section:

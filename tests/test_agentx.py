@@ -154,16 +154,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Snmpd, Exp
     master = Snmpd(folder / "snmpd", trap_port=trapd.ports[0])
     port = snmp.free_udp_port()
     extra = f'[snmp.agentx]\nsocket = "{master.socket}"\n[control]\nenabled = true\n'
-    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}", extra)
-    text = cfg.read_text().replace("[snmp]\n", '[snmp]\nmode = "both"\n', 1)
-    cfg.write_text(text)
+    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}", extra, mode="both")
     exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=folder / "log")
     try:
         exp.wait_ready()
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        deadline = time.monotonic() + 10
-        while "registered 3 subtrees" not in exp.output() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        exp.wait_output("registered 3 subtrees")
         yield master, exp, f"127.0.0.1:{port}", trapd
     finally:
         exp.stop()
@@ -222,7 +218,7 @@ def test_set_through_snmpd_with_its_own_users(setup) -> None:
 
 
 def test_lifecycle_trap_through_trap2sink(setup) -> None:
-    master, _, _, trapd = setup
+    master, exp, _, trapd = setup
     admin = f"{LVX}.1.2.1.27.3"  # db1
     before = len(trapd.received())
     snmp.ok("snmpset", *RW_USER, master.target, admin, "i", "2", mibs=False)
@@ -231,6 +227,9 @@ def test_lifecycle_trap_through_trap2sink(setup) -> None:
     oids = [r.trap_oid for r in got]
     assert f"{LVX}.0.3" in oids and f"{LVX}.0.4" in oids, oids  # suspended, resumed
     assert all('"db1"' in r.text for r in got if r.trap_oid.startswith(LVX))
+    # the master is a notification target like the others: same queue, retries and counters
+    sent = exp.scrape().get("libvirt_exporter_notifications_sent_total", target=f"agentx@{master.socket}")
+    assert sent is not None and sent >= 2
 
 
 def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
@@ -245,23 +244,20 @@ def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
     log = exp.log_path.read_text()
     assert log.count("AgentX session to") == 2 and "lost (the master closed the connection)" in log, log[-800:]
     assert "open again; subtrees registered" in log and exp.proc.poll() is None  # each change logged once
-    # a second subagent, killed: snmpd keeps answering, and its subtrees go away with it
-    port = snmp.free_udp_port()
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
-                            f'[snmp.agentx]\nsocket = "{master.socket}"\n')
-    cfg.write_text(cfg.read_text().replace("[snmp]\n", '[snmp]\nmode = "agentx"\n', 1))
-    other = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=tmp_path / "log")
-    other.wait_ready()
-    deadline = time.monotonic() + 10
-    while "AgentX session" not in other.output() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    other.proc.send_signal(signal.SIGKILL)
-    other.proc.wait()
-    other.stop()
+    # the subagent killed (the module's last use of it): snmpd keeps answering, and the subtrees go with it
+    exp.proc.send_signal(signal.SIGKILL)
+    exp.proc.wait()
     assert master.proc is not None and master.proc.poll() is None
     uptime = snmp.run("snmpget", "-v2c", "-c", COMMUNITY, master.target, "1.3.6.1.2.1.1.3.0", mibs=False)
     assert uptime.returncode == 0 and "Timeticks" in uptime.stdout
-    assert snmp.run("snmpget", *probe, mibs=False).stdout.strip() == '"web1"'  # the first one still serves
+    assert "No Such Object" in snmp.run("snmpget", *probe[:-2], master.target, f"{LVX}.1.2.1.2.5", mibs=False).stdout
+    # a new subagent (AgentX only) registers the same subtrees again: snmpd freed them with the dead session
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}",
+                            f'[snmp.agentx]\nsocket = "{master.socket}"\n', mode="agentx")
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=tmp_path / "log") as other:
+        other.wait_output("registered 3 subtrees")
+        assert snmp.run("snmpget", *probe, mibs=False).stdout.strip() == '"web1"'
 
 
 class _Table(agentx.Handlers):

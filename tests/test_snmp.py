@@ -623,9 +623,7 @@ def test_printed_demo_walk_works(tmp_path) -> None:
     makefile = (ROOT / "Makefile").read_text()
     line = re.search(r'@echo "      (snmpwalk [^"]+)"', makefile).group(1)
     command = line.replace("$(CURDIR)", str(ROOT)).replace("$(BASE_MIBS)", "build/base-mibs")
-    config = tmp_path / "demo.toml"  # as `make demo` does: a private copy (it holds a community)
-    config.write_text((ROOT / "examples/demo.toml").read_text())
-    config.chmod(0o600)
+    config = snmp.demo_config(tmp_path / "demo.toml")  # as `make demo` does
     exp = Exporter(["--config.file", str(config),
                     "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
                     "--state.directory", str(tmp_path / "state")], log=tmp_path / "log")

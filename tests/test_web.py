@@ -7,7 +7,6 @@ import datetime
 import ipaddress
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import bcrypt
@@ -82,12 +81,11 @@ def _curl(url: str, *args: str) -> str:
 
 def _start(web_config: Path, log: Path) -> Exporter:
     exp = Exporter(["--libvirt.uri", f"test://{DEMO_HOST}", "--web.config.file", str(web_config)], log=log)
-    deadline = time.monotonic() + 20
-    while "serving metrics on https" not in exp.output():
-        if exp.proc.poll() is not None or time.monotonic() > deadline:
-            exp.stop()
-            raise AssertionError(f"exporter did not start with TLS: {exp.output()}")
-        time.sleep(0.1)
+    try:
+        exp.wait_output("serving metrics on https")
+    except AssertionError:
+        exp.stop()
+        raise
     return exp
 
 

@@ -16,9 +16,9 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
 from pysnmp.entity import config as snmp_config
@@ -36,7 +36,9 @@ from exporter.indexmap import IndexMap, StateError
 from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, DomainEvent, Snapshot
 from exporter.snmp import mib, setreq
 from exporter.snmp.fastpath import FastPath
-from exporter.snmp.notify import Notification, Notifier
+
+if TYPE_CHECKING:
+    from exporter.snmp.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +54,6 @@ _PRIV = {
     "AES-256": snmp_config.USM_PRIV_CFB256_AES,
 }
 _NO_WRITE_VIEW = "no-write"
-_MAX32 = 2**32 - 1
-_MAX64 = 2**64 - 1
 
 
 def auth_protocol(user: V3User) -> Any:
@@ -64,28 +64,17 @@ def priv_protocol(user: V3User) -> Any:
     return _PRIV[user.priv_protocol] if user.priv_key else snmp_config.USM_PRIV_NONE
 
 
+_PYSNMP_TYPES = {
+    mib.INT: rfc1902.Integer32, mib.STR: rfc1902.OctetString, mib.BYTES: rfc1902.OctetString,
+    mib.C64: rfc1902.Counter64, mib.G32: rfc1902.Gauge32, mib.U32: rfc1902.Unsigned32,
+    mib.TICKS: rfc1902.TimeTicks, mib.OID: rfc1902.ObjectIdentifier,
+}
+
+
 def encode(value: mib.Value, now: float) -> Any:
-    """A view value as a protocol object."""
-    syntax, raw = value
-    if callable(raw):
-        raw = raw(now)
-    if syntax == mib.INT:
-        return rfc1902.Integer32(raw)
-    if syntax == mib.STR:
-        return rfc1902.OctetString(raw.encode("utf-8"))
-    if syntax == mib.BYTES:
-        return rfc1902.OctetString(raw)
-    if syntax == mib.C64:
-        return rfc1902.Counter64(min(max(raw, 0), _MAX64))
-    if syntax == mib.G32:
-        return rfc1902.Gauge32(min(max(raw, 0), _MAX32))
-    if syntax == mib.U32:
-        return rfc1902.Unsigned32(min(max(raw, 0), _MAX32))
-    if syntax == mib.TICKS:
-        return rfc1902.TimeTicks(raw % 2**32)
-    if syntax == mib.OID:
-        return rfc1902.ObjectIdentifier(raw)
-    raise ValueError(f"unknown syntax {syntax!r}")
+    """A view value as a pysnmp protocol object."""
+    syntax, raw = mib.resolve(value, now)
+    return _PYSNMP_TYPES[syntax](raw)
 
 
 def default_engine_id(state_directory: str) -> bytes:
@@ -251,7 +240,6 @@ class SnmpAgent:
             return
         state = dom.state if dom is not None else EVENT_STATES.get(event.kind, STATE_NOSTATE)
         reason = dom.state_reason if dom is not None else 0
-        now = self.clock()
         for notification in mib.lifecycle_notifications(
             event.kind, event.name, event.uuid, index, state, reason,
             active=dom.active if dom is not None else event.kind not in ("stopped", "undefined"),
@@ -259,8 +247,7 @@ class SnmpAgent:
             previous_state=self.state_before_action.pop(event.uuid, before.state if before is not None else None),
         ):
             if self.notifier.wants(notification.mib):
-                self.notifier.submit(Notification(notification.mib, notification.trap_oid,
-                                                  tuple((oid, encode(v, now)) for oid, v in notification.var_binds)))
+                self.notifier.submit(notification)
 
     def _action_failed(self, step: Any, message: str) -> None:
         if self.notifier is None:
@@ -268,9 +255,8 @@ class SnmpAgent:
         index = self._domain_index(step.uuid)
         if index is None:
             return
-        n = mib.action_failed_notification(step.name, step.uuid, index, control.ACTION_CODES[step.verb], message)
-        self.notifier.submit(Notification(n.mib, n.trap_oid,
-                                          tuple((oid, encode(v, self.clock())) for oid, v in n.var_binds)))
+        self.notifier.submit(
+            mib.action_failed_notification(step.name, step.uuid, index, control.ACTION_CODES[step.verb], message))
 
     def _index(self, snap: Snapshot) -> None:
         if snap is self._indexed_snapshot:
@@ -296,6 +282,29 @@ class SnmpAgent:
         if self._domain_uuids is not None and uuids != self._domain_uuids:
             self._last_change_ticks = self.uptime_ticks()
         self._domain_uuids = uuids
+
+    def plan_set(self, var_binds: Sequence[tuple[Any, Any]], principal: str, source: str,
+                 check_access: Callable[[], None] | None = None) -> setreq.Plan:
+        """Check a SET, whichever way it came (standalone agent or AgentX): the steps to run.
+
+        Raises pysnmp's SMI errors, each audited as refused; remembers the state
+        each target domain is in, for VM-MIB's "previous state" in notifications.
+        """
+        snap = self.current_snapshot()
+        try:
+            if check_access is not None:
+                check_access()
+            plan = setreq.plan(var_binds, snap, self.domain_index(),
+                               self.controller if self.control_enabled else None, self.spin_lock)
+        except smi_error.SmiError as exc:
+            control.audit(principal, source, setreq.describe(var_binds, snap, self.domain_index()), "set",
+                          f"refused: {type(exc).__name__}")
+            raise
+        for step in plan.steps:
+            dom = snap.domain_by_uuid(step.uuid)
+            if dom is not None:
+                self.state_before_action[step.uuid] = dom.state
+        return plan
 
     def invalidate(self) -> None:
         """Rebuild the view on next use (a last-action record or the spin lock changed)."""
@@ -407,7 +416,7 @@ class SnmpAgent:
 
     def packet_stats(self) -> tuple[int, int]:
         """(requests answered by the fast path, malformed datagrams dropped)."""
-        return (self.fast_path.answered if self.fast_path else 0), _FastPathFirst.dropped
+        return (self.fast_path.answered, self.fast_path.dropped) if self.fast_path else (0, 0)
 
     def stop(self) -> None:
         if self._engine is not None:
@@ -429,7 +438,6 @@ class _FastPathFirst:
     transport: Any
     loop: Any
     _callback_function: Any
-    dropped = 0
 
     def __init__(self, fast_path: FastPath) -> None:
         super().__init__()
@@ -446,9 +454,8 @@ class _FastPathFirst:
         try:
             self._callback_function(self, address, datagram)
         except Exception as exc:
-            cls = _FastPathFirst
-            cls.dropped += 1
-            if cls.dropped == 1:
+            self._fast_path.dropped += 1  # the agent's packet counters live on its FastPath
+            if self._fast_path.dropped == 1:
                 log.warning("dropped a malformed SNMP packet from %s (%s: %s); further ones are counted in "
                             "libvirt_exporter_snmp_dropped_packets_total, not logged",
                             address[0] if address else "?", type(exc).__name__, exc)
@@ -502,26 +509,19 @@ class ControlSetResponder(cmdrsp.SetCommandResponder):
             self._defer(snmpEngine, stateReference, var_binds, self._recent[key][1])
             return
         context = dict(snmpEngine=snmpEngine, acFun=self.verify_access, cbCtx=self.cbCtx)
-        agent = self._agent
-        try:
+
+        def write_access() -> None:  # the principal's write view first: a read-only principal always fails here
             for idx, (name, value) in enumerate(var_binds):
-                # The principal's write view first: a read-only principal always fails here.
                 if self.verify_access("write", (name, value), idx=idx, **context):
                     raise smi_error.NoAccessError(name=name, idx=idx)
-            plan = setreq.plan(var_binds, agent.current_snapshot(), agent.domain_index(),
-                               agent.controller if agent.control_enabled else None, agent.spin_lock)
-        except smi_error.SmiError as exc:
-            targets = setreq.describe(var_binds, agent.current_snapshot(), agent.domain_index())
-            control.audit(principal, source, targets, "set", f"refused: {type(exc).__name__}")
+
+        try:
+            plan = self._agent.plan_set(var_binds, principal, source, write_access)
+        except smi_error.SmiError:
             raise
         except Exception:
             log.exception("SET failed")
             raise smi_error.GenError(idx=0) from None
-        snap = agent.current_snapshot()
-        for step in plan.steps:
-            dom = snap.domain_by_uuid(step.uuid)
-            if dom is not None:
-                agent.state_before_action[step.uuid] = dom.state
         future: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
         self._recent[key] = (now, future)
         asyncio.ensure_future(self._run(plan, future, principal, source))

@@ -5,7 +5,8 @@ strings, varbinds, search ranges) are plain functions over bytes, tested
 byte by byte.  :class:`Subagent` is the session: it opens, registers our
 three subtrees, answers Get/GetNext/GetBulk from the same snapshot view as
 the standalone agent, maps TestSet/CommitSet/UndoSet/CleanupSet onto the
-control code, sends notifications as Notify PDUs, pings the master and
+control code, sends notifications as Notify PDUs (queued and retried by the
+Notifier, like any target), pings the master and
 reconnects (and registers again) when snmpd restarts.
 
 No handler calls libvirt: reads come from the view, and a commit answers
@@ -19,10 +20,11 @@ import asyncio
 import logging
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from exporter import __version__
+from exporter.snmp.mib import bulk_rounds
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +264,6 @@ def decode_response(pdu: Pdu) -> tuple[int, int, int, list[VarBind]]:
 class _SetTransaction:
     plan: Any = None
     committed: bool = False
-    steps_done: list[Any] = field(default_factory=list)
 
 
 class Handlers:
@@ -305,8 +306,7 @@ class Subagent:
     """One AgentX session to the master, kept open (reconnecting) until :meth:`stop`."""
 
     def __init__(self, address: str, subtrees: Sequence[Oid], handlers: Handlers, *, ident: Oid,
-                 retry_s: float = 1.0, ping_s: float = 10.0, request_timeout_s: float = 5.0,
-                 queue_size: int = 1000) -> None:
+                 retry_s: float = 1.0, ping_s: float = 10.0, request_timeout_s: float = 5.0) -> None:
         self._address = parse_address(address)
         self.address = address
         self._subtrees = tuple(subtrees)
@@ -321,25 +321,18 @@ class Subagent:
         self._pending: dict[int, asyncio.Future[Pdu]] = {}
         self._sets: dict[tuple[int, int], _SetTransaction] = {}
         self._task: asyncio.Task[None] | None = None
-        self._notify_queue: asyncio.Queue[tuple[Oid, list[VarBind]]] = asyncio.Queue(maxsize=queue_size)
-        self._notify_task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.sessions = 0  # sessions opened so far (1 + reconnects)
-        self.requests = 0
-        self.notifications_sent = 0
-        self.notifications_dropped = 0
         self._lost_logged = False
 
     # -- lifecycle
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
-        self._notify_task = asyncio.ensure_future(self._notify_worker())
 
     async def stop(self) -> None:
-        for task in (self._notify_task, self._task):
-            if task is not None:
-                task.cancel()
+        if self._task is not None:
+            self._task.cancel()
         writer = self._writer
         if writer is not None and self._session_id:
             try:  # a clean Close, so that snmpd drops our registrations at once
@@ -464,7 +457,6 @@ class Subagent:
     async def _answer(self, pdu: Pdu) -> bytes | None:
         h = pdu.header
         handlers = self._handlers
-        self.requests += 1
         try:
             if h.type == GET:
                 binds = [handlers.get(start) for start, _, _ in decode_ranges(pdu.payload, 0, pdu.big)]
@@ -515,49 +507,27 @@ class Subagent:
         ranges = decode_ranges(pdu.payload, 4, pdu.big)
         handlers = self._handlers
         result = [handlers.next(s, inc, e) for s, inc, e in ranges[:non_repeaters]]
-        cursors = [[s, inc, e, False] for s, inc, e in ranges[non_repeaters:]]
-        for _ in range(repetitions if cursors else 0):
-            for cursor in cursors:
-                start, include, end, ended = cursor
-                if ended:
-                    result.append(VarBind(END_OF_MIB_VIEW, start))
-                    continue
-                vb = handlers.next(start, include, end)
-                result.append(vb)
-                if vb.type == END_OF_MIB_VIEW:
-                    cursor[3] = True
-                else:
-                    cursor[0], cursor[1] = vb.name, False
-            if all(c[3] for c in cursors):
-                break
+
+        def step(search: tuple[Oid, bool, Oid]) -> tuple[tuple[Oid, bool, Oid] | None, VarBind]:
+            vb = handlers.next(*search)
+            return (None if vb.type == END_OF_MIB_VIEW else (vb.name, False, search[2])), vb
+
+        for row in bulk_rounds(ranges[non_repeaters:], repetitions, step):
+            result.extend(row)
         return result
 
     # -- notifications
 
-    def notify(self, trap_oid: Oid, varbinds: list[VarBind]) -> None:
-        """Queue a notification for the master; never blocks (a full queue drops the newest, counted)."""
+    async def send_notification(self, trap_oid: Oid, varbinds: Sequence[VarBind]) -> str | None:
+        """A Notify PDU to the master: None once it accepted it, else what went wrong (the caller retries)."""
+        if not self.connected.is_set():
+            return "no AgentX session"
+        binds = [VarBind(TIME_TICKS, (1, 3, 6, 1, 2, 1, 1, 3, 0), self._handlers.uptime_ticks() % 2**32),
+                 VarBind(OBJECT_IDENTIFIER, (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0), trap_oid), *varbinds]
         try:
-            self._notify_queue.put_nowait((trap_oid, varbinds))
-        except asyncio.QueueFull:
-            self.notifications_dropped += 1
-            if self.notifications_dropped == 1:
-                log.error("AgentX notification queue is full; dropping new notifications (counted)")
-
-    async def _notify_worker(self) -> None:
-        while True:
-            trap_oid, varbinds = await self._notify_queue.get()
-            while True:
-                await self.connected.wait()
-                binds = [VarBind(TIME_TICKS, (1, 3, 6, 1, 2, 1, 1, 3, 0), self._handlers.uptime_ticks() % 2**32),
-                         VarBind(OBJECT_IDENTIFIER, (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0), trap_oid), *varbinds]
-                try:
-                    response = await self._request(build(NOTIFY, b"".join(encode_varbind(v) for v in binds),
-                                                         self._session_id, packet_id=self._next_packet()))
-                    _, error, _, _ = decode_response(response)
-                    if error:
-                        log.error("the AgentX master refused a notification (error %d)", error)
-                    else:
-                        self.notifications_sent += 1
-                    break
-                except (OSError, TimeoutError, ConnectionError, ParseError):
-                    await asyncio.sleep(self._retry_s)  # sent again once the session is back
+            response = await self._request(build(NOTIFY, b"".join(encode_varbind(v) for v in binds),
+                                                 self._session_id, packet_id=self._next_packet()))
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        error = decode_response(response)[1]
+        return f"the master refused it (error {error})" if error else None

@@ -1,25 +1,25 @@
 """The AgentX session's view of the exporter: reads from the SNMP agent's view, SETs through the same
-checking (setreq) and control code, notifications through the master."""
+checking (setreq) and control code, notifications to the master through the same Notifier queues."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from pysnmp.proto import rfc1902
 from pysnmp.smi import error as smi_error
 
-from exporter.snmp import agentx, mib, setreq
+from exporter import control
+from exporter.snmp import agentx, mib
 from exporter.snmp.agent import SnmpAgent, run_plan
-from exporter.snmp.notify import Notification
-
-log = logging.getLogger(__name__)
+from exporter.snmp.mib import NotificationDef
+from exporter.snmp.notify import Send
 
 #: What the master registers for us: our MIB, LIBVIRT-MIB and VM-MIB (the system group is snmpd's).
 SUBTREES = (mib.LVX_ROOT, mib.LIBVIRT_ROOT, mib.VM_ROOT)
+#: Who a SET through snmpd is audited as: snmpd knows the real principal and has checked it.
+PRINCIPAL = "agentx-master"
 #: A commit answers within this, well inside snmpd's default 1 s subagent timeout.
 COMMIT_REPLY_S = 0.8
-_MAX32, _MAX64 = 2**32 - 1, 2**64 - 1
 _SMI_STATUS = {
     smi_error.GenError: "genErr", smi_error.NoAccessError: "noAccess", smi_error.WrongTypeError: "wrongType",
     smi_error.WrongLengthError: "wrongLength", smi_error.WrongEncodingError: "wrongEncoding",
@@ -30,61 +30,27 @@ _SMI_STATUS = {
 }
 
 
+_AGENTX_TYPES = {mib.INT: agentx.INTEGER, mib.STR: agentx.OCTET_STRING, mib.BYTES: agentx.OCTET_STRING,
+                 mib.C64: agentx.COUNTER64, mib.G32: agentx.GAUGE32, mib.U32: agentx.GAUGE32,
+                 mib.TICKS: agentx.TIME_TICKS, mib.OID: agentx.OBJECT_IDENTIFIER}
+
+
 def varbind(oid: agentx.Oid, value: mib.Value, now: float) -> agentx.VarBind:
-    """A view value as an AgentX varbind (the same saturation as the other paths)."""
-    syntax, raw = value
-    if callable(raw):
-        raw = raw(now)
-    if syntax == mib.INT:
-        return agentx.VarBind(agentx.INTEGER, oid, min(max(raw, -(2**31)), 2**31 - 1))
-    if syntax == mib.STR:
-        return agentx.VarBind(agentx.OCTET_STRING, oid, raw.encode("utf-8"))
-    if syntax == mib.BYTES:
-        return agentx.VarBind(agentx.OCTET_STRING, oid, bytes(raw))
-    if syntax == mib.C64:
-        return agentx.VarBind(agentx.COUNTER64, oid, min(max(raw, 0), _MAX64))
-    if syntax in (mib.G32, mib.U32):
-        return agentx.VarBind(agentx.GAUGE32, oid, min(max(raw, 0), _MAX32))
-    if syntax == mib.TICKS:
-        return agentx.VarBind(agentx.TIME_TICKS, oid, raw % 2**32)
-    if syntax == mib.OID:
-        return agentx.VarBind(agentx.OBJECT_IDENTIFIER, oid, tuple(raw))
-    raise ValueError(f"unknown syntax {syntax!r}")
+    """A view value as an AgentX varbind (resolved as on every other path: mib.resolve)."""
+    syntax, raw = mib.resolve(value, now)
+    return agentx.VarBind(_AGENTX_TYPES[syntax], oid, raw)
+
+
+_PYSNMP_TYPES = {agentx.INTEGER: rfc1902.Integer32, agentx.OCTET_STRING: rfc1902.OctetString,
+                 agentx.OBJECT_IDENTIFIER: rfc1902.ObjectIdentifier, agentx.GAUGE32: rfc1902.Gauge32,
+                 agentx.COUNTER32: rfc1902.Counter32, agentx.TIME_TICKS: rfc1902.TimeTicks,
+                 agentx.COUNTER64: rfc1902.Counter64, agentx.IP_ADDRESS: rfc1902.IpAddress}
 
 
 def _pysnmp_value(vb: agentx.VarBind) -> Any:
-    """An incoming SET value as the pysnmp object setreq checks."""
-    t = vb.type
-    if t == agentx.INTEGER:
-        return rfc1902.Integer32(vb.value)
-    if t == agentx.OCTET_STRING:
-        return rfc1902.OctetString(vb.value)
-    if t == agentx.OBJECT_IDENTIFIER:
-        return rfc1902.ObjectIdentifier(vb.value)
-    if t == agentx.GAUGE32:
-        return rfc1902.Gauge32(vb.value)
-    if t == agentx.COUNTER32:
-        return rfc1902.Counter32(vb.value)
-    if t == agentx.TIME_TICKS:
-        return rfc1902.TimeTicks(vb.value)
-    if t == agentx.COUNTER64:
-        return rfc1902.Counter64(vb.value)
-    if t == agentx.IP_ADDRESS:
-        return rfc1902.IpAddress(vb.value)
-    return rfc1902.OctetString(b"")  # Null or Opaque: never a valid value for our objects (wrongType)
-
-
-def _from_pysnmp(oid: agentx.Oid, value: Any) -> agentx.VarBind:
-    """A notification varbind (pysnmp object, as the notifier gets it) as an AgentX varbind."""
-    for cls, t in ((rfc1902.Counter64, agentx.COUNTER64), (rfc1902.TimeTicks, agentx.TIME_TICKS),
-                   (rfc1902.Gauge32, agentx.GAUGE32), (rfc1902.Unsigned32, agentx.GAUGE32),
-                   (rfc1902.Counter32, agentx.COUNTER32), (rfc1902.Integer32, agentx.INTEGER),
-                   (rfc1902.Integer, agentx.INTEGER)):
-        if isinstance(value, cls):
-            return agentx.VarBind(t, oid, int(value))
-    if isinstance(value, rfc1902.ObjectIdentifier):
-        return agentx.VarBind(agentx.OBJECT_IDENTIFIER, oid, tuple(value))
-    return agentx.VarBind(agentx.OCTET_STRING, oid, bytes(value))
+    """An incoming SET value as the pysnmp object setreq checks (Null or Opaque: an empty string, wrongType)."""
+    cls = _PYSNMP_TYPES.get(vb.type)
+    return cls(vb.value) if cls is not None else rfc1902.OctetString(b"")
 
 
 class Bridge(agentx.Handlers):
@@ -117,34 +83,19 @@ class Bridge(agentx.Handlers):
         return varbind(found[0], found[1], self._agent.clock())
 
     def test_set(self, varbinds: list[agentx.VarBind]) -> tuple[int, int, Any]:
-        agent = self._agent
         pairs = [(rfc1902.ObjectName(vb.name), _pysnmp_value(vb)) for vb in varbinds]
         try:
-            plan = setreq.plan(pairs, agent.current_snapshot(), agent.domain_index(),
-                               agent.controller if agent.control_enabled else None, agent.spin_lock)
-        except smi_error.SmiError as exc:
+            return 0, 0, self._agent.plan_set(pairs, PRINCIPAL, self._source)
+        except smi_error.MibOperationError as exc:
             status = next((s for cls, s in _SMI_STATUS.items() if isinstance(exc, cls)), "genErr")
-            index = exc.get("idx", 0) if isinstance(exc, smi_error.MibOperationError) else 0
-            targets = setreq.describe(pairs, agent.current_snapshot(), agent.domain_index())
-            from exporter import control
-
-            control.audit("agentx-master", self._source, targets, "set", f"refused: {type(exc).__name__}")
-            return agentx.ERROR_CODES[status], (index or 0) + 1, None
-        snap = agent.current_snapshot()
-        for step in plan.steps:
-            dom = snap.domain_by_uuid(step.uuid)
-            if dom is not None:
-                agent.state_before_action[step.uuid] = dom.state
-        return 0, 0, plan
+            return agentx.ERROR_CODES[status], (exc.get("idx", 0) or 0) + 1, None
 
     async def commit_set(self, plan: Any) -> tuple[int, int]:
-        status, index = await run_plan(self._agent, plan, "agentx-master", self._source, COMMIT_REPLY_S)
+        status, index = await run_plan(self._agent, plan, PRINCIPAL, self._source, COMMIT_REPLY_S)
         return agentx.ERROR_CODES[status], index
 
     async def undo_set(self, plan: Any) -> tuple[int, int]:
         """Another subagent's commit failed after ours succeeded: take our steps back."""
-        from exporter import control
-
         agent = self._agent
         back = []
         for step in reversed(plan.steps):
@@ -162,20 +113,11 @@ class Bridge(agentx.Handlers):
         return 0, 0
 
 
-class MasterNotifier:
-    """Notifications through the master (AgentX Notify), with the interface of snmp.notify.Notifier."""
+def master_sender(subagent: agentx.Subagent) -> Send:
+    """Notifications to the master as Notify PDUs, for Notifier.add_sink (its queue, retries and counters)."""
 
-    def __init__(self, subagent: agentx.Subagent, mibs: frozenset[str], also: Any = None) -> None:
-        self._subagent = subagent
-        self._mibs = mibs
-        self._also = also  # the standalone notifier, when snmp.notify targets exist too
+    async def send(notification: NotificationDef) -> str | None:
+        return await subagent.send_notification(
+            notification.trap_oid, [varbind(oid, value, 0.0) for oid, value in notification.var_binds])
 
-    def wants(self, mib_name: str) -> bool:
-        return mib_name in self._mibs or (self._also is not None and self._also.wants(mib_name))
-
-    def submit(self, notification: Notification) -> None:
-        if notification.mib in self._mibs:
-            self._subagent.notify(notification.trap_oid,
-                                  [_from_pysnmp(oid, value) for oid, value in notification.var_binds])
-        if self._also is not None and self._also.wants(notification.mib):
-            self._also.submit(notification)
+    return send

@@ -35,9 +35,6 @@ _TOO_BIG = 1
 #: Largest response: a UDP datagram's payload limit, as pysnmp's own default.
 MAX_MESSAGE = 65507
 _MAX_ARCS = 128  # RFC 2578: at most 128 sub-identifiers
-_INT32 = (-(2**31), 2**31 - 1)
-_MAX32 = 2**32 - 1
-_MAX64 = 2**64 - 1
 
 Subtrees = tuple[tuple[int, ...], ...]
 _FULL, _NONE, _PARTIAL = 0, 1, 2
@@ -94,23 +91,22 @@ def oid_content(oid: tuple[int, ...]) -> bytes:
     return arcs((oid[0] * 40 + oid[1],) + oid[2:])
 
 
-def value_tlv(syntax: str, raw: Any) -> bytes:
-    """One value of the view, BER-encoded as the agent's pysnmp path would send it."""
+_TAGS = {mib.INT: 0x02, mib.STR: 0x04, mib.BYTES: 0x04, mib.C64: 0x46, mib.G32: 0x42, mib.U32: 0x42,
+         mib.TICKS: 0x43, mib.OID: 0x06}
+
+
+def value_tlv(syntax: str, raw: Any, now: float = 0.0) -> bytes:
+    """One value of the view, BER-encoded (resolved as on every other path: mib.resolve)."""
+    syntax, raw = mib.resolve((syntax, raw), now)
     if syntax == mib.INT:
-        return tlv(0x02, signed(min(max(raw, _INT32[0]), _INT32[1])))
-    if syntax == mib.STR:
-        return tlv(0x04, raw.encode("utf-8"))
-    if syntax == mib.BYTES:
-        return tlv(0x04, bytes(raw))
-    if syntax == mib.C64:
-        return tlv(0x46, unsigned(min(max(raw, 0), _MAX64)))
-    if syntax in (mib.G32, mib.U32):
-        return tlv(0x42, unsigned(min(max(raw, 0), _MAX32)))
-    if syntax == mib.TICKS:
-        return tlv(0x43, unsigned(raw % 2**32))
-    if syntax == mib.OID:
-        return tlv(0x06, oid_content(tuple(raw)))
-    raise ValueError(f"unknown syntax {syntax!r}")
+        content = signed(raw)
+    elif syntax in (mib.STR, mib.BYTES):
+        content = raw
+    elif syntax == mib.OID:
+        content = oid_content(raw)
+    else:
+        content = unsigned(raw)
+    return tlv(_TAGS[syntax], content)
 
 
 def _header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
@@ -226,7 +222,8 @@ class FastPath:
         self._column_names: list[bytes] = []
         self._access: dict[Subtrees, list[int]] = {}
         self._failed_logged = False
-        self.answered = 0
+        self.answered = 0  # requests answered here
+        self.dropped = 0  # datagrams neither this nor pysnmp could decode (counted by the transport)
 
     def answer(self, datagram: bytes) -> bytes | None:
         try:
@@ -286,8 +283,7 @@ class FastPath:
         if any(name[:len(s)] == s for s in subtrees):
             entry = view.get(name)
             if entry is not None:
-                syntax, raw = entry
-                return _bind(oid_content(name), value_tlv(syntax, raw(now) if callable(raw) else raw))
+                return _bind(oid_content(name), value_tlv(*entry, now))
             obj = mib.object_of(name)
             known = obj is not None and obj.oid in mib.READABLE
             return _bind(oid_content(name), _NO_SUCH_INSTANCE if known else _NO_SUCH_OBJECT)
@@ -318,11 +314,8 @@ class FastPath:
             else:
                 pos, row = pos + 1, 0
                 continue
-            raw = col.values[row]
-            if callable(raw):
-                raw = raw(now)
             found = col.oid + index
-            return found, _bind(self._column_names[pos] + arcs(index), value_tlv(col.syntax, raw))
+            return found, _bind(self._column_names[pos] + arcs(index), value_tlv(col.syntax, col.values[row], now))
         return None, _bind(oid_content(name), _END_OF_MIB_VIEW)
 
     @staticmethod
@@ -338,52 +331,32 @@ class FastPath:
               now: float) -> bytes:
         names = request.names
         non_repeaters = min(max(request.a, 0), len(names))
-        repetitions = max(request.b, 0)
-        budget = MAX_MESSAGE - 64 - len(request.community) - len(request.request_id)
-        binds: list[bytes] = []
-        size = 0
-        for name in names[:non_repeaters]:
-            bind = self._next(view, classes, subtrees, name, now)[1]
-            binds.append(bind)
-            size += len(bind)
+        budget = _budget(request)
+        binds = [self._next(view, classes, subtrees, name, now)[1] for name in names[:non_repeaters]]
+        size = sum(map(len, binds))
         if size > budget:
             return self._message(request, [], status=_TOO_BIG)
-        cursors: list[tuple[int, ...] | None] = list(names[non_repeaters:])
-        ended: list[bytes | None] = [None] * len(cursors)
-        for _ in range(repetitions if cursors else 0):
-            row_binds = []
-            for j, cursor in enumerate(cursors):
-                if cursor is None:
-                    row_binds.append(ended[j])
-                    continue
-                found, bind = self._next(view, classes, subtrees, cursor, now)
-                if found is None:
-                    ended[j] = bind
-                    cursors[j] = None
-                row_binds.append(bind)
-                if found is not None:
-                    cursors[j] = found
-            row_size = sum(len(b) for b in row_binds)  # type: ignore[arg-type]
-            if size + row_size > budget:  # fewer repetitions than asked is allowed (RFC 3416 4.2.3)
-                for bind in row_binds:
-                    if size + len(bind) > budget:  # type: ignore[arg-type]
-                        break
-                    binds.append(bind)  # type: ignore[arg-type]
-                    size += len(bind)  # type: ignore[arg-type]
-                break
-            binds.extend(row_binds)  # type: ignore[arg-type]
-            size += row_size
-            if all(c is None for c in cursors):
-                break
+        for row in mib.bulk_rounds(names[non_repeaters:], max(request.b, 0),
+                                   lambda name: self._next(view, classes, subtrees, name, now)):
+            for bind in row:  # fewer repetitions than asked, to fit the message, is allowed (RFC 3416 4.2.3)
+                if size + len(bind) > budget:
+                    return self._message(request, binds)
+                binds.append(bind)
+                size += len(bind)
         return self._message(request, binds)
 
     @staticmethod
     def _message(request: Request, binds: list[bytes], status: int = 0, too_big_ok: bool = True) -> bytes:
         body = b"".join(binds)
-        if not too_big_ok and len(body) > MAX_MESSAGE - 64 - len(request.community) - len(request.request_id):
+        if not too_big_ok and len(body) > _budget(request):
             body, status = b"", _TOO_BIG  # RFC 3416: tooBig, error-index 0, no varbinds
         pdu = request.request_id + b"\x02\x01" + bytes((status,)) + b"\x02\x01\x00" + tlv(_SEQUENCE, body)
         return tlv(_SEQUENCE, b"\x02\x01\x01" + tlv(_OCTETS, request.community) + tlv(_RESPONSE, pdu))
+
+
+def _budget(request: Request) -> int:
+    """Bytes of varbinds that fit a response to ``request`` within MAX_MESSAGE (headers take the rest)."""
+    return MAX_MESSAGE - 64 - len(request.community) - len(request.request_id)
 
 
 def _bind(name_content: bytes, value: bytes) -> bytes:

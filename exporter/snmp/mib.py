@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import bisect
 import uuid as uuidlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from exporter import __version__
 from exporter.snapshot import STATE_NOSTATE, STATE_PMSUSPENDED, Domain, Snapshot, version_text
@@ -65,6 +65,32 @@ NOTIFY = "accessible-for-notify"
 MAX_NAME_KEY = 100  # longest domain name listed in lvxDomainNameTable
 
 Value = tuple[str, Any]
+C = TypeVar("C")
+B = TypeVar("B")
+
+
+def resolve(value: Value, now: float) -> tuple[str, Any]:
+    """A value as every protocol path sends it: time-dependent ones evaluated at ``now``, text as UTF-8
+    bytes, numbers saturated at their syntax's range (Integer32, Gauge32/Unsigned32, Counter64, TimeTicks
+    wraps), OIDs as tuples."""
+    syntax, raw = value
+    if callable(raw):
+        raw = raw(now)
+    if syntax == INT:
+        return syntax, min(max(raw, -(2**31)), _INT32_MAX)
+    if syntax == STR:
+        return syntax, raw.encode("utf-8")
+    if syntax == BYTES:
+        return syntax, bytes(raw)
+    if syntax == C64:
+        return syntax, min(max(raw, 0), 2**64 - 1)
+    if syntax in (G32, U32):
+        return syntax, min(max(raw, 0), 2**32 - 1)
+    if syntax == TICKS:
+        return syntax, raw % 2**32
+    if syntax == OID:
+        return syntax, tuple(raw)
+    raise ValueError(f"unknown syntax {syntax!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,30 +254,32 @@ class MibView:
     def __len__(self) -> int:
         return self._size
 
-    def get(self, oid: tuple[int, ...]) -> Value | None:
+    def _column_of(self, oid: tuple[int, ...]) -> tuple[int, tuple[int, ...] | None]:
+        """(position of the last column starting at or before ``oid``, ``oid``'s index in it or None)."""
         pos = bisect.bisect_right(self._starts, oid) - 1
-        if pos < 0:
+        if pos >= 0:
+            prefix = self.columns[pos].oid
+            if oid[:len(prefix)] == prefix:
+                return pos, oid[len(prefix):]
+        return pos, None
+
+    def get(self, oid: tuple[int, ...]) -> Value | None:
+        pos, index = self._column_of(oid)
+        if index is None:
             return None
         col = self.columns[pos]
-        n = len(col.oid)
-        if oid[:n] != col.oid:
-            return None
-        suffix = oid[n:]
-        row = bisect.bisect_left(col.rows, suffix)
-        if row < len(col.rows) and col.rows[row] == suffix:
+        row = bisect.bisect_left(col.rows, index)
+        if row < len(col.rows) and col.rows[row] == index:
             return col.syntax, col.values[row]
         return None
 
     def position_after(self, oid: tuple[int, ...]) -> tuple[int, int]:
         """(column, row) of the first instance strictly after ``oid``; the column may be past the end."""
-        pos = bisect.bisect_right(self._starts, oid) - 1
-        if pos >= 0:
-            col = self.columns[pos]
-            n = len(col.oid)
-            if oid[:n] == col.oid:
-                row = bisect.bisect_right(col.rows, oid[n:])
-                if row < len(col.rows):
-                    return pos, row
+        pos, index = self._column_of(oid)
+        if index is not None:
+            row = bisect.bisect_right(self.columns[pos].rows, index)
+            if row < len(self.columns[pos].rows):
+                return pos, row
         return pos + 1, 0
 
     def walk(self, oid: tuple[int, ...]) -> Iterator[tuple[tuple[int, ...], Value]]:
@@ -264,6 +292,32 @@ class MibView:
 
     def items(self) -> Iterator[tuple[tuple[int, ...], Value]]:
         return self.walk(())
+
+
+def bulk_rounds(cursors: Sequence[C], rounds: int, step: Callable[[C], tuple[C | None, B]]) -> Iterator[list[B]]:
+    """The repeated part of a GETBULK (RFC 3416 4.2.3; AgentX's GetBulk, RFC 2741 7.2.3.3, the same).
+
+    ``step(cursor)`` gives (the cursor after it, or None at the end of the view; its binding). Each round
+    yields one binding per cursor; a cursor that ended keeps giving its end binding; the rounds stop
+    early once every cursor has ended.
+    """
+    current: list[C] = list(cursors)
+    ended: dict[int, B] = {}
+    for _ in range(rounds if current else 0):
+        row = []
+        for j, cursor in enumerate(current):
+            if j not in ended:
+                following, bind = step(cursor)
+                if following is None:
+                    ended[j] = bind
+                else:
+                    current[j] = following
+                row.append(bind)
+            else:
+                row.append(ended[j])
+        yield row
+        if len(ended) == len(current):
+            return
 
 
 def object_of(oid: tuple[int, ...]) -> ObjectDef | None:
@@ -587,6 +641,8 @@ def admin_state(state: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class NotificationDef:
+    """One notification as every sender gets it; its values are plain (what was true when it was made)."""
+
     mib: str  # "libvirt-exporter", "libvirt" or "vm"
     trap_oid: tuple[int, ...]
     var_binds: tuple[tuple[tuple[int, ...], Value], ...]

@@ -19,8 +19,7 @@ import asyncio
 import logging
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget
 from pysnmp.proto import rfc1902
 
 from exporter.config import NotifyTarget
+from exporter.snmp.agent import auth_protocol, encode, priv_protocol
+from exporter.snmp.mib import NotificationDef
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,8 @@ SEND_TIMEOUT_S, SEND_RETRIES = 1.0, 2  # pysnmp's own per-send timeout and retra
 SEND_DEADLINE_S = SEND_TIMEOUT_S * (SEND_RETRIES + 1) + 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class Notification:
-    mib: str  # "libvirt-exporter", "libvirt" or "vm"
-    trap_oid: tuple[int, ...]
-    var_binds: tuple[tuple[tuple[int, ...], Any], ...]
+#: Sends one notification; returns None once delivered (acknowledged, for informs), else what went wrong.
+Send = Callable[[NotificationDef], Awaitable[str | None]]
 
 
 def notifier_engine_id(agent_engine_id: bytes) -> bytes:
@@ -60,10 +58,16 @@ def notifier_engine_id(agent_engine_id: bytes) -> bytes:
 
 
 class _Target:
-    def __init__(self, cfg: NotifyTarget, queue_size: int, name: str) -> None:
-        self.cfg = cfg
+    """A queue and a worker: an SNMP trap/inform target (``cfg``), or a sink with a ``send`` of its own."""
+
+    def __init__(self, name: str, mibs: frozenset[str], queue_size: int, acknowledged: bool,
+                 cfg: NotifyTarget | None = None, send: Send | None = None) -> None:
         self.name = name
-        self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=queue_size)
+        self.mibs = mibs
+        self.acknowledged = acknowledged  # retried until delivered; a trap is not
+        self.cfg = cfg
+        self.send = send
+        self.queue: asyncio.Queue[NotificationDef] = asyncio.Queue(maxsize=queue_size)
         self.overflowing = False
         self.task: asyncio.Task[None] | None = None
         self.engine: Any = None
@@ -83,7 +87,8 @@ class Notifier:
         for cfg in targets:
             name = f"{cfg.version}-{cfg.kind}@{cfg.address}"
             names[name] += 1
-            self._targets.append(_Target(cfg, cfg.queue_size, name if names[name] == 1 else f"{name}#{names[name]}"))
+            self._targets.append(_Target(name if names[name] == 1 else f"{name}#{names[name]}", cfg.mibs,
+                                         cfg.queue_size, cfg.kind == "inform", cfg=cfg))
         #: The agent's sysUpTime in ticks, sent as the first varbind (set by whoever attaches the agent).
         self.uptime_ticks: Callable[[], int] = lambda: 0
         self.engine_id = notifier_engine_id(engine_id)
@@ -102,13 +107,19 @@ class Notifier:
                 for t in self._targets]
 
     def wants(self, mib: str) -> bool:
-        return any(mib in t.cfg.mibs for t in self._targets)
+        return any(mib in t.mibs for t in self._targets)
+
+    def add_sink(self, name: str, mibs: frozenset[str], send: Send, queue_size: int = 1000) -> None:
+        """Another destination with the same queueing, retries and counters (the AgentX master); before start()."""
+        self._targets.append(_Target(name, mibs, queue_size, True, send=send))
 
     async def start(self) -> None:
-        if not self._targets:
-            return
         for target in self._targets:
             cfg = target.cfg
+            if cfg is None:  # a sink: it sends by itself
+                target.task = asyncio.ensure_future(self._worker(target))
+                log.info("sending notifications to %s (%s)", target.name, ", ".join(sorted(target.mibs)))
+                continue
             saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
             try:  # keep the engine's boots counter in the state directory too
                 target.engine = SnmpEngine(snmpEngineID=rfc1902.OctetString(self.engine_id))
@@ -119,8 +130,6 @@ class Notifier:
             # pysnmp retries an inform itself (timeout, retries); we retry the whole send after that.
             target.transport = await transport_type.create(address, timeout=SEND_TIMEOUT_S, retries=SEND_RETRIES)
             if cfg.version == "v3":
-                from exporter.snmp.agent import auth_protocol, priv_protocol
-
                 user = cfg.user
                 assert user is not None
                 target.auth = UsmUserData(user.name, user.auth_key, user.priv_key or None,
@@ -129,14 +138,14 @@ class Notifier:
                 target.auth = CommunityData(cfg.community, mpModel=1)
             target.task = asyncio.ensure_future(self._worker(target))
             log.info("sending SNMP %s %ss to %s (%s)", cfg.version, cfg.kind, target.name, ", ".join(sorted(cfg.mibs)))
-        if any(t.cfg.version == "v3" and t.cfg.kind == "trap" for t in self._targets):
+        if any(t.cfg is not None and t.cfg.version == "v3" and t.cfg.kind == "trap" for t in self._targets):
             log.info("SNMPv3 traps come from engine ID %s; receivers need it for createUser -e",
                      "0x" + self.engine_id.hex())
 
-    def submit(self, notification: Notification) -> None:
+    def submit(self, notification: NotificationDef) -> None:
         """Queue a notification for every target that wants its MIB; never blocks."""
         for target in self._targets:
-            if notification.mib not in target.cfg.mibs:
+            if notification.mib not in target.mibs:
                 continue
             try:
                 target.queue.put_nowait(notification)
@@ -149,9 +158,13 @@ class Notifier:
                               target.name, target.queue.maxsize)
                     target.overflowing = True
 
-    async def _send(self, target: _Target, notification: Notification) -> str | None:
+    async def _send(self, target: _Target, notification: NotificationDef) -> str | None:
+        if target.send is not None:
+            return await target.send(notification)
+        assert target.cfg is not None
         var_binds = [(SYS_UP_TIME, rfc1902.TimeTicks(self.uptime_ticks() % 2**32)),  # the agent's, not the sender's
-                     (SNMP_TRAP_OID, rfc1902.ObjectIdentifier(notification.trap_oid)), *notification.var_binds]
+                     (SNMP_TRAP_OID, rfc1902.ObjectIdentifier(notification.trap_oid)),
+                     *((oid, encode(value, 0.0)) for oid, value in notification.var_binds)]
         error_indication, error_status, _, _ = await send_notification(
             target.engine, target.auth, target.transport, ContextData(), target.cfg.kind, *var_binds,
             lookupMib=False,
@@ -182,7 +195,7 @@ class Notifier:
                         log.warning("notifications to %s are delivered again", target.name)
                     failing, backoff = False, 1.0
                     break
-                if target.cfg.kind == "trap":  # unacknowledged by design: nothing to retry
+                if not target.acknowledged:  # a trap: unacknowledged by design, nothing to retry
                     self.dropped[target.name] += 1
                     log.error("trap to %s not sent: %s", target.name, problem)
                     break
@@ -197,5 +210,5 @@ class Notifier:
         for target in self._targets:
             if target.task is not None:
                 target.task.cancel()
-            if target.engine is not None and target.engine.transport_dispatcher is not None:
+            if target.engine is not None and target.engine.transport_dispatcher is not None:  # SNMP targets
                 target.engine.transport_dispatcher.close_dispatcher()

@@ -124,6 +124,14 @@ class Exporter:
             time.sleep(0.1)
         raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
+    def wait_output(self, text: str, timeout: float = 20.0) -> None:
+        """Wait until the exporter's log says ``text``; fails at once if it exits."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the exporter's log never said {text!r}: {self.output()}")
+            time.sleep(0.1)
+
     def output(self) -> str:
         if self.log_path and self.log_path.exists():
             return self.log_path.read_text(errors="replace")[-3000:]

@@ -24,14 +24,15 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def agent_config(path: Path, state_dir: Path, snmp_listen: str, extra: str = "") -> Path:
-    """A config file with one read-only community and one read-only v3 authPriv user."""
+def agent_config(path: Path, state_dir: Path, snmp_listen: str, extra: str = "", mode: str = "standalone") -> Path:
+    """A config file with one read-only community and one read-only v3 authPriv user (``mode``: snmp.mode)."""
     path.write_text(
         f"""
 [state]
 directory = "{state_dir}"
 
 [snmp]
+mode = "{mode}"
 listen_address = ["{snmp_listen}"]
 contact = "test contact"
 location = "test location"
@@ -47,6 +48,13 @@ priv_key = "{V3_PRIV}"
 """,
         encoding="utf-8",
     )
+    path.chmod(0o600)
+    return path
+
+
+def demo_config(path: Path) -> Path:
+    """A private copy of examples/demo.toml (it holds a community: the exporter refuses it world-readable)."""
+    path.write_text((ROOT / "examples" / "demo.toml").read_text())
     path.chmod(0o600)
     return path
 
