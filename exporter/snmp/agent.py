@@ -56,6 +56,29 @@ _PRIV = {
 _NO_WRITE_VIEW = "no-write"
 
 
+class _NoCompiler:
+    """Stands in for pysmi's MIB compiler in every engine: every MIB we need is loaded already.
+
+    Without it, pysnmp builds a pysmi parser the first time an engine
+    resolves an OID (a notification, say), which takes seconds of CPU on the
+    event loop and blocks every request meanwhile.
+    """
+
+    def compile(self, *names: str, **_options: Any) -> dict[str, str]:
+        return {name: "missing" for name in names}
+
+
+def new_engine(engine_id: bytes, state_dir: Path) -> snmp_engine.SnmpEngine:
+    """A pysnmp engine with a fixed ID whose boots counter lives in ``state_dir``, and no MIB compiler."""
+    saved, tempfile.tempdir = tempfile.tempdir, str(state_dir)  # pysnmp keeps snmpEngineBoots there
+    try:
+        eng = snmp_engine.SnmpEngine(snmpEngineID=rfc1902.OctetString(engine_id))
+    finally:
+        tempfile.tempdir = saved
+    eng.get_mib_builder().set_mib_compiler(_NoCompiler(), str(state_dir / "no-mibs"))
+    return eng
+
+
 def auth_protocol(user: V3User) -> Any:
     return _AUTH[user.auth_protocol]
 
@@ -344,12 +367,7 @@ class SnmpAgent:
         cfg = self._config
         self._state_dir.mkdir(parents=True, exist_ok=True)
         engine_id = cfg.snmp_engine_id or default_engine_id(cfg.state_directory)
-        # pysnmp keeps snmpEngineBoots below the temporary directory; point it at ours.
-        saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
-        try:
-            eng = snmp_engine.SnmpEngine(snmpEngineID=rfc1902.OctetString(engine_id))
-        finally:
-            tempfile.tempdir = saved
+        eng = new_engine(engine_id, self._state_dir)
         self._engine = eng
         self.fast_path = FastPath(
             {c.name.encode("utf-8"): tuple(cfg.snmp_views[c.view]) for c in cfg.snmp_communities},

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -26,7 +25,6 @@ from typing import Any
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData,
     ContextData,
-    SnmpEngine,
     UdpTransportTarget,
     UsmUserData,
     send_notification,
@@ -35,7 +33,7 @@ from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget
 from pysnmp.proto import rfc1902
 
 from exporter.config import NotifyTarget
-from exporter.snmp.agent import auth_protocol, encode, priv_protocol
+from exporter.snmp.agent import auth_protocol, encode, new_engine, priv_protocol
 from exporter.snmp.mib import NotificationDef
 
 log = logging.getLogger(__name__)
@@ -120,11 +118,7 @@ class Notifier:
                 target.task = asyncio.ensure_future(self._worker(target))
                 log.info("sending notifications to %s (%s)", target.name, ", ".join(sorted(target.mibs)))
                 continue
-            saved, tempfile.tempdir = tempfile.tempdir, str(self._state_dir)
-            try:  # keep the engine's boots counter in the state directory too
-                target.engine = SnmpEngine(snmpEngineID=rfc1902.OctetString(self.engine_id))
-            finally:
-                tempfile.tempdir = saved
+            target.engine = new_engine(self.engine_id, Path(self._state_dir))
             address = (cfg.address.host, cfg.address.port)
             transport_type = Udp6TransportTarget if ":" in cfg.address.host else UdpTransportTarget
             # pysnmp retries an inform itself (timeout, retries); we retry the whole send after that.
