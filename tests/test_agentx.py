@@ -257,7 +257,10 @@ def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
                             f'[snmp.agentx]\nsocket = "{master.socket}"\n', mode="agentx")
     with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=tmp_path / "log") as other:
         other.wait_output("registered 3 subtrees")
-        assert snmp.run("snmpget", *probe, mibs=False).stdout.strip() == '"web1"'
+        first_poll = time.monotonic()  # registered before its first poll: wait for the data, not a fixed time
+        while (answer := snmp.run("snmpget", *probe, mibs=False).stdout.strip()) != '"web1"':
+            assert time.monotonic() - first_poll < 10, f"web1 not served through snmpd: {answer}"
+            time.sleep(0.1)
 
 
 class _Table(agentx.Handlers):
