@@ -94,6 +94,7 @@ class Config:
     libvirt_uri: str = "test:///default"
     poll_interval_s: float = 15.0
     poll_timeout_s: float = 0.0  # 0: same as the interval
+    domain_timeout_s: float = 0.0  # 0: half the poll deadline, at most 5 s
     keepalive_interval_s: int = 5
     keepalive_count: int = 3
     reconnect_backoff_max_s: float = 15.0
@@ -125,6 +126,11 @@ class Config:
     @property
     def poll_deadline_s(self) -> float:
         return self.poll_timeout_s or self.poll_interval_s
+
+    @property
+    def domain_deadline_s(self) -> float:
+        """How long one domain's (or one host group's) stats call may take before it is given up on."""
+        return self.domain_timeout_s or min(5.0, self.poll_deadline_s / 2)
 
     def keep_domain(self, name: str) -> bool:
         if self.domain_include is not None and not self.domain_include.fullmatch(name):
@@ -433,6 +439,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("libvirt.poll_timeout", "poll_timeout_s", parse_duration,
             "a poll running longer is reported stuck and the last snapshot keeps being served "
             "(default: the poll interval)"),
+    Setting("libvirt.domain_timeout", "domain_timeout_s", parse_duration,
+            "a domain's stats call (or a pool, network or node call) running longer is given up on: the "
+            "domain is reported timed out and served without its monitor-bound stats until the call returns "
+            "(default: half the poll timeout, at most 5s)"),
     Setting("libvirt.keepalive_interval", "keepalive_interval_s", _positive_int,
             "seconds between keepalive probes on remote connections (default 5)"),
     Setting("libvirt.keepalive_count", "keepalive_count", _positive_int,
@@ -584,6 +594,12 @@ def resolve(
                 raise ConfigError(key, f"entry {n} uses view {view!r}, which snmp.views does not define")
     if config.poll_timeout_s and config.poll_timeout_s < 0.1:
         raise ConfigError("libvirt.poll_timeout", "must be at least 100ms")
+    if config.domain_timeout_s and config.domain_timeout_s < 0.05:
+        raise ConfigError("libvirt.domain_timeout", "must be at least 50ms")
+    if config.domain_timeout_s and config.domain_timeout_s >= config.poll_deadline_s:
+        raise ConfigError("libvirt.domain_timeout",
+                          f"must be shorter than the poll timeout ({config.poll_deadline_s:g}s), which bounds the "
+                          "whole poll")
     return config
 
 

@@ -71,6 +71,8 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
             result.append(dom)
             continue
         changes: dict[str, object] = {"state": state, "state_reason": 0, "active": state != STATE_SHUTOFF}
+        if state == STATE_SHUTOFF:
+            changes["timed_out"] = False  # nothing is asked of a domain that is off
         if state == STATE_SHUTOFF:  # no live counters for a domain that is off
             changes.update(id=-1, cpu_time_ns=None, cpu_user_ns=None, cpu_system_ns=None, memory=Memory(),
                            vcpus=(), interfaces=(), blocks=tuple(_config_only(b) for b in dom.blocks))
@@ -83,7 +85,7 @@ def snapshot_of(result: PollResult, started: float, duration: float, **counters:
     """The snapshot of one successful poll (counters such as poll_errors may be given)."""
     return Snapshot(up=True, taken_at=started, poll_duration_s=duration, last_success_at=started + duration,
                     host=result.host, domains=result.domains, pools=result.pools, networks=result.networks,
-                    **counters)  # type: ignore[arg-type]
+                    stuck_calls=result.stuck, **counters)  # type: ignore[arg-type]
 
 
 def _config_only(block: Block) -> Block:
@@ -111,6 +113,8 @@ class Poller:
                 read_only=not config.control_enabled,
                 keepalive_interval=config.keepalive_interval_s,
                 keepalive_count=config.keepalive_count,
+                call_timeout=config.domain_deadline_s,
+                poll_timeout=config.poll_deadline_s,
             )
         )
         self._clock = clock
@@ -129,6 +133,7 @@ class Poller:
         self._down_logged = False
         self._last_poll_end = 0.0
         self._last_poll_duration = 0.0
+        self._repoll = False  # poll again at once: a stalled poll returned and its result was dropped
         self.listeners: list[Callable[[Snapshot, DomainEvent | None], None]] = []
 
     @property
@@ -228,6 +233,9 @@ class Poller:
                     backoff = 1.0
                 if not await self._poll_once(stop):
                     continue  # connection lost: reconnect at once, then back off
+                if self._repoll:
+                    self._repoll = False
+                    continue
                 await self._sleep(stop, self._config.poll_interval_s, wakeable=True)
         finally:
             await self._drop_source()
@@ -345,7 +353,8 @@ class Poller:
         config = self._config
         future = in_daemon_thread(source.poll, config.collectors, config.keep_domain)
         done, _ = await asyncio.wait({future}, timeout=config.poll_deadline_s)
-        if not done:
+        late = not done
+        if late:
             self._errors["timeout"] += 1
             log.warning(
                 "poll of %s has run past its %.1fs deadline; serving the snapshot from %.1fs ago until it returns",
@@ -357,7 +366,8 @@ class Poller:
             stop_wait.cancel()
             if not future.done():
                 return True
-            log.warning("stalled poll of %s returned after %.1fs", config.libvirt_uri, self._clock() - started)
+            log.warning("stalled poll of %s returned after %.1fs; its data is that old, so it is dropped and a "
+                        "fresh poll starts now", config.libvirt_uri, self._clock() - started)
         duration = self._clock() - started
         self._last_poll_end = self._clock()
         self._last_poll_duration = duration
@@ -375,6 +385,10 @@ class Poller:
             self._overlay = None
             self._errors["state"] += 1
             log.exception("poll failed unexpectedly")
+            return True
+        if late:  # never publish old data as a fresh poll: the stall flag stays until a fresh one is served
+            self._overlay = None
+            self._repoll = True
             return True
         self._publish_result(result, started, duration)
         return True

@@ -66,6 +66,9 @@ SPECS: tuple[Spec, ...] = (
        "Age of the served data. The exporter caches one snapshot per poll; this says how old it is.", (),
        "exporter"),
     _g("libvirt_exporter_poll_stalled", "1 while the current poll has run past its deadline.", (), "exporter"),
+    _g("libvirt_exporter_stuck_calls",
+       "libvirt calls given up on at their deadline and still running, by group (domain: one per timed-out "
+       "domain; node, pool, network).", ("group",), "exporter"),
     _c("libvirt_exporter_poll_errors_total", "Failed libvirt calls during polls, by stats group.", ("group",),
        "exporter"),
     _c("libvirt_exporter_reconnects_total", "Times the libvirt connection was re-established.", (), "exporter"),
@@ -98,6 +101,14 @@ SPECS: tuple[Spec, ...] = (
     _g("libvirt_domain_info_virtual_cpus", "Number of virtual CPUs currently online in the domain.", DOMAIN,
        "state"),
     _g("libvirt_domain_vcpu_maximum", "Maximum number of virtual CPUs of the domain.", DOMAIN, "state"),
+    _g("libvirt_domain_timed_out",
+       "1 while the domain's stats call has run past libvirt.domain_timeout and not returned (a hung QEMU "
+       "monitor): only its state and definition are served until it answers.", DOMAIN, "state"),
+    _g("libvirt_domain_stats_timestamp_seconds", "Unix time of the domain's last complete stats.", DOMAIN,
+       "state"),
+    _g("libvirt_domain_stats_age_seconds",
+       "Age of the domain's last complete stats; above the snapshot age while the domain is timed out.", DOMAIN,
+       "state"),
     # cpu
     _c("libvirt_domain_info_cpu_time_seconds_total", "CPU time used by the domain, in seconds.", DOMAIN, "cpu"),
     _c("libvirt_domain_cpu_user_seconds_total", "User-mode CPU time used by the domain's processes.", DOMAIN, "cpu"),
@@ -294,6 +305,8 @@ def _domain_families(f: _Families | _TextFamilies, dom: Domain) -> None:
     f.add("libvirt_domain_info_memory_usage_bytes", ids, _scaled(dom.memory_kib, KIB))
     f.add("libvirt_domain_info_virtual_cpus", ids, dom.vcpus_current)
     f.add("libvirt_domain_vcpu_maximum", ids, dom.vcpus_max)
+    f.add("libvirt_domain_timed_out", ids, int(dom.timed_out))
+    f.add("libvirt_domain_stats_timestamp_seconds", ids, dom.stats_at)
     f.add("libvirt_domain_info_cpu_time_seconds_total", ids, _scaled(dom.cpu_time_ns, NS))
     f.add("libvirt_domain_cpu_user_seconds_total", ids, _scaled(dom.cpu_user_ns, NS))
     f.add("libvirt_domain_cpu_system_seconds_total", ids, _scaled(dom.cpu_system_ns, NS))
@@ -381,6 +394,9 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
             f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
     f.add("libvirt_exporter_last_poll_success_timestamp_seconds", (), snap.last_success_at)
     f.add("libvirt_exporter_poll_stalled", (), 1 if snap.stalled else 0)
+    if snap.up:
+        for group in ("domain", "node", "pool", "network"):
+            f.add("libvirt_exporter_stuck_calls", (group,), snap.stuck_calls.get(group, 0))
     for group, count in sorted(snap.poll_errors.items()):
         f.add("libvirt_exporter_poll_errors_total", (group,), count)
     f.add("libvirt_exporter_reconnects_total", (), snap.reconnects)
@@ -391,6 +407,8 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
     f.add("libvirt_domains_number", (), len(snap.domains))
     for dom in snap.domains:
         _domain_families(f, dom)
+        if now is not None and dom.stats_at is not None:
+            f.add("libvirt_domain_stats_age_seconds", (dom.name, dom.uuid), max(0.0, now - dom.stats_at))
 
     if host is not None:
         f.add("libvirt_node_info", (host.hostname, host.cpu_model), 1 if host.cpus is not None else None)
@@ -435,15 +453,25 @@ class SnapshotCollector(Collector):
 
 
 class _AgeCollector(Collector):
-    def __init__(self, get_snapshot: Callable[[], Snapshot], clock: Callable[[], float]) -> None:
+    """The ages that grow between polls: the snapshot's, and each domain's stats."""
+
+    def __init__(self, get_snapshot: Callable[[], Snapshot], clock: Callable[[], float], groups: frozenset[str]
+                 ) -> None:
         self._get_snapshot = get_snapshot
         self._clock = clock
+        self._groups = groups
 
     def collect(self) -> Iterator[Metric]:
         snap = self._get_snapshot()
-        if snap.up:
-            spec = SPEC_BY_NAME["libvirt_exporter_snapshot_age_seconds"]
-            yield GaugeMetricFamily(spec.name, spec.help, value=max(0.0, self._clock() - snap.taken_at))
+        if not snap.up:
+            return
+        now = self._clock()
+        f = _Families(self._groups)
+        f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
+        for dom in snap.domains:
+            if dom.stats_at is not None:
+                f.add("libvirt_domain_stats_age_seconds", (dom.name, dom.uuid), max(0.0, now - dom.stats_at))
+        yield from f
 
     def describe(self) -> list[Metric]:
         return []
@@ -508,7 +536,7 @@ class Exposition:
         self._cached: _Rendered | None = None
         self.renders = 0  # snapshot renderings so far (for tests and debugging)
         self._live = CollectorRegistry(auto_describe=False)
-        self._live.register(_AgeCollector(get_snapshot, clock))
+        self._live.register(_AgeCollector(get_snapshot, clock, groups))
         ProcessCollector(registry=self._live)
         PlatformCollector(registry=self._live)
         for collector in extra:

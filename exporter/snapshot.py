@@ -178,6 +178,11 @@ class Domain:
     # Running, paused or otherwise started.  Usually id >= 0, but after a
     # "started" event the new id is unknown until the next poll.
     active: bool = False
+    # The domain's stats call was given up on and has not returned (a hung QEMU
+    # monitor): only its state and the groups read without the monitor are
+    # current; block, balloon and vCPU figures are left out.
+    timed_out: bool = False
+    stats_at: float | None = None  # Unix time of the last complete stats of this domain
 
     @property
     def state_name(self) -> str:
@@ -245,6 +250,8 @@ class Snapshot:
     reconnects: int = 0
     events: int = 0
     stalled: bool = False  # the current poll has run past its deadline
+    # libvirt calls given up on and still running, by group ("domain", "node", "pool", "network")
+    stuck_calls: Mapping[str, int] = field(default_factory=frozen_map)
 
     def domain_by_uuid(self, uuid: str) -> Domain | None:
         for dom in self.domains:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from exporter import domxml
+from exporter.calls import run_bounded
 from exporter.errors import ConnectionLost, DomainGone, SourceError, Unsupported
 from exporter.snapshot import (
     STATE_NOSTATE,
@@ -47,6 +49,12 @@ _GROUP_FLAGS: Mapping[str, int] = {
     "interface": libvirt.VIR_DOMAIN_STATS_INTERFACE,
     "block": libvirt.VIR_DOMAIN_STATS_BLOCK,
 }
+#: Bulk groups that libvirt reads without the domain's job, so that a hung QEMU
+#: monitor cannot hold them up.  Only ``state``: on libvirt 9 with QEMU 7.2 even
+#: ``cpu`` asks the monitor (halt-poll figures), and a whole-host call that asks
+#: a frozen QEMU hangs for every domain.  The state of the whole host comes in one
+#: call; the other groups come in one call per domain, each with its own deadline.
+_NO_JOB_GROUPS = frozenset({"state"})
 
 _EVENT_NAMES: Mapping[int, str] = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
@@ -133,6 +141,9 @@ class PollResult:
     pools: tuple[StoragePool, ...]
     networks: tuple[Network, ...]
     errors: Mapping[str, int] = field(default_factory=frozen_map)
+    #: libvirt calls given up on and still running, by group: "domain" (one per
+    #: stuck domain), "node", "pool", "network".
+    stuck: Mapping[str, int] = field(default_factory=frozen_map)
 
 
 class Source:
@@ -145,10 +156,28 @@ class Source:
         read_only: bool = True,
         keepalive_interval: int = 5,
         keepalive_count: int = 3,
+        call_timeout: float = 5.0,
+        poll_timeout: float = 0.0,
+        workers: int = 3,
     ) -> None:
+        """``call_timeout``: a per-domain or host-group call running longer is given up on.
+
+        ``poll_timeout`` (0: none): per-domain calls not yet begun when this
+        much of the poll is spent, less one ``call_timeout`` kept for the host
+        groups, are skipped; those domains are served from the bulk call.
+
+        ``workers``: per-domain calls in flight at once.  Each runs on a
+        connection of its own (a lane): libvirtd lets one hung call on a
+        connection hold up other calls on it (seen with libvirt 9.0), so the
+        main connection (events, state, control) never carries a call that
+        may hang, and a lane stays with its hung call until it returns.
+        """
         self.uri = uri
         self.read_only = read_only
         self._keepalive = (keepalive_interval, keepalive_count)
+        self._call_timeout = call_timeout
+        self._poll_timeout = poll_timeout
+        self._workers = workers
         self._conn: libvirt.virConnect | None = None
         self._bulk_mask: int | None = None  # stats groups the driver has in bulk
         self._nowait = False
@@ -158,6 +187,13 @@ class Source:
         self._stale: set[str] = set()
         self._lock = threading.Lock()
         self._callbacks: list[int] = []
+        # Calls given up on and still running: per domain UUID and per host group, with their start
+        # (monotonic).  Nothing new is asked of them until the call returns.
+        self._stuck_domains: dict[str, float] = {}
+        self._stuck_groups: dict[str, float] = {}
+        self._fresh_at: dict[str, float] = {}  # Unix time of each domain's last complete stats
+        self._lanes: list[_Lane] = []  # idle lanes; one in use is held by its call
+        self._shared_lane: _Lane | None = None  # the test driver's lanes: the main connection
 
     # -- connection --------------------------------------------------------
 
@@ -194,6 +230,10 @@ class Source:
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
+        with self._lock:
+            lanes, self._lanes = self._lanes, []
+        for lane in lanes:
+            lane.close()
         callbacks, self._callbacks = self._callbacks, []
         if conn is None:
             return
@@ -234,6 +274,48 @@ class Source:
             if isinstance(err, ConnectionLost):
                 raise err from None
             return default
+
+    # -- lanes: connections for calls that may hang ---------------------------
+
+    def _take_lane(self) -> _Lane:
+        if self._static.driver == "TEST":
+            # The test driver cannot hang, and every connection to a node file gets a private copy of the
+            # host: its lanes all share the main connection, so they see the host that events describe.
+            shared = self._shared_lane
+            if shared is None or shared.conn is not self._conn:
+                shared = self._shared_lane = _Lane(self._require(), shared=True)
+            return shared
+        with self._lock:
+            if self._lanes:
+                return self._lanes.pop()
+        try:
+            return _Lane(libvirt.openReadOnly(self.uri))
+        except libvirt.libvirtError as exc:
+            raise ConnectionLost(exc.get_error_message() or str(exc), code=exc.get_error_code()) from None
+
+    def _give_lane(self, lane: _Lane) -> None:
+        """Back to the pool once its call has returned (closed if the source was closed meanwhile)."""
+        if lane.shared:
+            return
+        with self._lock:
+            if self._conn is not None:
+                self._lanes.append(lane)
+                return
+        lane.close()
+
+    def _on_lane(self, fn: Callable[[_Lane], T]) -> T:
+        """Run ``fn`` on a lane of its own; the lane returns to the pool when ``fn`` does, however late."""
+        lane = self._take_lane()
+        try:
+            return fn(lane)
+        except libvirt.libvirtError as exc:
+            if not lane.shared and isinstance(_convert(exc, lane.conn), ConnectionLost):
+                lane.close()
+                raise ConnectionLost(exc.get_error_message() or str(exc), code=exc.get_error_code()) from None
+            raise
+        finally:
+            if lane.conn is not None:
+                self._give_lane(lane)
 
     # -- events --------------------------------------------------------------
 
@@ -344,27 +426,34 @@ class Source:
         return frozenset(g for g, f in _GROUP_FLAGS.items() if mask & f)
 
     def poll(self, groups: Iterable[str], keep: Callable[[str], bool] = lambda _name: True) -> PollResult:
-        """Read the whole host once.  Raises :class:`ConnectionLost` only."""
+        """Read the whole host once.  Raises :class:`ConnectionLost` only.
+
+        One bulk call reads every domain's state, which needs no QEMU monitor;
+        each domain's other groups come from a call of its own on a few
+        threads, and a call past ``call_timeout`` is given up on.  Until it
+        returns, that domain is served with its state and definition alone,
+        marked ``timed_out``, and asked nothing that needs its monitor.  Host groups
+        (node, pools, networks) are treated the same way.
+        """
         conn = self._require()
+        begun = time.monotonic()
         wanted = frozenset(groups) | {"state"}
         if self._bulk_mask is None:
             self._probe(conn)
         errors: Counter[str] = Counter()
-        mask = 0
-        for group in wanted:
-            if group in _GROUP_FLAGS and (self._bulk_mask or 0) & _GROUP_FLAGS[group]:
-                mask |= _GROUP_FLAGS[group]
-        bulk = mask
+        in_bulk = self.bulk_groups() & wanted
+        quick_mask = _mask(in_bulk & _NO_JOB_GROUPS)
+        slow_mask = _mask(in_bulk - _NO_JOB_GROUPS)
         flags = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT if self._nowait else 0
         try:
-            raw: list[tuple[Any, dict[str, Any]]] = conn.getAllDomainStats(mask, flags)
+            raw: list[tuple[Any, dict[str, Any]]] = conn.getAllDomainStats(quick_mask, flags)
         except libvirt.libvirtError as exc:
             err = _convert(exc, conn)
             if isinstance(err, ConnectionLost):
                 raise err from None
             log.warning("bulk stats failed on %s, falling back to per-domain calls: %s", self.uri, err)
             errors["state"] += 1
-            bulk = 0
+            quick_mask = slow_mask = 0
             try:
                 raw = [(dom, {}) for dom in conn.listAllDomains(0)]
             except libvirt.libvirtError as exc2:
@@ -374,30 +463,152 @@ class Source:
         transient = self._uuid_set(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, errors)
         with self._lock:
             stale, self._stale = self._stale, set()
+            stuck = dict(self._stuck_domains)
         seen: set[str] = set()
-        domains: list[Domain] = []
+        todo: list[_DomainJob] = []
+        held: list[_DomainJob] = []
         for dom, stats in raw:
             try:
                 name = dom.name()
                 if not keep(name):
                     continue
                 uuid = dom.UUIDString()
-                seen.add(uuid)
-                domains.append(
-                    self._domain(conn, dom, name, uuid, stats, bulk, wanted, uuid in stale, errors,
-                                 autostart=uuid in autostart, persistent=uuid not in transient)
-                )
             except libvirt.libvirtError as exc:
                 self._skip_domain(_convert(exc, conn), errors)
+                continue
+            seen.add(uuid)
+            job = _DomainJob(dom, name, uuid, dom.ID(), stats, uuid in stale, uuid in autostart,
+                             uuid not in transient)
+            (held if uuid in stuck else todo).append(job)
+
+        def full(lane: _Lane, job: _DomainJob) -> tuple[Domain, Counter[str]]:
+            own: Counter[str] = Counter()
+            try:
+                dom = job.dom if lane.shared else lane.domain(job.uuid)
+            except libvirt.libvirtError as exc:
+                raise _convert(exc, lane.conn) from None
+            mine = dataclasses.replace(job, dom=dom)
+            stats = job.stats
+            if slow_mask and job.id >= 0:
+                stats = {**stats, **self._domain_stats(lane.conn, dom, slow_mask, flags)}
+            return self._domain(lane.conn, mine, stats, quick_mask | slow_mask, wanted, own), own
+
+        workers = self._workers
+        budget = self._poll_timeout - self._call_timeout - 0.5 if self._poll_timeout else 0.0
+        outcome = run_bounded(todo, lambda job: self._on_lane(lambda lane: full(lane, job)), workers=workers,
+                              call_timeout=self._call_timeout,
+                              deadline=begun + max(budget, self._call_timeout) if budget else None,
+                              on_late=self._domain_returned, name="libvirt-domain")
+        if outcome.not_started:
+            errors["timeout"] += 1
+            log.warning("poll of %s ran out of time: %d domains served from the bulk call alone this time",
+                        self.uri, len(outcome.not_started))
+        domains: list[Domain] = []
+        late: list[_DomainJob] = []
+        now = time.time()
+        for index, job in enumerate(todo):
+            if index in outcome.results:
+                domain, own = outcome.results[index]
+                errors.update(own)
+                self._fresh_at[job.uuid] = now
+                domains.append(dataclasses.replace(domain, stats_at=now))
+            elif index in outcome.errors:
+                err = outcome.errors[index]
+                self._skip_domain(_convert(err, conn) if isinstance(err, libvirt.libvirtError) else err, errors)
+            elif index in outcome.abandoned:
+                self._domain_stuck(job)
+                held.append(job)
+            else:
+                late.append(job)
+        for job in held + late:  # state and the no-monitor groups only, no call that needs the domain's job
+            try:
+                domain = self._domain(conn, job, job.stats, quick_mask, wanted, errors, monitor=False)
+            except libvirt.libvirtError as exc:
+                self._skip_domain(_convert(exc, conn), errors)
+                continue
             except SourceError as err:
                 self._skip_domain(err, errors)
+                continue
+            domains.append(dataclasses.replace(domain, timed_out=job.uuid in self._stuck_domains,
+                                               stats_at=self._fresh_at.get(job.uuid)))
         for uuid in set(self._xml) - seen:
             del self._xml[uuid]
-        host = self._host(conn, wanted, errors)
-        pools = self._pools(conn, errors) if "pool" in wanted else ()
-        networks = self._networks(conn, errors) if "network" in wanted else ()
+        for uuid in set(self._fresh_at) - seen:
+            del self._fresh_at[uuid]
+        with self._lock:
+            for lane in self._lanes:
+                lane.forget_except(seen)
+        host, pools, networks = self._host_groups(conn, wanted, errors)
         domains.sort(key=lambda d: d.name)
-        return PollResult(host=host, domains=tuple(domains), pools=pools, networks=networks, errors=frozen_map(errors))
+        with self._lock:
+            stuck_counts = Counter({"domain": len(self._stuck_domains)})
+            stuck_counts.update(self._stuck_groups.keys())
+        return PollResult(host=host, domains=tuple(domains), pools=pools, networks=networks,
+                          errors=frozen_map(errors), stuck=frozen_map(stuck_counts))
+
+    def _domain_stats(self, conn: libvirt.virConnect, dom: Any, mask: int, flags: int) -> dict[str, Any]:
+        """One domain's monitor-bound stats groups (blocking; may hang with the domain's QEMU)."""
+        try:
+            found = conn.domainListGetStats([dom], mask, flags)
+        except libvirt.libvirtError as exc:
+            err = _convert(exc, conn)
+            if isinstance(err, ConnectionLost | DomainGone):
+                raise err from None
+            log.debug("stats of one domain failed: %s", err)
+            return {}
+        return dict(found[0][1]) if found else {}
+
+    def _domain_stuck(self, job: _DomainJob) -> None:
+        with self._lock:
+            self._stuck_domains[job.uuid] = time.monotonic()
+        log.warning("domain %s has not answered within %gs (a hung QEMU monitor, disk or agent?); serving only "
+                    "its state until that call returns", job.name, self._call_timeout)
+
+    def _domain_returned(self, job: _DomainJob, seconds: float) -> None:
+        with self._lock:
+            self._stuck_domains.pop(job.uuid, None)
+        log.warning("domain %s answered again after %.1fs; its stats are read again from the next poll",
+                    job.name, seconds)
+
+    def _host_groups(
+        self, conn: libvirt.virConnect, wanted: frozenset[str], errors: Counter[str]
+    ) -> tuple[Host, tuple[StoragePool, ...], tuple[Network, ...]]:
+        """Node, pools and networks, each on a thread of its own with a deadline; a stuck group is left out."""
+        readers: dict[str, Callable[[libvirt.virConnect, Counter[str]], Any]] = {
+            "node": lambda c, own: self._host(c, wanted, own),
+            "pool": lambda c, own: self._pools(c, own),
+            "network": lambda c, own: self._networks(c, own),
+        }
+        with self._lock:
+            busy = set(self._stuck_groups)
+        names = [g for g in readers if g in wanted and g not in busy]
+
+        def read(group: str) -> tuple[Any, Counter[str]]:
+            own: Counter[str] = Counter()
+            return self._on_lane(lambda lane: readers[group](lane.conn, own)), own
+
+        def returned(group: str, seconds: float) -> None:
+            with self._lock:
+                self._stuck_groups.pop(group, None)
+            log.warning("the %s call of %s returned after %.1fs; asked again from the next poll", group, self.uri,
+                        seconds)
+
+        outcome = run_bounded(names, read, workers=len(names), call_timeout=self._call_timeout,
+                              on_late=returned, name="libvirt-host")
+        found: dict[str, Any] = {}
+        for index, group in enumerate(names):
+            if index in outcome.results:
+                value, own = outcome.results[index]
+                errors.update(own)
+                found[group] = value
+            elif index in outcome.errors:
+                raise outcome.errors[index]  # only ConnectionLost leaves the readers
+            else:
+                with self._lock:
+                    self._stuck_groups[group] = time.monotonic()
+                log.warning("the %s call of %s has not answered within %gs; %s left out until it returns",
+                            group, self.uri, self._call_timeout, "host figures" if group == "node" else group + "s")
+        return found.get("node", self._static), found.get("pool", ()), found.get("network", ())
 
     @staticmethod
     def _skip_domain(err: SourceError, errors: Counter[str]) -> None:
@@ -431,20 +642,22 @@ class Source:
     def _domain(
         self,
         conn: libvirt.virConnect,
-        dom: Any,
-        name: str,
-        uuid: str,
-        stats: dict[str, Any],
+        job: _DomainJob,
+        stats: Mapping[str, Any],
         bulk: int,
         wanted: frozenset[str],
-        stale: bool,
         errors: Counter[str],
         *,
-        autostart: bool,
-        persistent: bool,
+        monitor: bool = True,
     ) -> Domain:
-        dom_id = dom.ID()
-        cfg = self._config(dom, uuid, dom_id, stale)
+        """One domain from its bulk stats, with per-domain calls for what the bulk lacks.
+
+        With ``monitor`` False no call is made that could wait on the domain's
+        QEMU (its state and definition only): groups missing from ``stats``
+        are left empty, devices keep their configuration without counters.
+        """
+        dom, name, uuid, dom_id = job.dom, job.name, job.uuid, job.id
+        cfg = self._config(dom, uuid, dom_id, job.stale)
         if "state.state" in stats:
             state, reason = int(stats["state.state"]), int(stats.get("state.reason", 0))
         else:
@@ -453,11 +666,12 @@ class Source:
             except libvirt.libvirtError as exc:
                 raise _convert(exc, conn) from None
         active = dom_id >= 0
+        calls = active and monitor  # per-domain calls allowed
         info: list[int] | None = None
 
         def get_info() -> list[int] | None:
             nonlocal info
-            if info is None:
+            if info is None and calls:
                 info = self._domain_call(dom.info, "state", errors)
             return info
 
@@ -476,7 +690,7 @@ class Source:
                 cur_kib = cur_kib if cur_kib is not None else i[2]
                 if cpu_ns is None and "cpu" in wanted:
                     cpu_ns = i[4]
-        if active and "cpu" in wanted and not in_bulk("cpu") and user_ns is None:
+        if calls and "cpu" in wanted and not in_bulk("cpu") and user_ns is None:
             cpu_stats = self._domain_call(lambda: dom.getCPUStats(True), "cpu", errors)
             if cpu_stats:
                 user_ns = _opt_int(cpu_stats[0].get("user_time"))
@@ -490,7 +704,7 @@ class Source:
         if "balloon" in wanted:
             if in_bulk("balloon"):
                 memory = _memory_from(stats, "balloon.", "last-update")
-            elif active:
+            elif calls:
                 mstats = self._domain_call(dom.memoryStats, "balloon", errors)
                 if mstats:
                     memory = _memory_from(mstats, "", "last_update")
@@ -498,7 +712,7 @@ class Source:
         vcpus_current = _opt_int(stats.get("vcpu.current"))
         vcpus_max = _opt_int(stats.get("vcpu.maximum"))
         vcpus: tuple[Vcpu, ...] = ()
-        if "vcpu" in wanted and active:
+        if "vcpu" in wanted and calls:
             vcpus = self._vcpus(dom, stats if in_bulk("vcpu") else None, vcpus_current, errors)
             if vcpus_current is None and vcpus:
                 vcpus_current = len(vcpus)
@@ -510,10 +724,11 @@ class Source:
 
         blocks: tuple[Block, ...] = ()
         if "block" in wanted:
-            blocks = self._blocks(dom, cfg, stats if in_bulk("block") else None, active, errors)
+            blocks = self._blocks(dom, cfg, stats if in_bulk("block") else None, calls, errors)
         interfaces: tuple[Interface, ...] = ()
         if "interface" in wanted:
-            interfaces = self._interfaces(dom, cfg, stats if in_bulk("interface") else None, active, errors)
+            interfaces = self._interfaces(dom, cfg, stats if in_bulk("interface") else None, active, calls,
+                                          errors)
 
         return Domain(
             name=name,
@@ -522,8 +737,8 @@ class Source:
             active=active,
             state=state if state in range(0, 8) else STATE_NOSTATE,
             state_reason=reason,
-            persistent=persistent,
-            autostart=autostart,
+            persistent=job.persistent,
+            autostart=job.autostart,
             os_type=cfg.os_type,
             arch=cfg.arch,
             machine=cfg.machine,
@@ -554,7 +769,7 @@ class Source:
             return None
 
     def _vcpus(
-        self, dom: Any, stats: dict[str, Any] | None, current: int | None, errors: Counter[str]
+        self, dom: Any, stats: Mapping[str, Any] | None, current: int | None, errors: Counter[str]
     ) -> tuple[Vcpu, ...]:
         placement: dict[int, tuple[int, int, int]] = {}
         info = self._domain_call(dom.vcpus, "vcpu", errors)
@@ -586,7 +801,7 @@ class Source:
         )
 
     def _blocks(
-        self, dom: Any, cfg: domxml.DomainConfig, stats: dict[str, Any] | None, active: bool, errors: Counter[str]
+        self, dom: Any, cfg: domxml.DomainConfig, stats: Mapping[str, Any] | None, calls: bool, errors: Counter[str]
     ) -> tuple[Block, ...]:
         result: dict[str, Block] = {
             d.target: Block(
@@ -617,7 +832,7 @@ class Source:
                     allocation_bytes=_opt_int(stats.get(p + "allocation")),
                     physical_bytes=_opt_int(stats.get(p + "physical")),
                 )
-        elif active:
+        elif calls:
             for target, base in list(result.items()):
                 if base.device not in ("disk", "lun") or not base.source:
                     continue
@@ -636,7 +851,8 @@ class Source:
         return tuple(result.values())
 
     def _interfaces(
-        self, dom: Any, cfg: domxml.DomainConfig, stats: dict[str, Any] | None, active: bool, errors: Counter[str]
+        self, dom: Any, cfg: domxml.DomainConfig, stats: Mapping[str, Any] | None, active: bool, calls: bool,
+        errors: Counter[str],
     ) -> tuple[Interface, ...]:
         if not active:
             return ()
@@ -658,7 +874,7 @@ class Source:
                     stats.get(p + "rx.drop"), stats.get(p + "tx.bytes"), stats.get(p + "tx.pkts"),
                     stats.get(p + "tx.errs"), stats.get(p + "tx.drop"),
                 ))
-        else:
+        elif calls:
             for target, base in list(result.items()):
                 io = self._domain_call(lambda t=target: dom.interfaceStats(t), "interface", errors)
                 if io is not None:
@@ -759,6 +975,56 @@ class Source:
         return err
 
 
+@dataclass(frozen=True, slots=True)
+class _DomainJob:
+    """One domain of a poll: its handle, identity and what the whole-host bulk call said of it."""
+
+    dom: Any  # the handle the calls go through (on the lane that runs them)
+    name: str
+    uuid: str
+    id: int  # from the poll's listing (a handle cached on a lane may carry an old one)
+    stats: Mapping[str, Any]
+    stale: bool  # its definition changed since it was cached
+    autostart: bool
+    persistent: bool
+
+
+class _Lane:
+    """A read-only connection of its own for calls that may hang, with its domain handles."""
+
+    def __init__(self, conn: libvirt.virConnect, *, shared: bool = False) -> None:
+        self.conn: libvirt.virConnect | None = conn
+        self.shared = shared  # the main connection itself: never closed here
+        self._handles: dict[str, Any] = {}
+
+    def domain(self, uuid: str) -> Any:
+        dom = self._handles.get(uuid)
+        if dom is None:
+            assert self.conn is not None
+            dom = self._handles[uuid] = self.conn.lookupByUUIDString(uuid)
+        return dom
+
+    def forget_except(self, uuids: set[str]) -> None:
+        for uuid in set(self._handles) - uuids:
+            del self._handles[uuid]
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        self._handles.clear()
+        if conn is not None and not self.shared:
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+
+def _mask(groups: Iterable[str]) -> int:
+    mask = 0
+    for group in groups:
+        mask |= _GROUP_FLAGS.get(group, 0)
+    return mask
+
+
 def _opt_int(value: Any) -> int | None:
     if value is None:
         return None
@@ -796,7 +1062,7 @@ def _memory_from(stats: Mapping[str, Any], prefix: str, last_update_key: str) ->
         swap_out_kib=get("swap_out"),
         major_faults=get("major_fault"),
         minor_faults=get("minor_fault"),
-        last_update_s=get(last_update_key),
+        last_update_s=get(last_update_key) or None,  # 0: the guest has no balloon driver reporting
     )
 
 

@@ -95,40 +95,46 @@ def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool) -> str:
 """
 
 
-def _boot_disk(raw: Path, disk: Path) -> None:
-    """A 64 MiB qcow2 whose boot sector just halts: the BIOS really reads it, so block counters move."""
+# Boot sectors (real-mode x86, loaded at 0x7c00 by the BIOS).
+_HALT = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp $-1
+# sti; xor ax,ax; mov es,ax; then forever: read sector 1 of the boot drive (int 13h, AH=2) into 0:8000 and hlt
+# until the next timer tick: about 18 disk reads a second, so block counters keep moving.
+_READ_LOOP = bytes([0xFB, 0x31, 0xC0, 0x8E, 0xC0,
+                    0xB8, 0x01, 0x02, 0xB9, 0x01, 0x00, 0xB6, 0x00, 0xBB, 0x00, 0x80, 0xCD, 0x13, 0xF4,
+                    0xEB, 0xF0])
+
+
+def _boot_disk(raw: Path, disk: Path, code: bytes = _HALT) -> None:
+    """A 64 MiB qcow2 whose boot sector runs ``code``: the BIOS really reads it, so block counters move."""
     with open(raw, "wb") as handle:
-        handle.write(bytes([0xFA, 0xF4, 0xEB, 0xFD]) + bytes(506) + b"\x55\xaa")  # cli; hlt; jmp $-1
+        handle.write(code + bytes(510 - len(code)) + b"\x55\xaa")
         handle.truncate(64 << 20)
     subprocess.run(["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2", str(raw), str(disk)], check=True)
     raw.unlink()
 
 
-@pytest.fixture(scope="session")
-def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
-    """A private libvirtd with two running QEMU domains, torn down at the end."""
+def start_real_host(root: Path, prefix: str, count: int, *, kvm: bool, code: bytes = _HALT) -> RealHost:
+    """A private libvirtd below ``root`` running ``count`` QEMU domains; fails (CI) or skips with the reason."""
     require(os.geteuid() == 0, "the real tier needs root")
     for tool, package in (("libvirtd", "libvirt-daemon"), ("virtlogd", "libvirt-daemon"),
                           ("virsh", "libvirt-clients"), ("qemu-system-x86_64", "qemu-system-x86"),
                           ("qemu-img", "qemu-utils")):
         require_tool(tool, package)
-    root = tmp_path_factory.mktemp("libvirtd")
     root.chmod(0o755)
     daemon = PrivateLibvirtd(root)
     try:
         daemon.start()
     except DaemonError as exc:
         require(False, f"cannot start a private libvirtd: {exc}")
-    kvm = kvm_usable()
     names = []
     tag = os.getpid() % 10000
     try:
-        for i in range(2):
-            name = f"lxe-real{i}"
+        for i in range(count):
+            name = f"{prefix}{i}"
             disk = root / f"{name}.qcow2"
-            _boot_disk(root / f"{name}.raw", disk)
+            _boot_disk(root / f"{name}.raw", disk, code)
             xml = root / f"{name}.xml"
-            xml.write_text(_real_domain_xml(name, disk, f"lxe{tag}t{i}", kvm), encoding="utf-8")
+            xml.write_text(_real_domain_xml(name, disk, f"lx{prefix[-2:]}{tag}t{i}", kvm), encoding="utf-8")
             daemon.virsh("define", str(xml))
             daemon.virsh("start", name)
             names.append(name)
@@ -136,9 +142,16 @@ def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
         daemon.shutdown()
         require(False, f"cannot start QEMU domains under the private libvirtd: {exc}\n{daemon.tail()}")
     # Wait until the BIOS has read each boot sector, so block counters are not all zero.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 60 + 5 * count
     for name in names:
         while "rd_req 0" in daemon.virsh("domblkstat", name, "vda") and time.monotonic() < deadline:
             time.sleep(0.2)
-    yield RealHost(daemon=daemon, domains=tuple(names), uri=daemon.uri(), kvm=kvm)
-    daemon.shutdown()
+    return RealHost(daemon=daemon, domains=tuple(names), uri=daemon.uri(), kvm=kvm)
+
+
+@pytest.fixture(scope="session")
+def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
+    """A private libvirtd with two running QEMU domains, torn down at the end."""
+    host = start_real_host(tmp_path_factory.mktemp("libvirtd"), "lxe-real", 2, kvm=kvm_usable())
+    yield host
+    host.daemon.shutdown()

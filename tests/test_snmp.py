@@ -75,6 +75,8 @@ COLUMN_METRICS: dict[str, tuple] = {
     "lvxDomainLastActionResult": ("none", "control column"),
     "lvxDomainLastActionError": ("none", "control column"),
     "lvxDomainLastActionTime": ("none", "control column"),
+    "lvxDomainStatsTimedOut": ("truth", "libvirt_domain_timed_out"),
+    "lvxDomainStatsAge": ("none", "a live age; test_realqemu's stuck-domain test holds it against /metrics"),
     "lvxVcpuState": ("metric", "libvirt_domain_vcpu_state", 1),
     "lvxVcpuTime": ("metric", "libvirt_domain_vcpu_time_seconds_total", NS),
     "lvxVcpuPhysicalCpu": ("metric", "libvirt_domain_vcpu_cpu", 1),
@@ -679,7 +681,8 @@ def test_scalar_types(agent: tuple[Exporter, str]) -> None:
 def test_fast_path_and_pysnmp_agree(agent: tuple[Exporter, str]) -> None:
     """SNMPv2c reads take the fast path, SNMPv3 goes through pysnmp: both walks give the same instances and values."""
     _, target = agent
-    moving = {mib.BY_NAME[n].oid for n in ("sysUpTime", "lvxSnapshotAge", "vmHvUpTime", "lvxDomainUptime", "vmUpTime")}
+    moving = {mib.BY_NAME[n].oid for n in ("sysUpTime", "lvxSnapshotAge", "vmHvUpTime", "lvxDomainUptime", "vmUpTime",
+                                           "lvxDomainStatsAge")}
 
     def walk(*args: str) -> dict[str, str]:
         out = snmp.ok("snmpbulkwalk", *args, "-Oqn", "-Oe", "-OU", "-Cr25", target, ".1.3.6.1")

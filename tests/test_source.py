@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -212,10 +214,10 @@ def test_failing_group_is_counted_and_the_poll_goes_on(demo_uri: str) -> None:
             raise libvirt.libvirtError("injected: block device is busy")
 
     class InjectingSource(Source):
-        def _domain(self, conn, dom, *args, **kwargs):  # type: ignore[no-untyped-def]
-            if dom.name() == "web1":
-                dom = FailingBlocks(dom)
-            return super()._domain(conn, dom, *args, **kwargs)
+        def _domain(self, conn, job, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if job.name == "web1":
+                job = dataclasses.replace(job, dom=FailingBlocks(job.dom))
+            return super()._domain(conn, job, *args, **kwargs)
 
     source = InjectingSource(demo_uri)
     source.open()

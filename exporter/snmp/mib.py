@@ -131,7 +131,8 @@ DOMAIN_OBJECTS = _defs(LVX_DOMAIN_ENTRY, [
     (24, "lvxDomainMajorFaults", C64, RO), (25, "lvxDomainMinorFaults", C64, RO), (26, "lvxDomainUptime", U32, RO),
     (27, "lvxDomainAdminState", INT, RW), (28, "lvxDomainAction", INT, RW), (29, "lvxDomainLastAction", INT, RO),
     (30, "lvxDomainLastActionResult", INT, RO), (31, "lvxDomainLastActionError", STR, RO),
-    (32, "lvxDomainLastActionTime", U32, RO),
+    (32, "lvxDomainLastActionTime", U32, RO), (33, "lvxDomainStatsTimedOut", INT, RO),
+    (34, "lvxDomainStatsAge", U32, RO),
 ])
 
 NAME_OBJECTS = _defs(LVX_NAME_ENTRY, [(2, "lvxDomainNameIndex", INT, RO), (3, "lvxDomainNameOperState", INT, RO)])
@@ -527,7 +528,8 @@ def _domain_rows(
         (24, C64, mem.major_faults), (25, C64, mem.minor_faults),
         (26, U32, (lambda now, s=started: int(max(0.0, now - s))) if started is not None and dom.active else None),
         (27, INT, admin_state(dom.state)), (28, INT, 1), (29, INT, last_action), (30, INT, result),
-        (31, STR, error), (32, U32, when),
+        (31, STR, error), (32, U32, when), (33, INT, _bool(dom.timed_out)),
+        (34, U32, (lambda now, at=dom.stats_at: int(max(0.0, now - at))) if dom.stats_at is not None else None),
     ))
     key = _name_key(dom.name)
     if key is not None:
