@@ -13,7 +13,7 @@ DEMO_ADDRESS ?= 127.0.0.1:9177
 APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-utils iproute2 curl \
-	snmp snmpd snmptrapd smitools monitoring-plugins-standard systemd \
+	snmp snmpd snmptrapd smitools monitoring-plugins-standard systemd bindfs \
 	prometheus
 
 # Real texts of the base MIBs (SNMPv2-SMI, -TC, -CONF, -MIB, IF-MIB), which
@@ -77,10 +77,12 @@ $(KUMINA): | system-deps
 	rm -rf build/kumina-deb
 	test -x $@
 
-# The full benchmark (several minutes); matplotlib is needed only here, for the plot.
+# The full benchmark (several minutes); matplotlib is needed only here, for the plots.
+# bench/stuck.py: one frozen QEMU among real TCG domains, ours against kumina's (bench/STUCK.md).
 bench: venv base-mibs $(KUMINA)
 	$(BIN)/pip install -q matplotlib
 	$(BIN)/python bench/run.py --out bench
+	$(BIN)/python bench/stuck.py --out bench
 
 # The full load test (60 s of 20 scrapers and 4 bulk walkers on 1000 domains): bench/LOAD.md and bench/load.png.
 load: venv base-mibs

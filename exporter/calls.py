@@ -71,6 +71,7 @@ def run_bounded(
                 index = pending.popleft()
                 started = clock()
                 running[number] = (index, started)
+                cond.notify_all()  # the supervisor times this call from now
             try:
                 value: R | None = fn(items[index])
                 error: BaseException | None = None

@@ -93,7 +93,7 @@ class NotifyTarget:
 class Config:
     libvirt_uri: str = "test:///default"
     poll_interval_s: float = 15.0
-    poll_timeout_s: float = 0.0  # 0: same as the interval
+    poll_timeout_s: float = 0.0  # 0: the interval, at least 10 s
     domain_timeout_s: float = 0.0  # 0: half the poll deadline, at most 5 s
     keepalive_interval_s: int = 5
     keepalive_count: int = 3
@@ -125,7 +125,7 @@ class Config:
 
     @property
     def poll_deadline_s(self) -> float:
-        return self.poll_timeout_s or self.poll_interval_s
+        return self.poll_timeout_s or max(self.poll_interval_s, 10.0)
 
     @property
     def domain_deadline_s(self) -> float:
@@ -438,7 +438,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("libvirt.poll_interval", "poll_interval_s", parse_duration, "time between polls (default 15s)"),
     Setting("libvirt.poll_timeout", "poll_timeout_s", parse_duration,
             "a poll running longer is reported stuck and the last snapshot keeps being served "
-            "(default: the poll interval)"),
+            "(default: the poll interval, at least 10s)"),
     Setting("libvirt.domain_timeout", "domain_timeout_s", parse_duration,
             "a domain's stats call (or a pool, network or node call) running longer is given up on: the "
             "domain is reported timed out and served without its monitor-bound stats until the call returns "

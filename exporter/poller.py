@@ -352,8 +352,14 @@ class Poller:
         self._overlay = []
         config = self._config
         future = in_daemon_thread(source.poll, config.collectors, config.keep_domain)
-        done, _ = await asyncio.wait({future}, timeout=config.poll_deadline_s)
-        late = not done
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({future, stop_wait}, timeout=config.poll_deadline_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_wait.cancel()
+        if stop.is_set() and not future.done():
+            return True  # stopping: the poll is left to its daemon thread
+        late = not future.done()
         if late:
             self._errors["timeout"] += 1
             log.warning(

@@ -288,8 +288,8 @@ class Source:
         with self._lock:
             if self._lanes:
                 return self._lanes.pop()
-        try:
-            return _Lane(libvirt.openReadOnly(self.uri))
+        try:  # read-write only when control is on, like the main connection
+            return _Lane(libvirt.openReadOnly(self.uri) if self.read_only else libvirt.open(self.uri))
         except libvirt.libvirtError as exc:
             raise ConnectionLost(exc.get_error_message() or str(exc), code=exc.get_error_code()) from None
 
@@ -308,10 +308,14 @@ class Source:
         lane = self._take_lane()
         try:
             return fn(lane)
+        except ConnectionLost:
+            lane.close()  # a dead connection is not reused
+            raise
         except libvirt.libvirtError as exc:
-            if not lane.shared and isinstance(_convert(exc, lane.conn), ConnectionLost):
+            err = _convert(exc, lane.conn)
+            if isinstance(err, ConnectionLost):
                 lane.close()
-                raise ConnectionLost(exc.get_error_message() or str(exc), code=exc.get_error_code()) from None
+                raise err from None
             raise
         finally:
             if lane.conn is not None:
@@ -354,10 +358,16 @@ class Source:
 
         Verbs: start, start_paused, suspend, resume, wakeup, shutdown, destroy,
         reboot, reset, managed_save.  Raises :class:`SourceError` subclasses.
+        Runs on a lane: an action that hangs with its QEMU holds up nothing else.
         """
-        conn = self._require()
+        self._require()
+        self._on_lane(lambda lane: self._act(lane, uuid, verb))
+
+    @staticmethod
+    def _act(lane: _Lane, uuid: str, verb: str) -> None:
+        assert lane.conn is not None
         try:
-            dom = conn.lookupByUUIDString(uuid)
+            dom = lane.conn.lookupByUUIDString(uuid)
             if verb == "start":
                 dom.create()  # restores a managed-save image when there is one
             elif verb == "start_paused":
@@ -381,7 +391,7 @@ class Source:
             else:
                 raise ValueError(f"unknown action {verb!r}")
         except libvirt.libvirtError as exc:
-            raise _convert(exc, conn) from None
+            raise _convert(exc, lane.conn) from None
 
     # -- polling -------------------------------------------------------------
 
@@ -490,7 +500,10 @@ class Source:
             mine = dataclasses.replace(job, dom=dom)
             stats = job.stats
             if slow_mask and job.id >= 0:
-                stats = {**stats, **self._domain_stats(lane.conn, dom, slow_mask, flags)}
+                # No NOWAIT here: a domain whose job is held (a hung action, another client's call) cannot give
+                # its monitor-bound stats; waiting runs into the deadline and flags it, instead of quietly
+                # serving half of them.
+                stats = {**stats, **self._domain_stats(lane.conn, dom, slow_mask, 0)}
             return self._domain(lane.conn, mine, stats, quick_mask | slow_mask, wanted, own), own
 
         workers = self._workers
@@ -990,7 +1003,7 @@ class _DomainJob:
 
 
 class _Lane:
-    """A read-only connection of its own for calls that may hang, with its domain handles."""
+    """A connection of its own for calls that may hang (stats, host groups, actions), with its domain handles."""
 
     def __init__(self, conn: libvirt.virConnect, *, shared: bool = False) -> None:
         self.conn: libvirt.virConnect | None = conn

@@ -97,11 +97,11 @@ def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool) -> str:
 
 # Boot sectors (real-mode x86, loaded at 0x7c00 by the BIOS).
 _HALT = bytes([0xFA, 0xF4, 0xEB, 0xFD])  # cli; hlt; jmp $-1
-# sti; xor ax,ax; mov es,ax; then forever: read sector 1 of the boot drive (int 13h, AH=2) into 0:8000 and hlt
-# until the next timer tick: about 18 disk reads a second, so block counters keep moving.
+# sti; xor ax,ax; mov es,ax; then forever: read sector 1 of the boot drive (int 13h, AH=2) into 0:8000, then
+# hlt through 18 timer ticks (loop): about one disk read a second, so block counters keep moving, cheaply.
 _READ_LOOP = bytes([0xFB, 0x31, 0xC0, 0x8E, 0xC0,
-                    0xB8, 0x01, 0x02, 0xB9, 0x01, 0x00, 0xB6, 0x00, 0xBB, 0x00, 0x80, 0xCD, 0x13, 0xF4,
-                    0xEB, 0xF0])
+                    0xB8, 0x01, 0x02, 0xB9, 0x01, 0x00, 0xB6, 0x00, 0xBB, 0x00, 0x80, 0xCD, 0x13,
+                    0xB9, 0x12, 0x00, 0xF4, 0xE2, 0xFD, 0xEB, 0xEB])
 
 
 def _boot_disk(raw: Path, disk: Path, code: bytes = _HALT) -> None:

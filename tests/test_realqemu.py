@@ -253,37 +253,12 @@ def test_snmp_shows_real_counters(real_host: RealHost, tmp_path) -> None:
             assert state.strip() == "1"
 
 
-_REAL_CONTROL = """
-[control]
-enabled = true
-reply_within = "1s"
-
-[[snmp.users]]
-name = "operator"
-auth_key = "operator-auth-key"
-priv_key = "operator-priv-key"
-write = true
-"""
-_OPERATOR = ["-v3", "-l", "authPriv", "-u", "operator", "-a", "SHA-256", "-A", "operator-auth-key", "-x", "AES",
-             "-X", "operator-priv-key"]
-
-
 def _control_exporter(real_host: RealHost, tmp_path) -> tuple[Exporter, str]:
     port = snmp.free_udp_port()
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", _REAL_CONTROL)
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", snmp.OPERATOR_CONFIG)
     exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1h"],
                    log=tmp_path / "log")
     return exp, f"127.0.0.1:{port}"
-
-
-def _wait_outcome(target: str, index: str, timeout: float = 30) -> str:
-    """lvxDomainLastActionResult once it is no longer inProgress (destroy waits for QEMU to exit)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
-        if outcome != "2" or time.monotonic() > deadline:
-            return outcome
-        time.sleep(0.2)
 
 
 def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
@@ -295,11 +270,11 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
         index = snmp.domain_index(target, name)
 
         def set_state(value: str) -> None:
-            result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
+            result = snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-t", "10", "-r", "0", target,
                               f"lvxDomainAdminState.{index}", "i", value)
             assert result.returncode == 0, result.stderr
             # A slow action answers inProgress after reply_within (1 s); wait for the outcome.
-            assert _wait_outcome(target, index) in ("1", "3")  # none (a no-op) or success
+            assert snmp.wait_outcome(target, index) in ("1", "3")  # none (a no-op) or success
 
         def libvirt_state() -> str:
             return real_host.daemon.virsh("domstate", name).strip()
@@ -321,7 +296,7 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
             set_state("running")
             assert libvirt_state() == "running"
             for action in ("reboot", "reset"):  # ACPI reboot (ignored by a guest with no OS), then a hard reset
-                done = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target, f"lvxDomainAction.{index}",
+                done = snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-t", "10", "-r", "0", target, f"lvxDomainAction.{index}",
                                 "i", action)
                 assert done.returncode == 0, done.stderr
                 assert libvirt_state() == "running"
@@ -341,10 +316,10 @@ def test_wrong_sets_leave_a_real_domain_untouched(real_host: RealHost, tmp_path)
         index = snmp.domain_index(target, name)
         lvx = ".".join(map(str, mib.LVX_ROOT))
         cases = [
-            (_OPERATOR, [f"{lvx}.1.2.1.27.{index}", "s", "off"], "wrongType"),
-            (_OPERATOR, [f"{lvx}.1.2.1.27.{index}", "i", "0"], "wrongValue"),
-            (_OPERATOR, [f"{lvx}.1.2.1.27.99999", "i", "4"], "noCreation"),
-            (_OPERATOR, [f"{lvx}.1.1.14.0", "i", "12345", f"{lvx}.1.2.1.27.{index}", "i", "4"], "inconsistentValue"),
+            (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.{index}", "s", "off"], "wrongType"),
+            (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "0"], "wrongValue"),
+            (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.99999", "i", "4"], "noCreation"),
+            (snmp.OPERATOR_ARGS, [f"{lvx}.1.1.14.0", "i", "12345", f"{lvx}.1.2.1.27.{index}", "i", "4"], "inconsistentValue"),
             (snmp.V2_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "4"], "noAccess"),
             (snmp.V3_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "4"], "noAccess|authorizationError"),
         ]
@@ -369,7 +344,7 @@ def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) ->
         with exp:
             exp.wait_for(lambda m: _domain_count(m) == 3, what="three domains")
             index = snmp.domain_index(target, "lxe-broken")
-            result = snmp.run("snmpset", *_OPERATOR, "-t", "10", "-r", "0", target,
+            result = snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-t", "10", "-r", "0", target,
                               f"lvxDomainAdminState.{index}", "i", "running")
             assert "Reason: commitFailed" in result.stderr, result.stderr
             error = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainLastActionError.{index}")
@@ -391,7 +366,7 @@ def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> N
         try:
             started = time.monotonic()
             pending = subprocess.Popen(
-                ["snmpset", "-M", snmp.MIB_DIRS, "-m", snmp.MODULES, *_OPERATOR, "-t", "8", "-r", "0", target,
+                ["snmpset", "-M", snmp.MIB_DIRS, "-m", snmp.MODULES, *snmp.OPERATOR_ARGS, "-t", "8", "-r", "0", target,
                  f"lvxDomainAdminState.{index}", "i", "paused"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 text=True)
             time.sleep(0.2)
@@ -405,7 +380,7 @@ def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> N
             assert result.strip() == "2"  # inProgress
         finally:
             os.kill(pid, signal.SIGCONT)
-        assert _wait_outcome(target, index, timeout=15) == "3"  # success once libvirtd woke up
+        assert snmp.wait_outcome(target, index, timeout=15) == "3"  # success once libvirtd woke up
         assert real_host.daemon.virsh("domstate", name).strip() == "paused"
         real_host.daemon.virsh("resume", name)
     assert f"domain={name} action=suspend result=in progress" in exp.output()
@@ -433,7 +408,7 @@ def test_real_lifecycle_notifications(real_host: RealHost, tmp_path) -> None:
                 result = snmp.run("snmpset", *WRITER, "-t", "15", "-r", "0", target,
                                   f"lvxDomainAdminState.{index}", "i", state)
                 assert result.returncode == 0, result.stderr
-                assert _wait_outcome(target, index) in ("1", "3")
+                assert snmp.wait_outcome(target, index) in ("1", "3")
             # QEMU sends more events than the test driver (shutdown before stopped, resumed with started):
             # every one is passed on; the four the actions cause must all be there, on every target.
             expected = {f"{LVX}.0.3", f"{LVX}.0.4", f"{LVX}.0.2", f"{LVX}.0.1"}

@@ -1,7 +1,7 @@
 """One hung QEMU costs its own freshness and nothing else (real tier).
 
-A private libvirtd runs eight TCG domains whose boot sector keeps reading
-its disk, so CPU time and block counters move at every poll.  One QEMU
+A private libvirtd runs eight TCG domains whose boot sector reads its disk
+about once a second, so CPU time and block counters move at every poll.  One QEMU
 process is frozen with SIGSTOP, which hangs every monitor command sent to it
 (a real hang: no mock).  The other domains must stay fresh at every poll,
 the frozen one must be named, and everything must come back after SIGCONT.
@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _READ_LOOP, RealHost, require_tool, start_real_host
+from tests.conftest import _READ_LOOP, RealHost, _boot_disk, _real_domain_xml, require_tool, start_real_host
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
 
@@ -30,7 +32,7 @@ COUNT = 8
 
 @pytest.fixture(scope="module")
 def tcg_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
-    """Eight running TCG domains (2 vCPUs, a qcow2 disk read 18 times a second, a tap, a balloon)."""
+    """Eight running TCG domains (2 vCPUs, a qcow2 disk read about once a second, a tap, a balloon)."""
     host = start_real_host(tmp_path_factory.mktemp("stuck"), "lxe-stuck", COUNT, kvm=False, code=_READ_LOOP)
     yield host
     host.daemon.shutdown()
@@ -45,7 +47,7 @@ def _exporter(host: RealHost, tmp_path: Path, extra_config: str = "") -> tuple[E
     cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", extra_config)
     exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", host.uri,
                     "--libvirt.poll-interval", f"{INTERVAL:g}s", "--libvirt.poll-timeout", "6s",
-                    "--libvirt.domain-timeout", f"{DOMAIN_TIMEOUT:g}s", "--log.level", "debug"], log=tmp_path / "log")
+                    "--libvirt.domain-timeout", f"{DOMAIN_TIMEOUT:g}s"], log=tmp_path / "log")
     return exp, f"127.0.0.1:{port}"
 
 
@@ -139,4 +141,164 @@ def test_one_frozen_qemu_leaves_the_others_fresh(tcg_host: RealHost, tmp_path: P
     log = (tmp_path / "log").read_text()
     assert log.count(f"domain {frozen} has not answered") == 1, log
     assert log.count(f"domain {frozen} answered again") == 1, log
+    assert "Traceback" not in log
+
+
+def test_control_around_a_frozen_domain(tcg_host: RealHost, tmp_path: Path) -> None:
+    """An action hanging on a frozen QEMU holds up nobody: SETs on a healthy domain succeed meanwhile; once the
+    domain is flagged, a SET on it is refused at once (resourceUnavailable), except a hard power-off, which works."""
+    require_tool("snmpset", "snmp")
+    frozen, healthy = tcg_host.domains[2], tcg_host.domains[3]
+    pid = _qemu_pid(tcg_host, frozen)
+    exp, target = _exporter(tcg_host, tmp_path, snmp.OPERATOR_CONFIG.replace('reply_within = "1s"',
+                                                                             'reply_within = "1s"\ntimeout = "15s"'))
+
+    def snmpset(index: str, value: str) -> tuple[subprocess.CompletedProcess[str], float]:
+        t0 = time.monotonic()
+        result = snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-t", "10", "-r", "0", target,
+                          f"lvxDomainAdminState.{index}", "i", value)
+        return result, time.monotonic() - t0
+
+    with exp:
+        exp.wait_for(lambda m: _all_fresh(m, tcg_host.domains), timeout=60, what="all domains fresh")
+        frozen_index, healthy_index = snmp.domain_index(target, frozen), snmp.domain_index(target, healthy)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            # Asked before the exporter notices: the suspend hangs in libvirt and answers in progress.
+            hung, _ = snmpset(frozen_index, "paused")
+            assert hung.returncode == 0, hung.stderr
+            assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target,
+                           f"lvxDomainLastActionResult.{frozen_index}").strip() == "2"  # inProgress
+            # Meanwhile the healthy domain obeys at once, both ways.
+            for value, state in (("paused", "paused"), ("running", "running")):
+                done, took = snmpset(healthy_index, value)
+                assert done.returncode == 0 and took < 5, (done.stderr, took)
+                assert snmp.wait_outcome(target, healthy_index) == "3"
+                assert tcg_host.daemon.virsh("domstate", healthy).strip() == state
+            # control.timeout (15 s; a destroy of a stopped QEMU takes 11 s) gives up on the hung suspend.
+            assert snmp.wait_outcome(target, frozen_index, timeout=30) == "4"  # failed
+            exp.wait_for(lambda m: m.get("libvirt_domain_timed_out", domain=frozen) == 1, timeout=4 * INTERVAL,
+                         what="the frozen domain to be flagged")
+            refused, took = snmpset(frozen_index, "paused")
+            assert refused.returncode != 0 and "resourceUnavailable" in refused.stderr and took < 3, \
+                (refused.stderr, took)
+            assert snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, "lvxDomainCount.0").split()[0] == str(COUNT)
+            # A hard power-off still works (libvirt kills the stopped process).
+            off, _ = snmpset(frozen_index, "off")
+            assert off.returncode == 0, off.stderr
+            assert snmp.wait_outcome(target, frozen_index, timeout=40) == "3"
+            assert tcg_host.daemon.virsh("domstate", frozen).strip() == "shut off"
+            exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=frozen) == 5
+                         and m.get("libvirt_domain_timed_out", domain=frozen) == 0, timeout=4 * INTERVAL,
+                         what="the powered-off domain shown shut off, no longer flagged")
+        finally:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass  # powered off
+            tcg_host.daemon.virsh("start", frozen, check=False)
+    log = (tmp_path / "log").read_text()
+    assert f"SET refused: domain {frozen} is not answering" in log, log
+    assert "Traceback" not in log
+
+
+@dataclass
+class _Fuse:
+    bindfs_pid: int
+    mount: Path
+    pool: str
+    domain: str
+
+
+def _fuse_daemon(mount: Path) -> int:
+    """The bindfs process serving ``mount`` (it runs in the private libvirtd's mount namespace)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                args = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if args and args[0].endswith(b"bindfs") and str(mount).encode() in args:
+                return int(proc.name)
+    raise AssertionError(f"no bindfs process serves {mount}")
+
+
+@pytest.fixture
+def fuse_storage(tcg_host: RealHost, tmp_path: Path) -> Iterator[_Fuse]:
+    """A FUSE mount (bindfs) inside the private libvirtd's mount namespace, holding a dir storage pool and the
+    disk of one more running domain.  Stopping bindfs makes both hang for real, like a dead NFS server."""
+    require_tool("bindfs", "bindfs")
+    require_tool("nsenter", "util-linux")
+    daemon = tcg_host.daemon
+    netns = ["nsenter", "-t", (daemon.root / "run" / "libvirtd.pid").read_text().strip(), "-m"]
+    src, mount = tmp_path / "fuse-src", tmp_path / "fuse-mnt"
+    src.mkdir()
+    mount.mkdir()
+    _boot_disk(tmp_path / "fuse.raw", src / "lxe-fuse.qcow2", _READ_LOOP)
+    subprocess.run([*netns, "bindfs", str(src), str(mount)], check=True, timeout=30)
+    fuse = _Fuse(_fuse_daemon(mount), mount, "lxe-fuse-pool", "lxe-fuse")
+    pool_xml, dom_xml = tmp_path / "pool.xml", tmp_path / "dom.xml"
+    pool_xml.write_text(f"<pool type='dir'><name>{fuse.pool}</name><target><path>{mount}</path></target></pool>")
+    dom_xml.write_text(_real_domain_xml(fuse.domain, mount / "lxe-fuse.qcow2", f"lxfu{os.getpid() % 10000}", False))
+    try:
+        daemon.virsh("pool-define", str(pool_xml))
+        daemon.virsh("pool-start", fuse.pool)
+        daemon.virsh("define", str(dom_xml))
+        daemon.virsh("start", fuse.domain)
+        yield fuse
+    finally:
+        try:
+            os.kill(fuse.bindfs_pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        for args in (("destroy", fuse.domain), ("undefine", fuse.domain), ("pool-destroy", fuse.pool),
+                     ("pool-undefine", fuse.pool)):
+            daemon.virsh(*args, check=False)
+        subprocess.run([*netns, "fusermount", "-u", str(mount)], check=False, timeout=30)
+
+
+def test_hung_storage_costs_only_its_own_freshness(tcg_host: RealHost, fuse_storage: _Fuse, tmp_path: Path) -> None:
+    """The FUSE daemon under a pool and a domain's disk stopped (with a pool refresh in flight): the pool is left
+    out and reported stuck, the domain on it is flagged, the eight others stay fresh at every poll; all recover."""
+    fuse = fuse_storage
+    healthy = tcg_host.domains
+    exp, _ = _exporter(tcg_host, tmp_path)
+    with exp:
+        exp.wait_for(lambda m: _all_fresh(m, (*healthy, fuse.domain))
+                     and m.get("libvirt_storage_pool_state", storage_pool=fuse.pool) == 2,
+                     timeout=60, what="all nine domains fresh and the FUSE pool running")
+        os.kill(fuse.bindfs_pid, signal.SIGSTOP)
+        refresh = subprocess.Popen(["virsh", "-c", tcg_host.uri, "pool-refresh", fuse.pool],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            stuck = exp.wait_for(lambda m: m.get("libvirt_domain_timed_out", domain=fuse.domain) == 1
+                                 and m.get("libvirt_exporter_stuck_calls", group="pool") == 1,
+                                 timeout=6 * INTERVAL, what="the FUSE domain flagged and the pool call stuck")
+            assert stuck.get("libvirt_storage_pool_state", storage_pool=fuse.pool) is None
+            assert stuck.get("libvirt_domain_state_code", domain=fuse.domain) == 1
+            previous, polls = stuck, 0
+            while polls < 3:
+                sample = exp.scrape()
+                assert sample.get("libvirt_exporter_snapshot_age_seconds") < 2 * INTERVAL
+                if sample.get("libvirt_exporter_snapshot_timestamp_seconds") != \
+                        previous.get("libvirt_exporter_snapshot_timestamp_seconds"):
+                    for name in healthy:
+                        cpu0, reads0 = _counters(previous, name)
+                        cpu1, reads1 = _counters(sample, name)
+                        assert cpu1 > cpu0 and reads1 > reads0, f"{name} did not advance"
+                    assert sample.get("libvirt_domain_timed_out", domain=fuse.domain) == 1
+                    assert sample.get("libvirt_exporter_stuck_calls", group="pool") == 1
+                    previous, polls = sample, polls + 1
+                time.sleep(0.2)
+        finally:
+            os.kill(fuse.bindfs_pid, signal.SIGCONT)
+            refresh.wait(timeout=60)
+        exp.wait_for(lambda m: _all_fresh(m, (*healthy, fuse.domain))
+                     and m.get("libvirt_storage_pool_state", storage_pool=fuse.pool) == 2
+                     and m.get("libvirt_exporter_stuck_calls", group="pool") == 0,
+                     timeout=4 * INTERVAL + 4, what="the pool and the FUSE domain back")
+    log = (tmp_path / "log").read_text()
+    assert log.count(f"the pool call of {tcg_host.uri} has not answered") == 1, log
+    assert log.count(f"the pool call of {tcg_host.uri} returned after") == 1, log
+    assert log.count(f"domain {fuse.domain} has not answered") == 1, log
     assert "Traceback" not in log

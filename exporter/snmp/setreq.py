@@ -8,6 +8,7 @@ resourceUnavailable), with its index, so that a SET is all or nothing.
 
 from __future__ import annotations
 
+import logging
 import uuid as uuidlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,11 @@ from exporter.snapshot import (
 )
 from exporter.snmp import mib
 
+log = logging.getLogger(__name__)
+
 _RUNNING_LIKE = (STATE_RUNNING, STATE_BLOCKED)
+#: What a domain whose QEMU does not answer (timed out) still accepts: a hard power-off kills the process.
+_STUCK_OK = frozenset({"destroy"})
 _MAX_INT32 = 2**31 - 1
 
 
@@ -160,6 +165,12 @@ def plan(
             raise smi_error.InconsistentValueError(name=name, idx=idx)  # one action per domain per request
         if verb is not None and controller.busy(dom.uuid):
             raise smi_error.ResourceUnavailableError(name=name, idx=idx)  # an action is still running
+        if verb is not None and dom.timed_out and verb not in _STUCK_OK:
+            # It would wait out libvirt's job lock (30 s) behind the hung monitor and fail anyway.
+            log.warning("SET refused: domain %s is not answering (its stats call timed out); only a hard "
+                        "power-off (lvxDomainAdminState off, libvirtGuestRowStatus destroy) is accepted until it "
+                        "does", dom.name)
+            raise smi_error.ResourceUnavailableError(name=name, idx=idx)
         if verb is not None:
             touched.add(dom.uuid)
         result.add(idx, dom, verb, label)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 from tests.support.process import ROOT
@@ -16,6 +17,20 @@ COMMUNITY = "test-ro-community"
 V3_USER, V3_AUTH, V3_PRIV = "monitor", "monitor-auth-key", "monitor-priv-key"
 V3_ARGS = ["-v3", "-l", "authPriv", "-u", V3_USER, "-a", "SHA-256", "-A", V3_AUTH, "-x", "AES", "-X", V3_PRIV]
 V2_ARGS = ["-v2c", "-c", COMMUNITY]
+#: Lifecycle control on, with a v3 authPriv user that may write (for agent_config's ``extra``).
+OPERATOR_CONFIG = """
+[control]
+enabled = true
+reply_within = "1s"
+
+[[snmp.users]]
+name = "operator"
+auth_key = "operator-auth-key"
+priv_key = "operator-priv-key"
+write = true
+"""
+OPERATOR_ARGS = ["-v3", "-l", "authPriv", "-u", "operator", "-a", "SHA-256", "-A", "operator-auth-key", "-x", "AES",
+                 "-X", "operator-priv-key"]
 
 
 def free_udp_port() -> int:
@@ -88,3 +103,13 @@ def values(text: str) -> dict[str, str]:
 def domain_index(target: str, name: str) -> str:
     """A domain's lvxDomainIndex, looked up by name through lvxDomainNameTable."""
     return ok("snmpget", *V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{name}'").strip()
+
+
+def wait_outcome(target: str, index: str, timeout: float = 30) -> str:
+    """lvxDomainLastActionResult once it is no longer inProgress (destroy waits for QEMU to exit)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = ok("snmpget", *V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
+        if outcome != "2" or time.monotonic() > deadline:
+            return outcome
+        time.sleep(0.2)
