@@ -192,6 +192,7 @@ class Source:
         self._stuck_domains: dict[str, float] = {}
         self._stuck_groups: dict[str, float] = {}
         self._fresh_at: dict[str, float] = {}  # Unix time of each domain's last complete stats
+        self._stuck_since: dict[str, float] = {}  # first deadline missed, until a call succeeds in time
         self._lanes: list[_Lane] = []  # idle lanes; one in use is held by its call
         self._shared_lane: _Lane | None = None  # the test driver's lanes: the main connection
 
@@ -524,6 +525,7 @@ class Source:
                 domain, own = outcome.results[index]
                 errors.update(own)
                 self._fresh_at[job.uuid] = now
+                self._domain_answered(job)
                 domains.append(dataclasses.replace(domain, stats_at=now))
             elif index in outcome.errors:
                 err = outcome.errors[index]
@@ -548,6 +550,9 @@ class Source:
             del self._xml[uuid]
         for uuid in set(self._fresh_at) - seen:
             del self._fresh_at[uuid]
+        with self._lock:
+            for uuid in set(self._stuck_since) - seen:  # undefined meanwhile
+                del self._stuck_since[uuid]
         with self._lock:
             for lane in self._lanes:
                 lane.forget_except(seen)
@@ -574,14 +579,24 @@ class Source:
     def _domain_stuck(self, job: _DomainJob) -> None:
         with self._lock:
             self._stuck_domains[job.uuid] = time.monotonic()
-        log.warning("domain %s has not answered within %gs (a hung QEMU monitor, disk or agent?); serving only "
-                    "its state until that call returns", job.name, self._call_timeout)
+            first = job.uuid not in self._stuck_since
+            self._stuck_since.setdefault(job.uuid, time.monotonic())
+        if first:
+            log.warning("domain %s has not answered within %gs (a hung QEMU monitor, disk or agent?); serving "
+                        "only its state until it does", job.name, self._call_timeout)
 
     def _domain_returned(self, job: _DomainJob, seconds: float) -> None:
+        """An abandoned call returned: the domain may be asked again (it counts as back once it answers in time)."""
         with self._lock:
             self._stuck_domains.pop(job.uuid, None)
-        log.warning("domain %s answered again after %.1fs; its stats are read again from the next poll",
-                    job.name, seconds)
+        log.debug("the abandoned stats call of domain %s returned after %.1fs", job.name, seconds)
+
+    def _domain_answered(self, job: _DomainJob) -> None:
+        with self._lock:
+            since = self._stuck_since.pop(job.uuid, None)
+        if since is not None and job.id >= 0:  # (a domain powered off meanwhile is not "back")
+            log.warning("domain %s answers again after %.1fs; its stats are fresh again", job.name,
+                        time.monotonic() - since)
 
     def _host_groups(
         self, conn: libvirt.virConnect, wanted: frozenset[str], errors: Counter[str]
