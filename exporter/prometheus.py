@@ -107,8 +107,8 @@ SPECS: tuple[Spec, ...] = (
     _g("libvirt_domain_stats_timestamp_seconds", "Unix time of the domain's last complete stats.", DOMAIN,
        "state"),
     _g("libvirt_domain_stats_age_seconds",
-       "Age of the domain's last complete stats; above the snapshot age while the domain is timed out.", DOMAIN,
-       "state"),
+       "Age of the domain's last complete stats, for domains whose stats are older than the served snapshot "
+       "(timed out); the others are as old as the snapshot.", DOMAIN, "state"),
     # cpu
     _c("libvirt_domain_info_cpu_time_seconds_total", "CPU time used by the domain, in seconds.", DOMAIN, "cpu"),
     _c("libvirt_domain_cpu_user_seconds_total", "User-mode CPU time used by the domain's processes.", DOMAIN, "cpu"),
@@ -381,6 +381,11 @@ def snapshot_text(snap: Snapshot, groups: frozenset[str]) -> bytes:
     return f.render()
 
 
+def _behind(snap: Snapshot) -> list[tuple[str, str, float]]:
+    """(name, uuid, stats time) of the domains whose last complete stats are older than the snapshot."""
+    return [(d.name, d.uuid, d.stats_at) for d in snap.domains if d.stats_at is not None and d.stats_at < snap.taken_at]
+
+
 def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> None:
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
@@ -407,8 +412,9 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
     f.add("libvirt_domains_number", (), len(snap.domains))
     for dom in snap.domains:
         _domain_families(f, dom)
-        if now is not None and dom.stats_at is not None:
-            f.add("libvirt_domain_stats_age_seconds", (dom.name, dom.uuid), max(0.0, now - dom.stats_at))
+    if now is not None:
+        for name, uuid, stats_at in _behind(snap):
+            f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
 
     if host is not None:
         f.add("libvirt_node_info", (host.hostname, host.cpu_model), 1 if host.cpus is not None else None)
@@ -460,6 +466,7 @@ class _AgeCollector(Collector):
         self._get_snapshot = get_snapshot
         self._clock = clock
         self._groups = groups
+        self._behind: tuple[Snapshot | None, list[tuple[str, str, float]]] = (None, [])
 
     def collect(self) -> Iterator[Metric]:
         snap = self._get_snapshot()
@@ -468,9 +475,12 @@ class _AgeCollector(Collector):
         now = self._clock()
         f = _Families(self._groups)
         f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
-        for dom in snap.domains:
-            if dom.stats_at is not None:
-                f.add("libvirt_domain_stats_age_seconds", (dom.name, dom.uuid), max(0.0, now - dom.stats_at))
+        seen, behind = self._behind
+        if seen is not snap:  # found once per snapshot, not per scrape
+            behind = _behind(snap)
+            self._behind = (snap, behind)
+        for name, uuid, stats_at in behind:
+            f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
         yield from f
 
     def describe(self) -> list[Metric]:

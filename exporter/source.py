@@ -187,10 +187,10 @@ class Source:
         self._stale: set[str] = set()
         self._lock = threading.Lock()
         self._callbacks: list[int] = []
-        # Calls given up on and still running: per domain UUID and per host group, with their start
-        # (monotonic).  Nothing new is asked of them until the call returns.
-        self._stuck_domains: dict[str, float] = {}
-        self._stuck_groups: dict[str, float] = {}
+        # Calls given up on and still running, by domain UUID and by host group: nothing new is asked of
+        # them until the call returns.
+        self._stuck_domains: set[str] = set()
+        self._stuck_groups: set[str] = set()
         self._fresh_at: dict[str, float] = {}  # Unix time of each domain's last complete stats
         self._stuck_since: dict[str, float] = {}  # first deadline missed, until a call succeeds in time
         self._lanes: list[_Lane] = []  # idle lanes; one in use is held by its call
@@ -474,7 +474,7 @@ class Source:
         transient = self._uuid_set(conn, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, errors)
         with self._lock:
             stale, self._stale = self._stale, set()
-            stuck = dict(self._stuck_domains)
+            stuck = set(self._stuck_domains)
         seen: set[str] = set()
         todo: list[_DomainJob] = []
         held: list[_DomainJob] = []
@@ -560,7 +560,7 @@ class Source:
         domains.sort(key=lambda d: d.name)
         with self._lock:
             stuck_counts = Counter({"domain": len(self._stuck_domains)})
-            stuck_counts.update(self._stuck_groups.keys())
+            stuck_counts.update(self._stuck_groups)
         return PollResult(host=host, domains=tuple(domains), pools=pools, networks=networks,
                           errors=frozen_map(errors), stuck=frozen_map(stuck_counts))
 
@@ -578,7 +578,7 @@ class Source:
 
     def _domain_stuck(self, job: _DomainJob) -> None:
         with self._lock:
-            self._stuck_domains[job.uuid] = time.monotonic()
+            self._stuck_domains.add(job.uuid)
             first = job.uuid not in self._stuck_since
             self._stuck_since.setdefault(job.uuid, time.monotonic())
         if first:
@@ -588,7 +588,7 @@ class Source:
     def _domain_returned(self, job: _DomainJob, seconds: float) -> None:
         """An abandoned call returned: the domain may be asked again (it counts as back once it answers in time)."""
         with self._lock:
-            self._stuck_domains.pop(job.uuid, None)
+            self._stuck_domains.discard(job.uuid)
         log.debug("the abandoned stats call of domain %s returned after %.1fs", job.name, seconds)
 
     def _domain_answered(self, job: _DomainJob) -> None:
@@ -617,7 +617,7 @@ class Source:
 
         def returned(group: str, seconds: float) -> None:
             with self._lock:
-                self._stuck_groups.pop(group, None)
+                self._stuck_groups.discard(group)
             log.warning("the %s call of %s returned after %.1fs; asked again from the next poll", group, self.uri,
                         seconds)
 
@@ -633,7 +633,7 @@ class Source:
                 raise outcome.errors[index]  # only ConnectionLost leaves the readers
             else:
                 with self._lock:
-                    self._stuck_groups[group] = time.monotonic()
+                    self._stuck_groups.add(group)
                 log.warning("the %s call of %s has not answered within %gs; %s left out until it returns",
                             group, self.uri, self._call_timeout, "host figures" if group == "node" else group + "s")
         return found.get("node", self._static), found.get("pool", ()), found.get("network", ())
