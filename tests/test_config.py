@@ -213,3 +213,15 @@ def test_malloc_arenas_capped_unless_the_environment_says(monkeypatch) -> None:
     assert limit_malloc_arenas() == (platform.libc_ver()[0] == "glibc")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False  # the operator's setting wins
+
+
+def test_domain_timeout_defaults_and_bounds() -> None:
+    """libvirt.domain_timeout: 5 s by default (half a short poll timeout), and a clear error when it is too short
+    or not shorter than the poll timeout that bounds the whole poll."""
+    assert resolve({}, {}, {}).domain_deadline_s == 5.0
+    assert resolve({}, {}, {"libvirt": {"poll_timeout": "4s"}}).domain_deadline_s == 2.0
+    assert resolve({}, {"LIBVIRT_EXPORTER_LIBVIRT_DOMAIN_TIMEOUT": "2s"}, {}).domain_deadline_s == 2.0
+    with pytest.raises(ConfigError, match=r"^libvirt.domain_timeout: must be shorter than the poll timeout \(15s\)"):
+        resolve({}, {}, {"libvirt": {"domain_timeout": "15s"}})
+    with pytest.raises(ConfigError, match=r"^libvirt.domain_timeout: must be at least 50ms"):
+        resolve({}, {}, {"libvirt": {"domain_timeout": "10ms"}})
