@@ -71,10 +71,8 @@ def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[
             result.append(dom)
             continue
         changes: dict[str, object] = {"state": state, "state_reason": 0, "active": state != STATE_SHUTOFF}
-        if state == STATE_SHUTOFF:
-            changes["timed_out"] = False  # nothing is asked of a domain that is off
-        if state == STATE_SHUTOFF:  # no live counters for a domain that is off
-            changes.update(id=-1, cpu_time_ns=None, cpu_user_ns=None, cpu_system_ns=None, memory=Memory(),
+        if state == STATE_SHUTOFF:  # no live counters for a domain that is off, and nothing is asked of it
+            changes.update(timed_out=False, id=-1, cpu_time_ns=None, cpu_user_ns=None, cpu_system_ns=None, memory=Memory(),
                            vcpus=(), interfaces=(), blocks=tuple(_config_only(b) for b in dom.blocks))
         result.append(dom.replace_fields(**changes))
     needs_poll = not found or event.kind not in ("suspended", "resumed")
@@ -355,23 +353,20 @@ class Poller:
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({future, stop_wait}, timeout=config.poll_deadline_s, return_when=asyncio.FIRST_COMPLETED)
+            late = not future.done() and not stop.is_set()
+            if late:
+                self._errors["timeout"] += 1
+                log.warning(
+                    "poll of %s has run past its %.1fs deadline; serving the snapshot from %.1fs ago until it "
+                    "returns", config.libvirt_uri, config.poll_deadline_s, self._clock() - self._snapshot.taken_at,
+                )
+                self._publish(self._snapshot.replace(stalled=True))
+                await asyncio.wait({future, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
-        if stop.is_set() and not future.done():
+        if not future.done():
             return True  # stopping: the poll is left to its daemon thread
-        late = not future.done()
         if late:
-            self._errors["timeout"] += 1
-            log.warning(
-                "poll of %s has run past its %.1fs deadline; serving the snapshot from %.1fs ago until it returns",
-                config.libvirt_uri, config.poll_deadline_s, self._clock() - self._snapshot.taken_at,
-            )
-            self._publish(self._snapshot.replace(stalled=True))
-            stop_wait = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({future, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            if not future.done():
-                return True
             log.warning("stalled poll of %s returned after %.1fs; its data is that old, so it is dropped and a "
                         "fresh poll starts now", config.libvirt_uri, self._clock() - started)
         duration = self._clock() - started

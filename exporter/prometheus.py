@@ -386,6 +386,14 @@ def _behind(snap: Snapshot) -> list[tuple[str, str, float]]:
     return [(d.name, d.uuid, d.stats_at) for d in snap.domains if d.stats_at is not None and d.stats_at < snap.taken_at]
 
 
+def _add_ages(f: _Families | _TextFamilies, snap: Snapshot, behind: list[tuple[str, str, float]], now: float
+              ) -> None:
+    """The ages that grow between polls: the snapshot's, and that of each domain behind it."""
+    f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
+    for name, uuid, stats_at in behind:
+        f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
+
+
 def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> None:
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
@@ -395,8 +403,6 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
     if snap.up:
         f.add("libvirt_exporter_poll_duration_seconds", (), snap.poll_duration_s)
         f.add("libvirt_exporter_snapshot_timestamp_seconds", (), snap.taken_at)
-        if now is not None:
-            f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
     f.add("libvirt_exporter_last_poll_success_timestamp_seconds", (), snap.last_success_at)
     f.add("libvirt_exporter_poll_stalled", (), 1 if snap.stalled else 0)
     if snap.up:
@@ -413,8 +419,7 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
     for dom in snap.domains:
         _domain_families(f, dom)
     if now is not None:
-        for name, uuid, stats_at in _behind(snap):
-            f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
+        _add_ages(f, snap, _behind(snap), now)
 
     if host is not None:
         f.add("libvirt_node_info", (host.hostname, host.cpu_model), 1 if host.cpus is not None else None)
@@ -472,15 +477,12 @@ class _AgeCollector(Collector):
         snap = self._get_snapshot()
         if not snap.up:
             return
-        now = self._clock()
-        f = _Families(self._groups)
-        f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
         seen, behind = self._behind
         if seen is not snap:  # found once per snapshot, not per scrape
             behind = _behind(snap)
             self._behind = (snap, behind)
-        for name, uuid, stats_at in behind:
-            f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
+        f = _Families(self._groups)
+        _add_ages(f, snap, behind, self._clock())
         yield from f
 
     def describe(self) -> list[Metric]:

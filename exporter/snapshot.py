@@ -179,8 +179,8 @@ class Domain:
     # "started" event the new id is unknown until the next poll.
     active: bool = False
     # The domain's stats call was given up on and has not returned (a hung QEMU
-    # monitor): only its state and the groups read without the monitor are
-    # current; block, balloon and vCPU figures are left out.
+    # monitor): only its state is current, with what its definition says;
+    # CPU, balloon, vCPU and device counters are left out.
     timed_out: bool = False
     stats_at: float | None = None  # Unix time of the last complete stats of this domain
 

@@ -507,9 +507,8 @@ class Source:
                 stats = {**stats, **self._domain_stats(lane.conn, dom, slow_mask, 0)}
             return self._domain(lane.conn, mine, stats, quick_mask | slow_mask, wanted, own), own
 
-        workers = self._workers
         budget = self._poll_timeout - self._call_timeout - 0.5 if self._poll_timeout else 0.0
-        outcome = run_bounded(todo, lambda job: self._on_lane(lambda lane: full(lane, job)), workers=workers,
+        outcome = run_bounded(todo, lambda job: self._on_lane(lambda lane: full(lane, job)), workers=self._workers,
                               call_timeout=self._call_timeout,
                               deadline=begun + max(budget, self._call_timeout) if budget else None,
                               on_late=self._domain_returned, name="libvirt-domain")
@@ -553,7 +552,6 @@ class Source:
         with self._lock:
             for uuid in set(self._stuck_since) - seen:  # undefined meanwhile
                 del self._stuck_since[uuid]
-        with self._lock:
             for lane in self._lanes:
                 lane.forget_except(seen)
         host, pools, networks = self._host_groups(conn, wanted, errors)
