@@ -13,22 +13,13 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from exporter.config import Config
 from exporter.errors import ConnectionLost, SourceError
-from exporter.snapshot import (
-    ALL_GROUPS,
-    EMPTY,
-    EVENT_STATES,
-    STATE_SHUTOFF,
-    Block,
-    Domain,
-    DomainEvent,
-    Memory,
-    Snapshot,
-    frozen_map,
-)
+from exporter.events import REDEFINING, apply_event, position, with_definition
+from exporter.snapshot import ALL_GROUPS, EMPTY, FULL_UPDATE, Domain, DomainEvent, Snapshot, Update, frozen_map
 from exporter.source import PollResult, Source
 from exporter.threads import in_daemon_thread
 
@@ -39,46 +30,6 @@ T = TypeVar("T")
 #: Error groups always exported, so that their series exist from the start.
 ERROR_GROUPS = ALL_GROUPS + ("connection", "timeout")
 
-#: Events after which the domain's definition or device list may differ.
-_REDEFINING = frozenset({"defined", "started", "device"})
-
-
-def apply_event(domains: tuple[Domain, ...], event: DomainEvent) -> tuple[tuple[Domain, ...], bool]:
-    """Return the domains as they are after ``event``, and whether a full poll is needed.
-
-    State changes apply at once.  What an event cannot tell (a new domain's
-    devices, the exact state reason) waits for the next poll, which the
-    second return value asks for.
-    """
-    result: list[Domain] = []
-    found = False
-    for dom in domains:
-        if dom.uuid != event.uuid:
-            result.append(dom)
-            continue
-        found = True
-        if event.kind == "undefined":
-            if dom.active:
-                result.append(dom.replace_fields(persistent=False))
-            continue
-        if event.kind == "stopped" and not dom.persistent:
-            continue  # a transient domain ceases to exist when it stops
-        if event.kind == "defined":
-            result.append(dom.replace_fields(persistent=True))
-            continue
-        state = EVENT_STATES.get(event.kind)
-        if state is None:
-            result.append(dom)
-            continue
-        changes: dict[str, object] = {"state": state, "state_reason": 0, "active": state != STATE_SHUTOFF}
-        if state == STATE_SHUTOFF:  # no live counters for a domain that is off, and nothing is asked of it
-            changes.update(timed_out=False, id=-1, cpu_time_ns=None, cpu_user_ns=None, cpu_system_ns=None, memory=Memory(),
-                           vcpus=(), interfaces=(), blocks=tuple(_config_only(b) for b in dom.blocks))
-        result.append(dom.replace_fields(**changes))
-    needs_poll = not found or event.kind not in ("suspended", "resumed")
-    return tuple(result), needs_poll
-
-
 def snapshot_of(result: PollResult, started: float, duration: float, **counters: object) -> Snapshot:
     """The snapshot of one successful poll (counters such as poll_errors may be given)."""
     return Snapshot(up=True, taken_at=started, poll_duration_s=duration, last_success_at=started + duration,
@@ -86,9 +37,24 @@ def snapshot_of(result: PollResult, started: float, duration: float, **counters:
                     stuck_calls=result.stuck, **counters)  # type: ignore[arg-type]
 
 
-def _config_only(block: Block) -> Block:
-    return Block(target=block.target, device=block.device, disk_type=block.disk_type, bus=block.bus,
-                 source=block.source, driver_type=block.driver_type, readonly=block.readonly)
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """A domain's definition as read after ``after_poll`` polls had begun."""
+
+    domain: Domain
+    after_poll: int
+
+
+def _merged(domains: tuple[Domain, ...], described: Domain) -> tuple[Domain, ...]:
+    pos = position(domains, described.uuid, described.name)
+    if pos is None:
+        return domains
+    return domains[:pos] + (with_definition(domains[pos], described),) + domains[pos + 1:]
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()  # a late failure of a call given up on is expected, not an error
 
 
 class _Abandoned(SourceError):
@@ -122,7 +88,12 @@ class Poller:
         self._reconnects = 0
         self._events = 0
         self._last_success: float | None = None
-        self._overlay: list[DomainEvent] | None = None  # events seen while a poll runs
+        # Events, and definitions read, while a poll runs: applied again to its result, which may predate them.
+        self._overlay: list[DomainEvent | _Described] | None = None
+        self._polls_begun = 0
+        self._served_poll = 0  # the number (in order begun) of the poll whose result is served
+        self._to_describe: dict[str, None] = {}  # domains whose definition is to be read, in order
+        self._describers = 0
         self._wake = asyncio.Event()
         self._source: Source | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -132,7 +103,7 @@ class Poller:
         self._last_poll_end = 0.0
         self._last_poll_duration = 0.0
         self._repoll = False  # poll again at once: a stalled poll returned and its result was dropped
-        self.listeners: list[Callable[[Snapshot, DomainEvent | None], None]] = []
+        self.listeners: list[Callable[[Snapshot, Update], None]] = []
 
     @property
     def snapshot(self) -> Snapshot:
@@ -145,7 +116,7 @@ class Poller:
 
     # -- publishing (event-loop thread only) ---------------------------------
 
-    def _publish(self, snapshot: Snapshot, event: DomainEvent | None = None) -> None:
+    def _publish(self, snapshot: Snapshot, update: Update = FULL_UPDATE) -> None:
         self._snapshot = snapshot.replace(
             poll_errors=frozen_map(self._errors),
             reconnects=self._reconnects,
@@ -154,18 +125,31 @@ class Poller:
         )
         for listener in self.listeners:
             try:
-                listener(self._snapshot, event)
+                listener(self._snapshot, update)
             except Exception:  # a broken listener must not stop polling
                 log.exception("snapshot listener failed")
 
     def _publish_down(self) -> None:
         self._publish(Snapshot(up=False, taken_at=self._clock()))
 
-    def _publish_result(self, result: PollResult, started: float, duration: float) -> None:
+    def _publish_result(self, result: PollResult, started: float, duration: float, number: int) -> None:
+        """Serve a poll's result, with what events and definitions read told since it began."""
         snap = snapshot_of(result, started, duration)
-        for event in self._overlay or ():
-            snap = snap.replace(domains=apply_event(snap.domains, event)[0])
+        served = self._snapshot
+        domains = snap.domains
+        for item in self._overlay or ():
+            if isinstance(item, _Described):
+                if item.after_poll >= number:  # read after this poll began: newer than its definition
+                    domains = _merged(domains, item.domain)
+                continue
+            known = None
+            if served.up:  # a domain added by an event after the poll began keeps what was learnt of it since
+                pos = position(served.domains, item.uuid, item.name)
+                known = served.domains[pos] if pos is not None else None
+            domains = apply_event(domains, item, known).domains
+        snap = snap.replace(domains=domains)
         self._overlay = None
+        self._served_poll = number
         self._errors.update(result.errors)
         self._last_success = self._clock()
         self._publish(snap)
@@ -201,19 +185,76 @@ class Poller:
             self._events += 1
         if not self._config.keep_domain(event.name):
             return
-        if event.kind in _REDEFINING and self._source is not None:
+        if event.kind in REDEFINING and self._source is not None:
             self._source.invalidate(event.uuid)
         if self._overlay is not None:
             self._overlay.append(event)
         snap = self._snapshot
         if not snap.up:
             return
-        domains, needs_poll = apply_event(snap.domains, event)
+        applied = apply_event(snap.domains, event)
         log.debug("event %s for %s", event.kind, event.name)
+        changes = ((applied.before, applied.after),) if applied.changed else ()
         # Listeners (notifications) hear only libvirt's own events, never the expected ones applied early.
-        self._publish(snap.replace(domains=domains), event if from_libvirt else None)
-        if needs_poll:
+        self._publish(snap.replace(domains=applied.domains), Update(event if from_libvirt else None, changes))
+        if event.kind in REDEFINING and applied.after is not None:
+            self._describe(event.uuid)
+        if applied.needs_poll:
             self._wake.set()
+
+    # -- definitions of domains that events announce (read off the loop) ------
+
+    def _describe(self, uuid: str) -> None:
+        """Read the domain's definition soon, on one of two reader tasks (repeated requests coalesce)."""
+        self._to_describe[uuid] = None
+        if self._describers < 2 and self._loop is not None:
+            self._describers += 1
+            self._loop.create_task(self._describer())
+
+    async def _describer(self) -> None:
+        try:
+            while self._to_describe:
+                uuid = next(iter(self._to_describe))
+                del self._to_describe[uuid]
+                source = self._source
+                if source is None:
+                    self._to_describe.clear()
+                    return
+                begun = self._polls_begun
+                future = in_daemon_thread(source.describe, uuid, self._config.collectors, name="libvirt-describe")
+                try:
+                    # A definition that hangs is left to its thread; the next poll reads the domain anyway.
+                    domain = await asyncio.wait_for(asyncio.shield(future), self._config.domain_deadline_s)
+                except TimeoutError:
+                    future.add_done_callback(_retrieve)
+                    log.debug("reading the definition of %s took longer than %gs; left to the next poll", uuid,
+                              self._config.domain_deadline_s)
+                    continue
+                except SourceError as err:  # gone meanwhile (its event follows), or libvirt lost (the poll sees it)
+                    log.debug("could not read the definition of %s: %s", uuid, err)
+                    continue
+                self._described(_Described(domain, begun))
+        except Exception:  # never let a reader die silently; the next poll reads every domain anyway
+            log.exception("reading a domain definition failed")
+        finally:
+            self._describers -= 1
+
+    def _described(self, item: _Described) -> None:
+        if self._overlay is not None:
+            self._overlay.append(item)
+        if item.after_poll < self._served_poll:  # the served poll began after this read: it is newer
+            return
+        snap = self._snapshot
+        if not snap.up or not self._config.keep_domain(item.domain.name):
+            return
+        pos = position(snap.domains, item.domain.uuid, item.domain.name)
+        if pos is None:
+            return  # removed meanwhile
+        before = snap.domains[pos]
+        after = with_definition(before, item.domain)
+        if after != before:
+            self._publish(snap.replace(domains=snap.domains[:pos] + (after,) + snap.domains[pos + 1:]),
+                          Update(None, ((before, after),)))
 
     # -- the loop ----------------------------------------------------------------
 
@@ -348,6 +389,8 @@ class Poller:
         self._wake.clear()
         started = self._clock()
         self._overlay = []
+        self._polls_begun += 1
+        number = self._polls_begun
         config = self._config
         future = in_daemon_thread(source.poll, config.collectors, config.keep_domain)
         stop_wait = asyncio.ensure_future(stop.wait())
@@ -391,5 +434,5 @@ class Poller:
             self._overlay = None
             self._repoll = True
             return True
-        self._publish_result(result, started, duration)
+        self._publish_result(result, started, duration, number)
         return True

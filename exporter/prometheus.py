@@ -208,6 +208,9 @@ SPECS: tuple[Spec, ...] = (
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
+#: Families with a series per domain (or per vCPU or device of a domain).
+_DOMAIN_FAMILIES = tuple(s.name for s in SPECS if s.labels[:2] == DOMAIN)
+_DOMAIN_COLUMN = {name: n for n, name in enumerate(_DOMAIN_FAMILIES)}
 
 
 class _Sink:
@@ -279,14 +282,23 @@ class _TextFamilies(_Sink):
         lines = self._lines.setdefault(name, [])
         lines.append(f"{name}{{{text}}} {floatToGoString(value)}\n" if text else f"{name} {floatToGoString(value)}\n")
 
-    def render(self) -> bytes:
+    def fragment(self) -> tuple[bytes, ...]:
+        """What was added so far, encoded family by family in :data:`_DOMAIN_FAMILIES` order (one domain's
+        part of the text)."""
+        return tuple("".join(self._lines.get(name, ())).encode() for name in _DOMAIN_FAMILIES)
+
+    def render(self, fragments: list[tuple[bytes, ...]] | None = None) -> bytes:
+        """The text of every family, with each fragment's lines of a family after this object's own."""
         # Family by family, each freed once encoded: the peak stays near one copy of the text.
         out: list[bytes] = []
         for spec in SPECS:
             lines = self._lines.pop(spec.name, None)
-            if lines:
-                lines.insert(0, f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n")
-                out.append("".join(lines).encode())
+            column = _DOMAIN_COLUMN.get(spec.name)
+            parts = [frag[column] for frag in fragments] if fragments and column is not None else []
+            if lines or any(parts):
+                out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n".encode())
+                out.append("".join(lines or ()).encode())
+                out.extend(parts)
         return b"".join(out)
 
 
@@ -374,11 +386,43 @@ def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float | None)
     yield from f
 
 
-def snapshot_text(snap: Snapshot, groups: frozenset[str]) -> bytes:
-    """The exposition text of one snapshot, without its age (cacheable)."""
+def snapshot_text(snap: Snapshot, groups: frozenset[str], cache: DomainTexts | None = None) -> bytes:
+    """The exposition text of one snapshot, without its age (cacheable).
+
+    With a ``cache``, a domain rendered for an earlier snapshot is not
+    rendered again: after an event only the domain it changed is.
+    """
     f = _TextFamilies(groups)
-    _fill(f, snap, None)
-    return f.render()
+    _fill(f, snap, None, domains=False)
+    fragments = (cache or DomainTexts(groups)).fragments(snap.domains)
+    return f.render(fragments)
+
+
+class DomainTexts:
+    """Each domain's part of the exposition, kept for the domain objects of the last snapshot rendered.
+
+    Snapshots are immutable and an event replaces only the domain it
+    changes, so every other domain object is the same one as before and its
+    text is reused.
+    """
+
+    def __init__(self, groups: frozenset[str]) -> None:
+        self._groups = groups
+        self._texts: dict[int, tuple[Domain, tuple[bytes, ...]]] = {}
+
+    def fragments(self, domains: tuple[Domain, ...]) -> list[tuple[bytes, ...]]:
+        old, new = self._texts, {}
+        result = []
+        for dom in domains:
+            entry = old.get(id(dom))
+            if entry is None or entry[0] is not dom:
+                f = _TextFamilies(self._groups)
+                _domain_families(f, dom)
+                entry = (dom, f.fragment())
+            new[id(dom)] = entry
+            result.append(entry[1])
+        self._texts = new
+        return result
 
 
 def _behind(snap: Snapshot) -> list[tuple[str, str, float]]:
@@ -394,7 +438,7 @@ def _add_ages(f: _Families | _TextFamilies, snap: Snapshot, behind: list[tuple[s
         f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
 
 
-def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> None:
+def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None, *, domains: bool = True) -> None:
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
     f.add("libvirt_versions_info",
@@ -416,7 +460,7 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None) -> No
         return
 
     f.add("libvirt_domains_number", (), len(snap.domains))
-    for dom in snap.domains:
+    for dom in snap.domains if domains else ():
         _domain_families(f, dom)
     if now is not None:
         _add_ages(f, snap, _behind(snap), now)
@@ -546,6 +590,7 @@ class Exposition:
         self._groups = groups
         self._lock = threading.Lock()
         self._cached: _Rendered | None = None
+        self._domain_texts = DomainTexts(groups)
         self.renders = 0  # snapshot renderings so far (for tests and debugging)
         self._live = CollectorRegistry(auto_describe=False)
         self._live.register(_AgeCollector(get_snapshot, clock, groups))
@@ -560,7 +605,7 @@ class Exposition:
             cached = self._cached
             if cached is None or cached.snapshot is not snap:
                 self._cached = None  # let the old rendering go before making the new one
-                self._cached = cached = _Rendered(snap, snapshot_text(snap, self._groups))
+                self._cached = cached = _Rendered(snap, snapshot_text(snap, self._groups, self._domain_texts))
                 self.renders += 1
             return cached
 

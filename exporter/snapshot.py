@@ -279,3 +279,22 @@ class DomainEvent:
     name: str
     kind: str
     detail: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What a newly published snapshot changed, for listeners that keep something derived from the last one.
+
+    ``domains`` lists (before, after) for each domain that changed (None
+    before: it was added; None after: it was removed); everything else in
+    the snapshot is as before, apart from its counters.  ``domains`` None
+    means anything may have changed (a poll, libvirt lost or back): derive
+    afresh.  ``event`` is the libvirt event behind the change, if any, for
+    notifications (None for the expected outcome of our own action).
+    """
+
+    event: DomainEvent | None = None
+    domains: tuple[tuple[Domain | None, Domain | None], ...] | None = None
+
+
+FULL_UPDATE = Update()

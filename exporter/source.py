@@ -352,6 +352,32 @@ class Source:
             except libvirt.libvirtError as exc:
                 log.debug("device events not available: %s", exc.get_error_message())
 
+    def describe(self, uuid: str, groups: Iterable[str]) -> Domain:
+        """One domain's state and definition, read with no call that waits on its QEMU (blocking).
+
+        For a domain an event announced or redefined, so that it is served
+        before the next poll.  Raises :class:`DomainGone` if it no longer
+        exists, other :class:`SourceError` subclasses on failure.
+        """
+        self._require()
+        wanted = frozenset(groups) | {"state"}
+
+        def read(lane: _Lane) -> Domain:
+            assert lane.conn is not None
+            try:
+                dom = lane.conn.lookupByUUIDString(uuid)
+                persistent = bool(dom.isPersistent())
+                job = _DomainJob(dom, dom.name(), uuid, dom.ID(), {}, True, persistent and bool(dom.autostart()),
+                                 persistent)
+            except libvirt.libvirtError as exc:
+                raise _convert(exc, lane.conn) from None
+            return self._domain(lane.conn, job, {}, 0, wanted, Counter(), monitor=False)
+
+        try:
+            return self._on_lane(read)
+        except libvirt.libvirtError as exc:
+            raise _convert(exc, self._conn) from None
+
     # -- control -------------------------------------------------------------
 
     def act(self, uuid: str, verb: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exporter.poller import apply_event
+from exporter.events import apply_event, with_definition
 from exporter.snapshot import (
     STATE_PAUSED,
     STATE_RUNNING,
@@ -26,36 +26,67 @@ def _event(kind: str, uuid: str = "u-a") -> DomainEvent:
 
 def test_suspend_and_resume_change_state_only() -> None:
     """Pause and resume set the state at once and need no extra poll."""
-    paused, poll = apply_event((RUNNING, OTHER), _event("suspended"))
-    assert paused[0].state == STATE_PAUSED and paused[0].cpu_time_ns == 5 and not poll
-    assert paused[1] is OTHER
-    resumed, poll = apply_event(paused, _event("resumed"))
-    assert resumed[0].state == STATE_RUNNING and not poll
+    applied = apply_event((RUNNING, OTHER), _event("suspended"))
+    paused = applied.domains
+    assert paused[0].state == STATE_PAUSED and paused[0].cpu_time_ns == 5 and not applied.needs_poll
+    assert paused[1] is OTHER and applied.before is RUNNING and applied.after is paused[0]
+    applied = apply_event(paused, _event("resumed"))
+    assert applied.domains[0].state == STATE_RUNNING and not applied.needs_poll
 
 
-def test_stop_drops_live_counters_and_asks_for_a_poll() -> None:
+def test_stop_drops_live_counters() -> None:
     """A stopped domain keeps its configuration but shows no live counters."""
-    (dom, _), poll = apply_event((RUNNING, OTHER), _event("stopped"))
+    (dom, _) = apply_event((RUNNING, OTHER), _event("stopped")).domains
     assert (dom.state, dom.id, dom.cpu_time_ns, dom.vcpus, dom.interfaces) == (STATE_SHUTOFF, -1, None, (), ())
     assert dom.blocks == (Block("vda", source="/i/a"),)
-    assert poll
 
 
 def test_transient_domain_disappears_when_stopped() -> None:
     """A transient domain ceases to exist when it stops; an undefined inactive one too."""
     transient = RUNNING.replace_fields(persistent=False)
-    assert apply_event((transient, OTHER), _event("stopped"))[0] == (OTHER,)
+    gone = apply_event((transient, OTHER), _event("stopped"))
+    assert gone.domains == (OTHER,) and gone.before is transient and gone.after is None
     off = RUNNING.replace_fields(id=-1, state=STATE_SHUTOFF, active=False)
-    assert apply_event((off, OTHER), _event("undefined"))[0] == (OTHER,)
+    assert apply_event((off, OTHER), _event("undefined")).domains == (OTHER,)
     # Undefining a running domain makes it transient; it stays until it stops.
-    (still, _), _ = apply_event((RUNNING, OTHER), _event("undefined"))
+    (still, _) = apply_event((RUNNING, OTHER), _event("undefined")).domains
     assert not still.persistent and still.state == STATE_RUNNING
 
 
-def test_unknown_domain_asks_for_a_poll() -> None:
-    """An event for a domain not yet in the snapshot leaves it as is and asks for a poll."""
-    domains, poll = apply_event((OTHER,), _event("started", uuid="u-new"))
-    assert domains == (OTHER,) and poll
+def test_announced_domain_is_added_in_name_order() -> None:
+    """A domain that a defined or started event announces is served at once, in name order: a defined one
+    persistent and off, one started without a definition transient and running."""
+    defined = apply_event((RUNNING, OTHER), DomainEvent(uuid="u-0", name="0", kind="defined"))
+    assert [d.name for d in defined.domains] == ["0", "a", "b"] and defined.before is None
+    assert (defined.after.state, defined.after.persistent, defined.after.active) == (STATE_SHUTOFF, True, False)
+    started = apply_event((RUNNING, OTHER), DomainEvent(uuid="u-ab", name="ab", kind="started"))
+    assert [d.name for d in started.domains] == ["a", "ab", "b"] and started.needs_poll
+    assert (started.after.state, started.after.persistent, started.after.active) == (STATE_RUNNING, False, True)
+    # What an earlier snapshot knew of it is kept (a poll result that predates the event).
+    known = RUNNING.replace_fields(os_type="hvm", state=STATE_SHUTOFF, active=False)
+    again = apply_event((OTHER,), _event("started"), known)
+    assert again.domains[0].os_type == "hvm" and again.domains[0].state == STATE_RUNNING
+
+
+def test_events_for_unknown_domains_other_than_announcements() -> None:
+    """A state event for a domain not served asks for a poll; its removal changes nothing."""
+    assert apply_event((OTHER,), _event("suspended", uuid="u-new")).needs_poll
+    removed = apply_event((OTHER,), _event("undefined", uuid="u-new"))
+    assert removed.domains == (OTHER,) and not removed.changed and not removed.needs_poll
+
+
+def test_definition_merge_keeps_state_and_device_counters() -> None:
+    """A definition read after an event fills in the domain; its state and the counters of unchanged
+    devices stay; a changed device loses its counters until the next poll."""
+    described = Domain(name="a", uuid="u-a", id=7, state=STATE_SHUTOFF, os_type="hvm", max_memory_kib=2048,
+                       vcpus_max=4, blocks=(Block("vda", source="/i/a"), Block("vdb", source="/i/b")),
+                       interfaces=(Interface("tap0"),))
+    merged = with_definition(RUNNING, described)
+    assert (merged.state, merged.os_type, merged.max_memory_kib, merged.vcpus_max, merged.id) == \
+        (STATE_RUNNING, "hvm", 2048, 4, 7)
+    assert merged.blocks == (RUNNING.blocks[0], Block("vdb", source="/i/b")) and merged.interfaces == RUNNING.interfaces
+    moved = with_definition(RUNNING, described.replace_fields(blocks=(Block("vda", source="/elsewhere"),)))
+    assert moved.blocks == (Block("vda", source="/elsewhere"),)
 
 
 def test_libvirt_is_read_only_unless_control_is_enabled() -> None:

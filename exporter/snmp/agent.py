@@ -33,7 +33,8 @@ from exporter import control
 from exporter.config import Config, ListenAddress, V3User
 from exporter.control import Controller
 from exporter.indexmap import IndexMap, StateError
-from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, DomainEvent, Snapshot
+from exporter.events import position
+from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, Domain, DomainEvent, Snapshot, Update
 from exporter.snmp import mib, setreq
 from exporter.snmp.fastpath import FastPath
 
@@ -195,7 +196,6 @@ class SnmpAgent:
         self.controller = controller
         self.spin_lock = 0
         self.notifier: Notifier | None = None
-        self._previous: Snapshot | None = None
         self.state_before_action: dict[str, int] = {}  # for VM-MIB's "previous oper state"
         if controller is not None:
             controller.on_change.append(self.invalidate)
@@ -206,10 +206,14 @@ class SnmpAgent:
         self._state_dir = Path(config.state_directory)
         self._index_map = IndexMap(self._state_dir / "snmp-indexes.json")  # may raise StateError
         self._indexes = mib.Indexes({}, {}, {})
-        self._indexed_snapshot: Snapshot | None = None
+        self._indexed_snapshot: Snapshot | None = None  # the last snapshot whose domains have indexes
         self._lock = threading.Lock()
         self._view: tuple[Snapshot, mib.MibView] | None = None
-        self._domain_uuids: frozenset[str] | None = None
+        # Domains changed since the view's snapshot, as (before, after), while the listener follows every
+        # change: the next request patches them into the view.  None: the next request builds it afresh.
+        self._dirty: dict[str, tuple[Domain | None, Domain | None]] | None = None
+        self._active_count = 0  # lvxDomainActiveCount of the view
+        self._domain_uuids: set[str] | None = None
         self._last_change_ticks = 0
         self._started: dict[str, float] = {}
         self._connected_at: float | None = None
@@ -230,34 +234,67 @@ class SnmpAgent:
     def current_snapshot(self) -> Snapshot:
         return self._get_snapshot()
 
-    def on_snapshot(self, snap: Snapshot, event: DomainEvent | None) -> None:
-        """Poller listener: keep indexes, the table-change time and start times current."""
+    def on_snapshot(self, snap: Snapshot, update: Update) -> None:
+        """Poller listener: keep indexes, the table-change time and start times current, and send
+        notifications.  An update that names its changed domains costs one domain, not the host."""
+        event = update.event
         if event is not None:
             if event.kind == "started":
                 self._started[event.uuid] = self.clock()
             elif event.kind in ("stopped", "undefined", "crashed"):
                 self._started.pop(event.uuid, None)
-        self._index(snap)
+        if update.domains is None or self._indexed_snapshot is None:
+            self._index(snap)
+            with self._lock:
+                self._dirty = None
+        else:
+            self._follow(snap, update.domains)
         if event is not None and self.notifier is not None:
             try:
-                self._notify(self._previous, snap, event)
+                self._notify(snap, update, event)
             except Exception:  # a notification problem must never stop the agent
                 log.exception("could not build the notifications for %s of %s", event.kind, event.name)
-        self._previous = snap
+
+    def _follow(self, snap: Snapshot, changes: tuple[tuple[Domain | None, Domain | None], ...]) -> None:
+        """Indexes and the table-change time for a few changed domains; remember them for the view."""
+        for before, after in changes:
+            if before is None and after is not None:  # a new domain: its row index at once
+                self._domain_index(after.uuid)
+            if (before is None) != (after is None):
+                self._last_change_ticks = self.uptime_ticks()
+                if self._domain_uuids is not None:
+                    if after is not None:
+                        self._domain_uuids.add(after.uuid)
+                    elif before is not None:
+                        self._domain_uuids.discard(before.uuid)
+        self._indexed_snapshot = snap
+        with self._lock:
+            if self._dirty is not None:
+                for before, after in changes:
+                    uuid = (after or before).uuid  # type: ignore[union-attr]
+                    first = self._dirty.get(uuid)
+                    self._dirty[uuid] = (first[0] if first is not None else before, after)
 
     def _domain_index(self, uuid: str) -> int | None:
         index = self._indexes.domains.get(uuid)
-        if index is None:  # a domain not polled yet (just defined): give it its index now
+        if index is None:  # a domain not polled yet (just announced by an event): give it its index now
             try:
                 index = self._index_map.assign("domain", [uuid]).get(uuid)
             except StateError as exc:
                 log.error("no index for a new domain: %s", exc)
+            if index is not None:
+                self._indexes.domains[uuid] = index
         return index
 
-    def _notify(self, previous: Snapshot | None, snap: Snapshot, event: DomainEvent) -> None:
+    def _notify(self, snap: Snapshot, update: Update, event: DomainEvent) -> None:
         assert self.notifier is not None
-        before = previous.domain_by_uuid(event.uuid) if previous is not None else None
-        dom = snap.domain_by_uuid(event.uuid) or before
+        before = dom = None
+        for was, now in update.domains or ():
+            if (now or was) is not None and (now or was).uuid == event.uuid:  # type: ignore[union-attr]
+                before, dom = was, now or was
+        if dom is None:  # the event changed nothing: the domain as served
+            pos = position(snap.domains, event.uuid, event.name)
+            dom = before = snap.domains[pos] if pos is not None else None
         index = self._domain_index(event.uuid)
         if index is None:
             return
@@ -290,10 +327,10 @@ class SnmpAgent:
             return
         if self._connected_at is None:
             self._connected_at = self.clock()
-        uuids = frozenset(d.uuid for d in snap.domains)
+        uuids = {d.uuid for d in snap.domains}
         try:
             self._indexes = mib.Indexes(
-                domains=self._index_map.assign("domain", [d.uuid for d in snap.domains]),  # name order
+                domains=dict(self._index_map.assign("domain", [d.uuid for d in snap.domains])),  # name order
                 pools=self._index_map.assign("pool", [p.uuid for p in snap.pools]),
                 networks=self._index_map.assign("network", [n.uuid for n in snap.networks]),
             )
@@ -339,26 +376,53 @@ class SnmpAgent:
         return {index: uuid for uuid, index in self._indexes.domains.items()}
 
     def view(self) -> mib.MibView:
-        """The view of the current snapshot, built on first use."""
+        """The view of the current snapshot: built on first use after a poll, patched after an event."""
         snap = self._get_snapshot()
         with self._lock:
             cached = self._view
             if cached is not None and cached[0] is snap:
                 return cached[1]
-            self._index(snap)
-            view = mib.build_view(
-                snap,
-                self._indexes,
-                mib.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at,
-                               connected_at=self._connected_at,
-                               vm_notifications=self.notifier is not None and self.notifier.wants("vm")),
-                table_last_change_ticks=self._last_change_ticks,
-                started_at=self._started,
-                actions={u: a.as_tuple() for u, a in self.controller.last.items()} if self.controller else None,
-                spin_lock=self.spin_lock,
-            )
+            if cached is not None and self._dirty is not None and snap is self._indexed_snapshot:
+                view = self._patch(snap, cached[1], self._dirty)
+            else:
+                self._index(snap)
+                self._active_count = sum(1 for d in snap.domains if d.active)
+                view = mib.build_view(snap, self._indexes, self._system(), table_last_change_ticks=self._last_change_ticks,
+                                      started_at=self._started, actions=self._actions(), spin_lock=self.spin_lock)
             self._view = (snap, view)
+            # From now on the listener notes what changes, if it saw this snapshot (a test may serve one without).
+            self._dirty = {} if snap is self._indexed_snapshot else None
             return view
+
+    def _system(self) -> mib.SystemInfo:
+        return mib.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at,
+                              connected_at=self._connected_at,
+                              vm_notifications=self.notifier is not None and self.notifier.wants("vm"))
+
+    def _actions(self) -> dict[str, tuple[int, int, str, int]] | None:
+        return {u: a.as_tuple() for u, a in self.controller.last.items()} if self.controller else None
+
+    def _patch(self, snap: Snapshot, view: mib.MibView, dirty: dict[str, tuple[Domain | None, Domain | None]]
+               ) -> mib.MibView:
+        """``view`` with the rows of the ``dirty`` domains replaced: the work of those domains alone."""
+        remove: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = []
+        add = mib.Builder()
+        actions = self.controller.last if self.controller else {}
+        for uuid, (before, after) in dirty.items():
+            index = self._indexes.domains.get(uuid)
+            if before is not None and index is not None:
+                remove.extend(mib.domain_rows(before, index))
+                self._active_count -= before.active
+            if after is not None:
+                index = self._domain_index(uuid)
+                if index is not None:
+                    action = actions.get(uuid)
+                    mib.put_domain(add, after, index, self._started.get(uuid),
+                                   action.as_tuple() if action is not None else None)
+                self._active_count += after.active
+        scalars = mib.Builder()
+        mib.put_scalars(scalars, snap, self._system(), self._last_change_ticks, self.spin_lock, self._active_count)
+        return view.patched(remove, add, scalars)
 
     # -- engine ----------------------------------------------------------------
 

@@ -294,6 +294,46 @@ class MibView:
     def items(self) -> Iterator[tuple[tuple[int, ...], Value]]:
         return self.walk(())
 
+    def patched(self, remove: Iterable[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]],
+                add: Builder, scalars: Builder) -> MibView:
+        """A new view: rows ``remove``d (table entry, first row, end row), ``add``'s rows put in, and the
+        scalar columns replaced by ``scalars``'.  Only the columns touched are copied; the others are shared
+        with this view, which stays as it was."""
+        columns = {c.oid: c for c in self.columns}
+        copied: dict[tuple[int, ...], _Column] = {}
+
+        def own(oid: tuple[int, ...], syntax: str) -> _Column:
+            col = copied.get(oid)
+            if col is None:
+                old = columns.get(oid)
+                col = copied[oid] = _Column(oid, syntax, list(old.rows), list(old.values)) if old is not None \
+                    else _Column(oid, syntax, [], [])
+            return col
+
+        by_entry: dict[tuple[int, ...], list[_Column]] = {}
+        for col in self.columns:
+            by_entry.setdefault(col.oid[:-1], []).append(col)
+        for entry, first, end in remove:
+            for old in by_entry.get(entry, ()):
+                lo = bisect.bisect_left(old.rows, first)
+                if lo < len(old.rows) and old.rows[lo] < end:
+                    col = own(old.oid, old.syntax)
+                    hi = bisect.bisect_left(col.rows, end, lo)
+                    del col.rows[lo:hi], col.values[lo:hi]
+        for oid, (syntax, rows, values) in add.cells():
+            col = own(oid, syntax)
+            for row, value in zip(rows, values):
+                at = bisect.bisect_left(col.rows, row)
+                if at < len(col.rows) and col.rows[at] == row:
+                    col.values[at] = value
+                else:
+                    col.rows.insert(at, row)
+                    col.values.insert(at, value)
+        for oid, (syntax, rows, values) in scalars.cells():
+            copied[oid] = _Column(oid, syntax, list(rows), list(values))
+        columns.update(copied)
+        return MibView([c for c in columns.values() if c.rows])
+
 
 def bulk_rounds(cursors: Sequence[C], rounds: int, step: Callable[[C], tuple[C | None, B]]) -> Iterator[list[B]]:
     """The repeated part of a GETBULK (RFC 3416 4.2.3; AgentX's GetBulk, RFC 2741 7.2.3.3, the same).
@@ -348,7 +388,7 @@ class SystemInfo:
 class Indexes:
     """Stable row indexes by UUID, from the index map."""
 
-    domains: Mapping[str, int]
+    domains: dict[str, int]  # the agent adds a domain's index when an event announces it
     pools: Mapping[str, int]
     networks: Mapping[str, int]
 
@@ -383,7 +423,7 @@ def libvirt_guest_state(state: int) -> int:
     return state
 
 
-class _Builder:
+class Builder:
     def __init__(self) -> None:
         self._columns: dict[tuple[int, ...], tuple[str, list[tuple[int, ...]], list[Any]]] = {}
         self._keys: dict[tuple[tuple[int, ...], int], tuple[int, ...]] = {}
@@ -407,6 +447,9 @@ class _Builder:
                 if obj is None:
                     obj = keys[(entry, column)] = entry + (column,)
                 self._append(obj, index, syntax, value)
+
+    def cells(self) -> Iterator[tuple[tuple[int, ...], tuple[str, list[tuple[int, ...]], list[Any]]]]:
+        return iter(self._columns.items())
 
     def view(self) -> MibView:
         result = []
@@ -435,7 +478,35 @@ def build_view(
     lvxDomainUptime); ``actions`` the last action per domain UUID as
     (action, result, error, time) for the control columns.
     """
-    b = _Builder()
+    b = Builder()
+    put_scalars(b, snap, system, table_last_change_ticks, spin_lock, sum(1 for d in snap.domains if d.active))
+    for dom in snap.domains:
+        index = indexes.domains.get(dom.uuid)
+        if index is not None:
+            put_domain(b, dom, index, (started_at or {}).get(dom.uuid), (actions or {}).get(dom.uuid))
+
+    for pool in snap.pools:
+        pidx = indexes.pools.get(pool.uuid)
+        if pidx is None:
+            continue
+        b.columns(LVX_POOL_ENTRY, (pidx,), (
+            (2, STR, pool.name), (3, STR, pool.uuid), (4, INT, pool.state), (5, INT, _bool(pool.autostart)),
+            (6, C64, pool.capacity_bytes), (7, C64, pool.allocation_bytes), (8, C64, pool.available_bytes),
+        ))
+    for net in snap.networks:
+        nidx = indexes.networks.get(net.uuid)
+        if nidx is None:
+            continue
+        b.columns(LVX_NET_ENTRY, (nidx,), (
+            (2, STR, net.name), (3, STR, net.uuid), (4, INT, _bool(net.active)),
+            (5, INT, _bool(net.autostart)), (6, STR, net.bridge),
+        ))
+    return b.view()
+
+
+def put_scalars(b: Builder, snap: Snapshot, system: SystemInfo, table_last_change_ticks: int, spin_lock: int,
+                active_count: int) -> None:
+    """The scalars (system group, host, counts), which depend on the snapshot as a whole."""
     host = snap.host
     hostname = host.hostname if host else ""
     desc = f"libvirt-exporter {__version__}"
@@ -458,7 +529,7 @@ def build_view(
         b.put(_o("lvxSnapshotTime"), (0,), U32, int(taken))
         b.put(_o("lvxSnapshotAge"), (0,), U32, lambda now: int(max(0.0, now - taken)))
         b.put(_o("lvxDomainCount"), (0,), G32, len(snap.domains))
-        b.put(_o("lvxDomainActiveCount"), (0,), G32, sum(1 for d in snap.domains if d.active))
+        b.put(_o("lvxDomainActiveCount"), (0,), G32, active_count)
     if host is not None:
         b.put(_o("lvxHostDriver"), (0,), STR, host.driver)
         b.put(_o("lvxHostDriverVersion"), (0,), STR, version_text(host.hypervisor_version))
@@ -480,31 +551,29 @@ def build_view(
         if system.connected_at is not None:
             b.put(_o("vmHvUpTime"), (0,), TICKS, _ticks_since(system.connected_at))
 
-    for dom in snap.domains:
-        index = indexes.domains.get(dom.uuid)
-        if index is None:
-            continue
-        started = (started_at or {}).get(dom.uuid)
-        _domain_rows(b, dom, index, started, (actions or {}).get(dom.uuid))
-        _vm_mib_rows(b, dom, index, started)
 
-    for pool in snap.pools:
-        pidx = indexes.pools.get(pool.uuid)
-        if pidx is None:
-            continue
-        b.columns(LVX_POOL_ENTRY, (pidx,), (
-            (2, STR, pool.name), (3, STR, pool.uuid), (4, INT, pool.state), (5, INT, _bool(pool.autostart)),
-            (6, C64, pool.capacity_bytes), (7, C64, pool.allocation_bytes), (8, C64, pool.available_bytes),
-        ))
-    for net in snap.networks:
-        nidx = indexes.networks.get(net.uuid)
-        if nidx is None:
-            continue
-        b.columns(LVX_NET_ENTRY, (nidx,), (
-            (2, STR, net.name), (3, STR, net.uuid), (4, INT, _bool(net.active)),
-            (5, INT, _bool(net.autostart)), (6, STR, net.bridge),
-        ))
-    return b.view()
+def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
+               action: tuple[int, int, str, int] | None) -> None:
+    """Every row of one domain, in every table that has one."""
+    _domain_rows(b, dom, index, started, action)
+    _vm_mib_rows(b, dom, index, started)
+
+
+#: Tables whose rows of a domain all begin with its index.
+_INDEXED_BY_DOMAIN = (LVX_DOMAIN_ENTRY, LVX_VCPU_ENTRY, LVX_BLOCK_ENTRY, LVX_IF_ENTRY, VM_ENTRY, VM_CPU_ENTRY,
+                      VM_STORAGE_ENTRY, VM_NETWORK_ENTRY)
+
+
+def domain_rows(dom: Domain, index: int) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """(table entry, first row, end row) of every row range that ``dom`` may have in a view, whatever its
+    values: its index in the indexed tables, its name in lvxDomainNameTable, its UUID in libvirtGuestTable."""
+    ranges = [(entry, (index,), (index + 1,)) for entry in _INDEXED_BY_DOMAIN]
+    key = _name_key(dom.name)
+    if key is not None:
+        ranges.append((LVX_NAME_ENTRY, key, key + (0,)))  # exactly the key: a longer name sorts after key + (0,)
+    guest = tuple(uuidlib.UUID(dom.uuid).bytes)
+    ranges.append((LIBVIRT_GUEST_ENTRY, guest, guest + (0,)))
+    return ranges
 
 
 def _kib(value_bytes: int | None) -> int | None:
@@ -512,7 +581,7 @@ def _kib(value_bytes: int | None) -> int | None:
 
 
 def _domain_rows(
-    b: _Builder, dom: Domain, index: int, started: float | None, action: tuple[int, int, str, int] | None
+    b: Builder, dom: Domain, index: int, started: float | None, action: tuple[int, int, str, int] | None
 ) -> None:
     idx = (index,)
     mem = dom.memory
@@ -596,7 +665,7 @@ def _units(value: int | None, unit: int) -> int:
     return -1 if value is None else min(value // unit, _INT32_MAX)
 
 
-def _vm_mib_rows(b: _Builder, dom: Domain, index: int, started: float | None) -> None:
+def _vm_mib_rows(b: Builder, dom: Domain, index: int, started: float | None) -> None:
     idx = (index,)
     uptime: Any = None
     if not dom.active:
