@@ -41,17 +41,15 @@ class Applied:
 
 
 def position(domains: tuple[Domain, ...], uuid: str, name: str) -> int | None:
-    """Where the domain with ``uuid`` is in ``domains`` (kept in name order), or None.
+    """Where the domain with ``uuid`` and ``name`` is in ``domains`` (kept in name order), or None.
 
-    A bisect on ``name``; a linear search only if the name does not match
-    (a renamed domain, or domains not in name order).
+    A bisect on the name: events carry the name the domain is served under
+    (a rename is an undefined event with the old name, then a defined one
+    with the new name).
     """
     pos = bisect.bisect_left(domains, name, key=lambda d: d.name)
     if pos < len(domains) and domains[pos].uuid == uuid:
         return pos
-    for pos, dom in enumerate(domains):
-        if dom.uuid == uuid:
-            return pos
     return None
 
 
