@@ -186,3 +186,56 @@ def test_poll_result_never_undoes_later_events(host: libvirt.virConnect, tmp_pat
         assert _served(agent, exposition, "old") == (None, None)
 
     _run(_config(tmp_path), body)
+
+
+def test_patched_snmp_view_equals_a_rebuilt_one(tmp_path: Path) -> None:
+    """A thousand random events and definition merges, some domains with vCPUs, disks and NICs: after
+    each, the view the agent patches serves exactly what a view built afresh from the snapshot serves."""
+    import random
+
+    from exporter.events import apply_event, with_definition
+    from exporter.snapshot import Block, DomainEvent, Host, Interface, Update, Vcpu
+
+    rng = random.Random(13)
+
+    def uuid(i: int) -> str:
+        return f"00000000-0000-4000-8000-{i:012d}"
+
+    def devices(dom: Domain) -> Domain:
+        n = rng.randrange(3)
+        return dom.replace_fields(vcpus=tuple(Vcpu(k, 1, 10 * k) for k in range(n + 1)),
+                                  blocks=tuple(Block(f"vd{'abc'[k]}", source=f"/i/{k}", read_bytes=k) for k in range(n)),
+                                  interfaces=tuple(Interface(f"tap{k}", mac=f"52:54:00:00:00:0{k}") for k in range(n)))
+
+    snap = Snapshot(up=True, taken_at=time.time(), host=Host(driver="TEST"), domains=tuple(
+        devices(Domain(name=f"d{i:04d}", uuid=uuid(i), id=i, state=STATE_RUNNING, active=True)) for i in range(30)))
+    agent = SnmpAgent(_config(tmp_path), lambda: snap)
+    agent.on_snapshot(snap, Update())
+    agent.view()
+
+    def served(view: mib.MibView) -> list[tuple[tuple[int, ...], object]]:
+        return [(oid, value(0) if callable(value) else value) for oid, (_, value) in view.items()]
+
+    later = 30
+    kinds = ["suspended", "resumed", "stopped", "started", "defined", "undefined", "crashed", "shutdown"]
+    for step in range(1200):
+        if rng.random() < 0.15:  # a definition read: devices change
+            if not snap.domains:
+                continue
+            before = rng.choice(snap.domains)
+            after = with_definition(before, devices(before))
+            change = (before, after)
+            domains = tuple(after if d is before else d for d in snap.domains)
+            update = Update(None, (change,) if after is not before else ())
+        else:
+            i = later if rng.random() < 0.2 else rng.randrange(later)
+            later += i == later
+            applied = apply_event(snap.domains, DomainEvent(uuid(i), f"d{i:04d}", rng.choice(kinds)))
+            domains = applied.domains
+            update = Update(None, ((applied.before, applied.after),) if applied.changed else ())
+        snap = snap.replace(domains=domains)
+        agent.on_snapshot(snap, update)
+        if rng.random() < 0.3:
+            fresh = mib.build_view(snap, agent._indexes, agent._system(), table_last_change_ticks=agent._last_change_ticks,
+                                   started_at=agent._started, spin_lock=agent.spin_lock)
+            assert served(agent.view()) == served(fresh), f"patched view differs after step {step}"

@@ -315,8 +315,9 @@ class MibView:
             by_entry.setdefault(col.oid[:-1], []).append(col)
         for entry, first, end in remove:
             for old in by_entry.get(entry, ()):
-                lo = bisect.bisect_left(old.rows, first)
-                if lo < len(old.rows) and old.rows[lo] < end:
+                rows = copied[old.oid].rows if old.oid in copied else old.rows
+                lo = bisect.bisect_left(rows, first)
+                if lo < len(rows) and rows[lo] < end:
                     col = own(old.oid, old.syntax)
                     hi = bisect.bisect_left(col.rows, end, lo)
                     del col.rows[lo:hi], col.values[lo:hi]
