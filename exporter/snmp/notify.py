@@ -2,23 +2,38 @@
 
 Each target has a bounded queue and a worker task of its own, so a dead
 target never delays another one or the agent.  Informs are retried with a
-capped backoff until acknowledged; a full queue drops the newest
-notification, counts it and logs it (once per overflow, not per drop).
+capped backoff until acknowledged.  A full queue drops the newest
+notification and counts it; the first drop is logged at once with its count,
+later ones are summed and logged at most once a minute per target
+(:class:`DropLog`), so that every drop shows up in the log, counted.
 
-Notifications go out from SNMP engines of their own (one per target), so
-that trap communities and users never become principals of the agent, and
-two targets never share pysnmp's community or user tables (two inform
-targets with the same community in one engine lose each other's
-acknowledgements).  SNMPv3 traps carry the notification engine ID, which a
-receiver needs (``createUser -e``); it is logged at start-up.
+SNMPv2c targets are served by :class:`exporter.snmp.v2send.V2cSender`,
+which encodes the messages itself: traps go out as fast as the queue gives
+them (paced to what a receiver can read), informs are pipelined, a window of
+them outstanding at once.  SNMPv3 targets (USM authentication and privacy)
+go through pysnmp, from SNMP engines of their own (one per target), so that
+trap users never become principals of the agent and two targets never share
+pysnmp's user tables; up to :data:`PYSNMP_WINDOW` inform sends are
+outstanding at once on a target's engine (traps go one at a time).  SNMPv3
+traps carry the notification engine ID, which a receiver needs
+(``createUser -e``); it is logged at start-up.
+
+A target's ``queue_size`` bounds everything not delivered yet: what waits in
+the queue and what its worker has taken (informs outstanding).  A retry (the
+``retries`` counter) is one send that went unacknowledged and is tried again:
+for v2c, an inform's datagram and its retransmissions, 1 s apart, as
+pysnmp's one send was (retransmissions within that round are not counted, as
+pysnmp's were not).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +50,28 @@ from pysnmp.proto import rfc1902
 from exporter.config import NotifyTarget
 from exporter.snmp.agent import auth_protocol, encode, new_engine, priv_protocol
 from exporter.snmp.mib import NotificationDef
+from exporter.snmp.v2send import SNMP_TRAP_OID, SYS_UP_TIME, TRAP_RATE, WINDOW, V2cSender
+
+__all__ = ["SNMP_TRAP_OID", "SYS_UP_TIME", "DropLog", "Notifier", "Send", "notifier_engine_id"]
 
 log = logging.getLogger(__name__)
 
-SNMP_TRAP_OID = (1, 3, 6, 1, 6, 3, 1, 1, 4, 1, 0)
-SYS_UP_TIME = (1, 3, 6, 1, 2, 1, 1, 3, 0)
 RETRY_BACKOFF_MAX_S = 10.0
-SEND_TIMEOUT_S, SEND_RETRIES = 1.0, 2  # pysnmp's own per-send timeout and retransmissions
+SEND_TIMEOUT_S, SEND_RETRIES = 1.0, 2  # per-send timeout and retransmissions (pysnmp's, and ours for v2c)
 #: The longest one send may take before it counts as unacknowledged, whatever pysnmp does.
 SEND_DEADLINE_S = SEND_TIMEOUT_S * (SEND_RETRIES + 1) + 2.0
+#: pysnmp inform sends outstanding at once on one v3 target's engine (v3 traps and sinks: one at a time).  Safe
+#: (each is matched by its own message ID); on loopback pysnmp's CPU per message is the limit and a window gains
+#: nothing (bench/NOTIFY.md), but it keeps a remote receiver's round trips from bounding the rate.
+PYSNMP_WINDOW = 4
+#: Drops are logged with their count at most once per this many seconds per target.
+DROP_LOG_INTERVAL_S = 60.0
 
 
 #: Sends one notification; returns None once delivered (acknowledged, for informs), else what went wrong.
 Send = Callable[[NotificationDef], Awaitable[str | None]]
+#: Runs a callback after a delay (seconds); returns something with ``cancel()``.
+Schedule = Callable[[float, Callable[[], None]], Any]
 
 
 def notifier_engine_id(agent_engine_id: bytes) -> bytes:
@@ -55,22 +79,116 @@ def notifier_engine_id(agent_engine_id: bytes) -> bytes:
     return agent_engine_id[:-1] + bytes([agent_engine_id[-1] ^ 0x01])
 
 
+def _call_later(delay: float, callback: Callable[[], None]) -> Any:
+    try:
+        return asyncio.get_running_loop().call_later(delay, callback)
+    except RuntimeError:  # no loop running: the next drop, or flush(), reports
+        return None
+
+
+class DropLog:
+    """One target's queue-full drops in the log, with counts.
+
+    The first drop logs at once (with the count of everything unreported).
+    Drops within ``interval`` seconds of the last line are summed, and the
+    sum is logged when the interval has passed (a timer, so a burst that
+    ends is reported too); so at most one line per interval, and no drop
+    goes unreported (:meth:`flush` reports what is left at shutdown).
+    """
+
+    def __init__(self, name: str, capacity: int, clock: Callable[[], float] = time.monotonic,
+                 interval: float = DROP_LOG_INTERVAL_S, schedule: Schedule = _call_later,
+                 queued: Callable[[], int] = lambda: 0) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._clock = clock
+        self._interval = interval
+        self._schedule = schedule
+        self._queued = queued
+        self.total = 0  # drops so far
+        self.unreported = 0  # drops not in a log line yet
+        self._last_line: float | None = None
+        self._timer: Any = None
+
+    def dropped(self) -> None:
+        now = self._clock()
+        self.total += 1
+        self.unreported += 1
+        if self._last_line is None or now - self._last_line >= self._interval:
+            log.error("notification queue for %s is full (%d); dropped %d, dropping new notifications until it "
+                      "has room (%d dropped in all)", self.name, self.capacity, self.unreported, self.total)
+            self._reported(now)
+        elif self._timer is None:
+            self._timer = self._schedule(self._last_line + self._interval - now, self.due)
+
+    def due(self) -> None:
+        """The timer: report the sum if the interval has passed (else wait for the rest of it)."""
+        self._timer = None
+        if not self.unreported:
+            return
+        now = self._clock()
+        assert self._last_line is not None
+        if now - self._last_line < self._interval:
+            self._timer = self._schedule(self._last_line + self._interval - now, self.due)
+            return
+        self._summary(now)
+
+    def flush(self) -> None:
+        """Report whatever is unreported now (at shutdown: no count may be lost)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.unreported:
+            self._summary(self._clock())
+
+    def _summary(self, now: float) -> None:
+        since = now - self._last_line if self._last_line is not None else 0.0
+        log.error("notifications to %s: %d more dropped in the last %.0fs, queue full (%d dropped in all; "
+                  "%d of %d queued now)", self.name, self.unreported, since, self.total, self._queued(),
+                  self.capacity)
+        self._reported(now)
+
+    def _reported(self, now: float) -> None:
+        self.unreported = 0
+        self._last_line = now
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
 class _Target:
-    """A queue and a worker: an SNMP trap/inform target (``cfg``), or a sink with a ``send`` of its own."""
+    """A queue and a worker: an SNMP trap/inform target (``cfg``), or a sink with a ``send`` of its own.
+
+    ``capacity`` bounds everything not yet delivered: what waits in the queue, and what the worker has
+    taken from it (informs outstanding, sends in progress).
+    """
 
     def __init__(self, name: str, mibs: frozenset[str], queue_size: int, acknowledged: bool,
-                 cfg: NotifyTarget | None = None, send: Send | None = None) -> None:
+                 cfg: NotifyTarget | None = None, send: Send | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.mibs = mibs
         self.acknowledged = acknowledged  # retried until delivered; a trap is not
         self.cfg = cfg
         self.send = send
-        self.queue: asyncio.Queue[NotificationDef] = asyncio.Queue(maxsize=queue_size)
-        self.overflowing = False
+        self.capacity = max(1, queue_size)
+        self.queue: asyncio.Queue[NotificationDef] = asyncio.Queue()
+        self.drops = DropLog(name, self.capacity, clock, queued=lambda: self.pending)
         self.task: asyncio.Task[None] | None = None
-        self.engine: Any = None
+        self.sender: V2cSender | None = None  # v2c targets
+        self.engine: Any = None  # v3 targets: pysnmp
         self.transport: Any = None
         self.auth: Any = None
+        self.in_flight = 0  # pysnmp and sinks: taken from the queue, not finished
+        self.deliveries: set[asyncio.Task[None]] = set()
+        self.failing = False
+        self.backoff = 1.0
+        self.retry_lock = asyncio.Lock()  # while failing, one notification at a time is retried
+
+    @property
+    def pending(self) -> int:
+        taken = self.sender.pending if self.sender is not None else self.in_flight
+        return self.queue.qsize() + taken
 
 
 class Notifier:
@@ -79,14 +197,17 @@ class Notifier:
         targets: Sequence[NotifyTarget],
         engine_id: bytes,
         state_dir: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         names: Counter[str] = Counter()
+        self._clock = clock
         self._targets = []
         for cfg in targets:
             name = f"{cfg.version}-{cfg.kind}@{cfg.address}"
             names[name] += 1
             self._targets.append(_Target(name if names[name] == 1 else f"{name}#{names[name]}", cfg.mibs,
-                                         cfg.queue_size, cfg.kind == "inform", cfg=cfg))
+                                         cfg.queue_size, cfg.kind == "inform", cfg=cfg, clock=clock))
         #: The agent's sysUpTime in ticks, sent as the first varbind (set by whoever attaches the agent).
         self.uptime_ticks: Callable[[], int] = lambda: 0
         self.engine_id = notifier_engine_id(engine_id)
@@ -94,14 +215,20 @@ class Notifier:
         self.sent: Counter[str] = Counter()
         self.dropped: Counter[str] = Counter()
         self.retries: Counter[str] = Counter()
+        # Private knobs, for the benchmark: v2c through pysnmp as before (one at a time with a window of 1),
+        # the pysnmp window, the v2c inform window and the v2c trap pacing (None: none).
+        self._v2c_via_pysnmp = False
+        self._pysnmp_window = PYSNMP_WINDOW
+        self._v2c_window = WINDOW
+        self._trap_rate: float | None = TRAP_RATE
 
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self._targets]
 
     def stats(self) -> list[tuple[str, int, int, int, int]]:
-        """(target, sent, dropped, retries, queued) for each target."""
-        return [(t.name, self.sent[t.name], self.dropped[t.name], self.retries[t.name], t.queue.qsize())
+        """(target, sent, dropped, retries, queued) for each target; queued counts what is not delivered yet."""
+        return [(t.name, self.sent[t.name], self.dropped[t.name], self.retries[t.name], t.pending)
                 for t in self._targets]
 
     def wants(self, mib: str) -> bool:
@@ -109,28 +236,44 @@ class Notifier:
 
     def add_sink(self, name: str, mibs: frozenset[str], send: Send, queue_size: int = 1000) -> None:
         """Another destination with the same queueing, retries and counters (the AgentX master); before start()."""
-        self._targets.append(_Target(name, mibs, queue_size, True, send=send))
+        self._targets.append(_Target(name, mibs, queue_size, True, send=send, clock=self._clock))
 
     async def start(self) -> None:
         for target in self._targets:
             cfg = target.cfg
-            if cfg is None:  # a sink: it sends by itself
-                target.task = asyncio.ensure_future(self._worker(target))
+            if cfg is None:  # a sink: it sends by itself, one at a time
+                target.task = asyncio.ensure_future(self._pipelined_worker(target, 1))
                 log.info("sending notifications to %s (%s)", target.name, ", ".join(sorted(target.mibs)))
                 continue
-            target.engine = new_engine(self.engine_id, Path(self._state_dir))
-            address = (cfg.address.host, cfg.address.port)
-            transport_type = Udp6TransportTarget if ":" in cfg.address.host else UdpTransportTarget
-            # pysnmp retries an inform itself (timeout, retries); we retry the whole send after that.
-            target.transport = await transport_type.create(address, timeout=SEND_TIMEOUT_S, retries=SEND_RETRIES)
-            if cfg.version == "v3":
-                user = cfg.user
-                assert user is not None
-                target.auth = UsmUserData(user.name, user.auth_key, user.priv_key or None,
-                                          authProtocol=auth_protocol(user), privProtocol=priv_protocol(user))
+            if cfg.version == "v2c" and not self._v2c_via_pysnmp:
+                sender = V2cSender(
+                    target.name, cfg.community.encode("utf-8"), cfg.kind == "inform", lambda: self.uptime_ticks(),
+                    on_sent=partial(self._count, self.sent, target.name),
+                    on_retry=partial(self._count, self.retries, target.name),
+                    on_failed=partial(self._failed, target),
+                    window=self._v2c_window, timeout=SEND_TIMEOUT_S, retransmits=SEND_RETRIES,
+                    backoff_max=RETRY_BACKOFF_MAX_S, trap_rate=self._trap_rate)
+                await sender.open(cfg.address.host, cfg.address.port)
+                target.sender = sender
+                target.task = asyncio.ensure_future(sender.run(target.queue))
             else:
-                target.auth = CommunityData(cfg.community, mpModel=1)
-            target.task = asyncio.ensure_future(self._worker(target))
+                target.engine = new_engine(self.engine_id, Path(self._state_dir))
+                address = (cfg.address.host, cfg.address.port)
+                transport_type = Udp6TransportTarget if ":" in cfg.address.host else UdpTransportTarget
+                # pysnmp retries an inform itself (timeout, retries); we retry the whole send after that.
+                target.transport = await transport_type.create(address, timeout=SEND_TIMEOUT_S,
+                                                               retries=SEND_RETRIES)
+                if cfg.version == "v3":
+                    user = cfg.user
+                    assert user is not None
+                    target.auth = UsmUserData(user.name, user.auth_key, user.priv_key or None,
+                                              authProtocol=auth_protocol(user), privProtocol=priv_protocol(user))
+                    # a trap's send ends as soon as it is on the wire: only informs have a round trip to overlap
+                    window = self._pysnmp_window if cfg.kind == "inform" else 1
+                else:  # v2c through pysnmp: the old path, one at a time (for the benchmark)
+                    target.auth = CommunityData(cfg.community, mpModel=1)
+                    window = 1
+                target.task = asyncio.ensure_future(self._pipelined_worker(target, window))
             log.info("sending SNMP %s %ss to %s (%s)", cfg.version, cfg.kind, target.name, ", ".join(sorted(cfg.mibs)))
         if any(t.cfg is not None and t.cfg.version == "v3" and t.cfg.kind == "trap" for t in self._targets):
             log.info("SNMPv3 traps come from engine ID %s; receivers need it for createUser -e",
@@ -141,16 +284,21 @@ class Notifier:
         for target in self._targets:
             if notification.mib not in target.mibs:
                 continue
-            try:
-                target.queue.put_nowait(notification)
-                if target.overflowing and target.queue.qsize() < target.queue.maxsize // 2:
-                    target.overflowing = False
-            except asyncio.QueueFull:
+            if target.pending >= target.capacity:
                 self.dropped[target.name] += 1
-                if not target.overflowing:
-                    log.error("notification queue for %s is full (%d); dropping new notifications until it drains",
-                              target.name, target.queue.maxsize)
-                    target.overflowing = True
+                target.drops.dropped()
+                continue
+            target.queue.put_nowait(notification)
+
+    @staticmethod
+    def _count(counter: Counter[str], name: str) -> None:
+        counter[name] += 1
+
+    def _failed(self, target: _Target, problem: str) -> None:
+        """A notification given up (a trap pysnmp could not send; a v2c one we could not encode, or refused)."""
+        self.dropped[target.name] += 1
+        kind = target.cfg.kind if target.cfg is not None else "notification"
+        log.error("%s to %s not sent: %s", kind, target.name, problem)
 
     async def _send(self, target: _Target, notification: NotificationDef) -> str | None:
         if target.send is not None:
@@ -169,40 +317,81 @@ class Notifier:
             return str(error_status)
         return None
 
-    async def _worker(self, target: _Target) -> None:
-        backoff = 1.0
-        failing = False
+    async def _attempt(self, target: _Target, notification: NotificationDef) -> str | None:
+        try:
+            return await asyncio.wait_for(self._send(target, notification), SEND_DEADLINE_S)
+        except asyncio.CancelledError:
+            raise
+        except TimeoutError:
+            return f"no outcome within {SEND_DEADLINE_S:.0f}s"
+        except Exception as exc:  # a broken send must not kill the worker
+            return f"{type(exc).__name__}: {exc}"
+
+    async def _pipelined_worker(self, target: _Target, window: int) -> None:
+        """pysnmp targets and sinks: up to ``window`` sends at once, started in queue order.
+
+        Each send's first step puts its message on the wire before it awaits anything (pysnmp's
+        ``send_notification`` sends before it waits for the outcome), so the messages leave in queue order.
+        """
+        slots = asyncio.Semaphore(window)
         while True:
             notification = await target.queue.get()
-            while True:
-                try:
-                    problem = await asyncio.wait_for(self._send(target, notification), SEND_DEADLINE_S)
-                except asyncio.CancelledError:
-                    raise
-                except TimeoutError:
-                    problem = f"no outcome within {SEND_DEADLINE_S:.0f}s"
-                except Exception as exc:  # a broken send must not kill the worker
-                    problem = f"{type(exc).__name__}: {exc}"
+            target.in_flight += 1
+            try:
+                await slots.acquire()
+            except BaseException:
+                target.in_flight -= 1
+                raise
+            task = asyncio.ensure_future(self._deliver(target, notification))
+            target.deliveries.add(task)
+            task.add_done_callback(partial(self._delivery_done, target, slots))
+
+    @staticmethod
+    def _delivery_done(target: _Target, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+        target.in_flight -= 1
+        target.deliveries.discard(task)
+        slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery to %s failed", target.name, exc_info=task.exception())
+
+    async def _deliver(self, target: _Target, notification: NotificationDef) -> None:
+        """One notification until delivered (informs) or tried once (traps).
+
+        While the target fails, one notification at a time is retried, with the target's backoff; the
+        others wait their turn, and go again at once when delivery works again.
+        """
+        problem = await self._attempt(target, notification)
+        while problem is not None:
+            if not target.acknowledged:  # a trap: unacknowledged by design, nothing to retry
+                self._failed(target, problem)
+                return
+            self.retries[target.name] += 1
+            if not target.failing:
+                log.error("inform to %s not acknowledged (%s); retrying with backoff", target.name, problem)
+                target.failing = True
+            async with target.retry_lock:
+                if target.failing:
+                    await asyncio.sleep(target.backoff)
+                    target.backoff = min(target.backoff * 2, RETRY_BACKOFF_MAX_S)
+                problem = await self._attempt(target, notification)
                 if problem is None:
-                    self.sent[target.name] += 1
-                    if failing:
-                        log.warning("notifications to %s are delivered again", target.name)
-                    failing, backoff = False, 1.0
-                    break
-                if not target.acknowledged:  # a trap: unacknowledged by design, nothing to retry
-                    self.dropped[target.name] += 1
-                    log.error("trap to %s not sent: %s", target.name, problem)
-                    break
-                self.retries[target.name] += 1
-                if not failing:
-                    log.error("inform to %s not acknowledged (%s); retrying with backoff", target.name, problem)
-                    failing = True
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, RETRY_BACKOFF_MAX_S)
+                    self._delivered(target)
+                    return
+        self._delivered(target)
+
+    def _delivered(self, target: _Target) -> None:
+        self.sent[target.name] += 1
+        if target.failing:
+            log.warning("notifications to %s are delivered again", target.name)
+        target.failing, target.backoff = False, 1.0
 
     async def stop(self) -> None:
         for target in self._targets:
-            if target.task is not None:
-                target.task.cancel()
+            for task in (target.task, *target.deliveries):
+                if task is not None:
+                    task.cancel()
+            if target.sender is not None:
+                target.sender.close()
             if target.engine is not None and target.engine.transport_dispatcher is not None:  # SNMP targets
                 target.engine.transport_dispatcher.close_dispatcher()
+            target.drops.flush()

@@ -30,23 +30,34 @@ class Trapd:
         exe = shutil.which("snmptrapd")
         if exe is None:
             raise AssertionError("snmptrapd not found (Debian package snmptrapd)")
-        self.ports = list(port_numbers) if port_numbers else [free_udp_port() for _ in range(ports)]
         folder.mkdir(parents=True, exist_ok=True)
         self.log = folder / "trapd.log"
         conf = folder / "snmptrapd.conf"
         conf.write_text("disableAuthorization yes\n" + "".join(f"createUser {u}\n" for u in v3_users))
-        listen = ",".join(f"udp:127.0.0.1:{p}" for p in self.ports)
-        self.proc = subprocess.Popen(
-            [exe, "-f", "-C", "-c", str(conf), "-Lf", str(self.log), "-On", "-n", "-M", str(BASE_MIBS), "-m", "",
-             listen], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.log.exists() and "NET-SNMP version" in self.log.read_text(errors="replace"):
-                return
-            if self.proc.poll() is not None:
-                raise AssertionError(f"snmptrapd exited: {self.log.read_text(errors='replace')[-500:]}")
-            time.sleep(0.05)
-        raise AssertionError("snmptrapd did not start")
+        # Free ports are picked before snmptrapd binds them, so another process may take one meanwhile:
+        # with ports of our own choosing, a start that fails is tried again on fresh ones.
+        attempts = 1 if port_numbers else 3
+        for attempt in range(1, attempts + 1):
+            self.ports = list(port_numbers) if port_numbers else [free_udp_port() for _ in range(ports)]
+            if attempt > 1:
+                self.log.unlink(missing_ok=True)  # its failed start only
+            listen = ",".join(f"udp:127.0.0.1:{p}" for p in self.ports)
+            self.proc = subprocess.Popen(
+                [exe, "-f", "-C", "-c", str(conf), "-Lf", str(self.log), "-On", "-n", "-M", str(BASE_MIBS), "-m",
+                 "", listen], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if self.log.exists() and "NET-SNMP version" in self.log.read_text(errors="replace"):
+                    return
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            else:
+                self.stop()
+                raise AssertionError("snmptrapd did not start within 10 s")
+            if attempt == attempts:
+                text = self.log.read_text(errors="replace") if self.log.exists() else ""
+                raise AssertionError(f"snmptrapd exited (ports {self.ports}): {text[-500:]}")
 
     def received(self) -> list[Received]:
         lines = self.log.read_text(errors="replace").splitlines()
