@@ -79,10 +79,12 @@ $(KUMINA): | system-deps
 
 # The full benchmark (several minutes); matplotlib is needed only here, for the plots.
 # bench/stuck.py: one frozen QEMU among real TCG domains, ours against kumina's (bench/STUCK.md).
+# bench/notify.py: traps and informs per second per target to a real snmptrapd, ours against the old path (bench/NOTIFY.md).
 bench: venv base-mibs $(KUMINA)
 	$(BIN)/pip install -q matplotlib
 	$(BIN)/python bench/run.py --out bench
 	$(BIN)/python bench/stuck.py --out bench
+	$(BIN)/python bench/notify.py --out bench
 
 # The full load tests: 60 s of 20 scrapers and 4 bulk walkers on 1000 domains (bench/LOAD.md, bench/load.png),
 # then 10 minutes of lifecycle churn at 300 and at 1000 domains behind a private libvirtd, with a trap and an
