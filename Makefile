@@ -6,7 +6,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The demo's HTTP and SNMP addresses (make demo DEMO_ADDRESS=127.0.0.1:29177 DEMO_SNMP_ADDRESS=127.0.0.1:29161),
+# and where it keeps its private copy of the configuration and its state.
 DEMO_ADDRESS ?= 127.0.0.1:9177
+DEMO_SNMP_ADDRESS ?= 127.0.0.1:1161
+DEMO_DIR ?= $(CURDIR)/build/demo
+DEMO_STATE ?= $(CURDIR)/build/demo-state
+DEMO_MIBS = -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB:LIBVIRT-MIB:SNMPv2-MIB
 
 # Debian packages: the build of libvirt-python, the real hypervisor tier
 # (libvirtd, virtlogd, QEMU), the SNMP and Prometheus tools the tests use.
@@ -14,7 +20,7 @@ APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-utils iproute2 curl \
 	snmp snmpd snmptrapd smitools monitoring-plugins-standard systemd bindfs \
-	prometheus
+	prometheus chromium
 
 # Real texts of the base MIBs (SNMPv2-SMI, -TC, -CONF, -MIB, IF-MIB), which
 # Debian main lacks, come from the npm package net-snmp: fetched, never run.
@@ -24,7 +30,7 @@ NET_SNMP_NPM := net-snmp@3.29.2
 # into build/, not installed, so that no service of it starts and takes port 9177.
 KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
 
-.PHONY: demo test bench load system-deps venv base-mibs clean
+.PHONY: demo demo-control test bench load system-deps venv base-mibs clean
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -55,16 +61,27 @@ $(BASE_MIBS)/SNMPv2-SMI: | system-deps
 
 base-mibs: $(BASE_MIBS)/SNMPv2-SMI
 
-demo: venv base-mibs
+# $(call run-demo,CONFIG[,HINT]): the exporter on the demo host with CONFIG, at the DEMO_ addresses, hints first.
+# A config file holding SNMP communities must not be readable by others: the demo runs a private copy.
+define run-demo
 	@echo
-	@echo "libvirt-exporter demo on libvirt's test driver (examples/demo-host.xml)."
+	@echo "libvirt-exporter demo on libvirt's test driver (examples/demo-host.xml), configured by $(1)."
 	@echo "Try:  curl http://$(DEMO_ADDRESS)/metrics"
-	@echo "      snmpwalk -v2c -c public -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB:LIBVIRT-MIB 127.0.0.1:1161 .1.3.6.1"
+	@echo "      snmpwalk -v2c -c public $(DEMO_MIBS) $(DEMO_SNMP_ADDRESS) .1.3.6.1"
+	$(if $(2),@echo "      $(2)")
 	@echo
-	@# A config file holding SNMP communities must not be readable by others: the demo uses a private copy.
-	install -D -m 600 examples/demo.toml build/demo/demo.toml
-	$(BIN)/libvirt-exporter --config.file build/demo/demo.toml \
-		--libvirt.uri test://$(CURDIR)/examples/demo-host.xml --state.directory $(CURDIR)/build/demo-state
+	install -D -m 600 $(1) $(DEMO_DIR)/$(notdir $(1))
+	$(BIN)/libvirt-exporter --config.file $(DEMO_DIR)/$(notdir $(1)) \
+		--libvirt.uri test://$(CURDIR)/examples/demo-host.xml --state.directory $(DEMO_STATE) \
+		--web.listen-address $(DEMO_ADDRESS) --snmp.listen-address $(DEMO_SNMP_ADDRESS)
+endef
+
+demo: venv base-mibs
+	$(call run-demo,examples/demo.toml)
+
+# The demo with lifecycle control on: the user operator may write (README, "Controlling domains with snmpset").
+demo-control: venv base-mibs
+	$(call run-demo,examples/control.toml,snmpset -v3 -l authPriv -u operator -a SHA-256 -A operator-auth-key -x AES -X operator-priv-key $(DEMO_MIBS) $(DEMO_SNMP_ADDRESS) lvxDomainAdminState.5 i paused)
 
 test: venv base-mibs $(KUMINA)
 	$(BIN)/python -m pytest

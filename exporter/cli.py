@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter import __version__, webconfig
-from exporter.config import SETTINGS, Config, load_file, read_config_path, resolve
+from exporter.config import SETTINGS, Config, check_state_directory, load_file, read_config_path, redact_uri, resolve
 from exporter.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
@@ -36,13 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every setting can also come from the TOML file (--config.file) or from the environment "
         "variable shown; the command line wins over the environment, which wins over the file. "
         f"Set only in the file, because they hold secrets or structure: {file_only}. "
-        "See the README for the file's layout.",
+        "A relative path (--config.file, --state.directory, --web.config.file) is taken from the working "
+        "directory at start-up. See the README for the file's layout.",
     )
     parser.add_argument("command", nargs="?", choices=("serve", "dump"), default="serve",
                         help="serve (default): run the exporter; dump: poll once and print the metrics")
     parser.add_argument("--version", action="version", version=f"libvirt-exporter {__version__}")
     parser.add_argument("--config.file", dest="config_file", metavar="PATH",
-                        help="TOML configuration file (env LIBVIRT_EXPORTER_CONFIG_FILE)")
+                        help="TOML configuration file; a relative path is taken from the working directory "
+                             "(env LIBVIRT_EXPORTER_CONFIG_FILE)")
     for setting in SETTINGS:
         if setting.file_only:
             continue  # secrets never go on the command line
@@ -96,6 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         command, config = load_config(argv, os.environ)
         web = webconfig.load(config.web_config_file) if config.web_config_file else webconfig.WebConfig()
+        if command == "serve":
+            check_state_directory(config.state_directory)
     except ConfigError as exc:
         print(f"libvirt-exporter: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -108,6 +112,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def warn_if_test_driver(config: Config) -> None:
+    """The default URI reads libvirt's built-in test driver: say so, whatever the command."""
+    if config.libvirt_uri.startswith("test:"):
+        log.warning("serving libvirt's built-in test driver (%s), whose domains are made up; set libvirt.uri "
+                    "for a real host", redact_uri(config.libvirt_uri))
+
+
+#: libvirt's VIR_ERR_NO_CONNECT: no driver took the URI (cli.py does not import libvirt; source.py does).
+_NO_CONNECT = 5
+
+
+def connect_failure(uri: str, exc: SourceError) -> str:
+    """One clear line for a libvirt connection that could not be opened.
+
+    libvirt's own text for a name that is neither a URI nor an alias runs two messages together ("no connection
+    driver available for URI 'x' does not include a driver name"); that case is said in our words only, any
+    other failure with libvirt's words after ours.
+    """
+    said = " ".join(str(exc).split())
+    if "://" not in uri and exc.code == _NO_CONNECT:
+        return (f"cannot connect to libvirt at {uri}: {uri!r} is not a libvirt URI (like qemu:///system) and no "
+                "uri_aliases entry in libvirt.conf has that name")
+    if "Failed to connect socket" in said:
+        why = "no libvirt daemon answers on its socket (is libvirtd, or virtqemud, running?)"
+    else:
+        why = "libvirt refused the connection"
+    return f"cannot connect to libvirt at {uri}: {why}; libvirt said: {said}"
+
+
 def dump(config: Config) -> int:
     """Poll once and print the exposition; exit 1 if libvirt cannot be read."""
     from exporter.poller import ERROR_GROUPS, snapshot_of
@@ -117,14 +150,19 @@ def dump(config: Config) -> int:
 
     from prometheus_client import CollectorRegistry, generate_latest
 
+    warn_if_test_driver(config)
     source = Source(config.libvirt_uri, keepalive_interval=config.keepalive_interval_s,
                     keepalive_count=config.keepalive_count)
     started = time.time()
     try:
-        source.open()
+        try:
+            source.open()
+        except SourceError as exc:
+            print(f"libvirt-exporter: {connect_failure(redact_uri(config.libvirt_uri), exc)}", file=sys.stderr)
+            return 1
         result = source.poll(config.collectors, config.keep_domain)
     except SourceError as exc:
-        print(f"libvirt-exporter: cannot read libvirt at {config.libvirt_uri}: {exc}", file=sys.stderr)
+        print(f"libvirt-exporter: cannot read libvirt at {redact_uri(config.libvirt_uri)}: {exc}", file=sys.stderr)
         return 1
     finally:
         source.close()
@@ -141,11 +179,9 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
     from exporter.poller import Poller
     from exporter.prometheus import Exposition
     from exporter.source import start_event_loop
-    from exporter.web import WebServer
+    from exporter.web import StatusPage, WebServer
 
-    if config.libvirt_uri.startswith("test:"):
-        log.warning("serving libvirt's built-in test driver (%s); set libvirt.uri for a real host",
-                    config.libvirt_uri)
+    warn_if_test_driver(config)
     start_event_loop()
     poller = Poller(config)
     standalone = config.snmp_mode in ("standalone", "both")
@@ -179,9 +215,12 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
             "domains": len(snap.domains),
         }
 
+    page = StatusPage(config, lambda: poller.snapshot, agent_running=lambda: agent is not None,
+                      agentx_connected=lambda: subagent is not None and subagent.connected.is_set(),
+                      notifications=notifier.stats if notifier is not None else None)
     web = WebServer(config.listen_addresses, config.telemetry_path,
                     lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(), health,
-                    web_config)
+                    web_config, page)
     try:
         web.start()
     except OSError as exc:

@@ -263,11 +263,24 @@ def _listen_addresses(raw: Any) -> tuple[ListenAddress, ...]:
     return tuple(parse_listen_address(item) for item in items)
 
 
-def _path(raw: Any) -> str:
+def _url_path(raw: Any) -> str:
+    """An HTTP path such as /metrics."""
     text = _text(raw).strip()
     if not text.startswith("/") or text == "/":
         raise ValueError(f"must be an absolute path other than /, got {raw!r}")
     return text
+
+
+def file_path(raw: Any) -> str:
+    """A file or folder on disk, made absolute: a relative path is taken from the working directory at start-up
+    (as most tools do), so that it keeps meaning the same place whatever the service does later."""
+    text = _text(raw).strip()
+    if not text:
+        raise ValueError("must not be empty")
+    path = os.path.abspath(text)
+    if path == "/":
+        raise ValueError("must not be /")
+    return path
 
 
 def _regex(raw: Any) -> re.Pattern[str] | None:
@@ -298,96 +311,145 @@ def _engine_id(raw: Any) -> bytes:
     return value
 
 
+class EntryError(ValueError):
+    """A bad value inside a structured setting.  ``where`` continues the setting's key, so that the message
+    names the very entry and key: ``[1].write`` makes ``snmp.communities[1].write`` (the second community)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(message)
+        self.where = where
+
+
 def _table_list(raw: Any, what: str) -> list[dict[str, Any]]:
-    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+    if not isinstance(raw, list):
         raise ValueError(f"expected a list of tables ([[{what}]] in TOML)")
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise EntryError(f"[{i}]", f"expected a table ([[{what}]] in TOML)")
     return raw
 
 
 def _fields(item: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
     unknown = set(item) - allowed
     if unknown:
-        raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}")
+        raise EntryError(f"{where}.{sorted(unknown)[0]}", "unknown key")
     missing = required - set(item)
     if missing:
-        raise ValueError(f"{where}: {sorted(missing)[0]!r} is required")
+        raise EntryError(f"{where}.{sorted(missing)[0]}", "is required")
+
+
+def _field(item: dict[str, Any], key: str, parse: Callable[[Any], Any], default: Any, where: str) -> Any:
+    """``item[key]`` (or ``default``) through ``parse``; a bad value names ``where.key``."""
+    try:
+        return parse(item.get(key, default))
+    except ValueError as exc:
+        raise EntryError(f"{where}.{key}", str(exc)) from None
 
 
 def _communities(raw: Any) -> tuple[Community, ...]:
-    result = []
-    for n, item in enumerate(_table_list(raw, "snmp.communities"), start=1):
-        where = f"entry {n}"
+    result: list[Community] = []
+    for i, item in enumerate(_table_list(raw, "snmp.communities")):
+        where = f"[{i}]"
         _fields(item, {"name", "view", "write"}, {"name"}, where)
-        name = _text(item["name"])
+        name = _field(item, "name", _text, "", where)
         if not name or len(name) > 64:
-            raise ValueError(f"{where}: the community must have 1 to 64 characters")
-        result.append(Community(name=name, view=_text(item.get("view", "all")),
-                                write=parse_bool(item.get("write", False))))
-    if len({c.name for c in result}) != len(result):
-        raise ValueError("a community is listed twice")
+            raise EntryError(f"{where}.name", "the community must have 1 to 64 characters")
+        for j, earlier in enumerate(result):  # never echo the community: it is a secret
+            if earlier.name == name:
+                raise EntryError(f"{where}.name", f"the same community as snmp.communities[{j}]")
+        result.append(Community(name=name, view=_field(item, "view", _text, "all", where),
+                                write=_field(item, "write", parse_bool, False, where)))
     return tuple(result)
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = _text(raw).upper()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _key(raw: Any) -> str:
+    key = _text(raw)
+    if key and len(key) < 8:
+        raise ValueError("must have at least 8 characters")
+    return key
 
 
 def _users(raw: Any) -> tuple[V3User, ...]:
-    result = []
-    for n, item in enumerate(_table_list(raw, "snmp.users"), start=1):
-        where = f"entry {n}"
+    result: list[V3User] = []
+    for i, item in enumerate(_table_list(raw, "snmp.users")):
+        where = f"[{i}]"
         _fields(item, {"name", "auth_key", "priv_key", "auth_protocol", "priv_protocol", "view", "write"},
                 {"name", "auth_key"}, where)
         user = V3User(
-            name=_text(item["name"]), auth_key=_text(item["auth_key"]), priv_key=_text(item.get("priv_key", "")),
-            auth_protocol=_text(item.get("auth_protocol", "SHA-256")).upper(),
-            priv_protocol=_text(item.get("priv_protocol", "AES")).upper(),
-            view=_text(item.get("view", "all")), write=parse_bool(item.get("write", False)),
+            name=_field(item, "name", _text, "", where), auth_key=_field(item, "auth_key", _key, "", where),
+            priv_key=_field(item, "priv_key", _key, "", where),
+            auth_protocol=_field(item, "auth_protocol", _choice(AUTH_PROTOCOLS), "SHA-256", where),
+            priv_protocol=_field(item, "priv_protocol", _choice(PRIV_PROTOCOLS), "AES", where),
+            view=_field(item, "view", _text, "all", where), write=_field(item, "write", parse_bool, False, where),
         )
         if not user.name or len(user.name) > 32:
-            raise ValueError(f"{where}: a user name has 1 to 32 characters")
-        if user.auth_protocol not in AUTH_PROTOCOLS:
-            raise ValueError(f"{where}: auth_protocol must be one of {', '.join(AUTH_PROTOCOLS)}")
-        if user.priv_protocol not in PRIV_PROTOCOLS:
-            raise ValueError(f"{where}: priv_protocol must be one of {', '.join(PRIV_PROTOCOLS)}")
-        for key_name in ("auth_key", "priv_key"):
-            key = getattr(user, key_name)
-            if key and len(key) < 8:
-                raise ValueError(f"{where}: {key_name} must have at least 8 characters")
+            raise EntryError(f"{where}.name", "a user name has 1 to 32 characters")
+        if not user.auth_key:
+            raise EntryError(f"{where}.auth_key", "must have at least 8 characters")
+        for j, earlier in enumerate(result):
+            if earlier.name == user.name:
+                raise EntryError(f"{where}.name", f"user {user.name!r} is already snmp.users[{j}]")
         result.append(user)
-    if len({u.name for u in result}) != len(result):
-        raise ValueError("a user is listed twice")
     return tuple(result)
+
+
+def _mib_list(raw: Any) -> frozenset[str]:
+    if not isinstance(raw, list) or not raw or any(m not in NOTIFY_MIBS for m in raw):
+        raise ValueError(f"must be a list drawn from {', '.join(NOTIFY_MIBS)}")
+    return frozenset(raw)
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(raw: Any) -> str:
+        value = _text(raw)
+        if value not in choices:
+            raise ValueError(f"must be {' or '.join(choices)}, got {raw!r}")
+        return value
+
+    return parse
 
 
 def _notify_targets(raw: Any) -> tuple[NotifyTarget, ...]:
     result = []
-    for n, item in enumerate(_table_list(raw, "snmp.notify"), start=1):
-        where = f"entry {n}"
+    for i, item in enumerate(_table_list(raw, "snmp.notify")):
+        where = f"[{i}]"
         _fields(item, {"address", "type", "version", "community", "user", "auth_key", "priv_key", "auth_protocol",
                        "priv_protocol", "mibs", "queue_size"}, {"address"}, where)
-        address = parse_listen_address(item["address"])
+        address = _field(item, "address", parse_listen_address, "", where)
         if not address.host:
-            raise ValueError(f"{where}: the address needs a host")
-        kind, version = _text(item.get("type", "trap")), _text(item.get("version", "v2c"))
-        if kind not in ("trap", "inform"):
-            raise ValueError(f"{where}: type must be trap or inform")
-        if version not in ("v2c", "v3"):
-            raise ValueError(f"{where}: version must be v2c or v3")
-        mibs = item.get("mibs", ["libvirt-exporter"])
-        if not isinstance(mibs, list) or not mibs or any(m not in NOTIFY_MIBS for m in mibs):
-            raise ValueError(f"{where}: mibs must be a list drawn from {', '.join(NOTIFY_MIBS)}")
-        queue_size = _positive_int(item.get("queue_size", 1000))
+            raise EntryError(f"{where}.address", "the address needs a host")
+        kind = _field(item, "type", _one_of("trap", "inform"), "trap", where)
+        version = _field(item, "version", _one_of("v2c", "v3"), "v2c", where)
+        mibs = _field(item, "mibs", _mib_list, ["libvirt-exporter"], where)
+        queue_size = _field(item, "queue_size", _positive_int, 1000, where)
         community, user = "", None
         if version == "v2c":
-            community = _text(item.get("community", ""))
+            community = _field(item, "community", _text, "", where)
             if not community:
-                raise ValueError(f"{where}: a v2c target needs a community")
+                raise EntryError(f"{where}.community", "a v2c target needs a community")
         else:
             if "user" not in item:
-                raise ValueError(f"{where}: a v3 target needs user")
+                raise EntryError(f"{where}.user", "a v3 target needs user")
             fields = {"name": item["user"]} | {
                 k: item[k] for k in ("auth_key", "priv_key", "auth_protocol", "priv_protocol") if k in item}
-            (user,) = _users([fields])
+            try:
+                (user,) = _users([fields])
+            except EntryError as exc:  # the user's keys sit in the target's own table
+                key = exc.where.split(".", 1)[1]
+                raise EntryError(f"{where}.{'user' if key == 'name' else key}", str(exc)) from None
             if not user.priv_key:
-                raise ValueError(f"{where}: a v3 target needs priv_key (notifications go authPriv)")
-        result.append(NotifyTarget(address, kind, version, community, user, frozenset(mibs), queue_size))
+                raise EntryError(f"{where}.priv_key", "a v3 target needs priv_key (notifications go authPriv)")
+        result.append(NotifyTarget(address, kind, version, community, user, mibs, queue_size))
     return tuple(result)
 
 
@@ -407,8 +469,11 @@ def _views(raw: Any) -> dict[str, tuple[tuple[int, ...], ...]]:
     views = dict(BUILTIN_VIEWS)
     for name, subtrees in raw.items():
         if not isinstance(subtrees, list) or not subtrees:
-            raise ValueError(f"view {name!r}: expected a non-empty list of OIDs")
-        views[name] = tuple(_oid(_text(s)) for s in subtrees)
+            raise EntryError(f".{name}", "expected a non-empty list of OIDs")
+        try:
+            views[name] = tuple(_oid(_text(s)) for s in subtrees)
+        except ValueError as exc:
+            raise EntryError(f".{name}", str(exc)) from None
     return views
 
 
@@ -451,17 +516,18 @@ SETTINGS: tuple[Setting, ...] = (
             "longest wait between reconnect attempts (default 15s)"),
     Setting("web.listen_address", "listen_addresses", _listen_addresses,
             "HTTP listen address(es), comma separated (default :9177, all IPv4 and IPv6 addresses)"),
-    Setting("web.telemetry_path", "telemetry_path", _path, "path of the metrics endpoint (default /metrics)"),
-    Setting("web.config_file", "web_config_file", _path,
-            "web configuration file (exporter-toolkit format): TLS and basic auth for HTTP",
-            flag="--web.config.file"),
+    Setting("web.telemetry_path", "telemetry_path", _url_path, "path of the metrics endpoint (default /metrics)"),
+    Setting("web.config_file", "web_config_file", file_path,
+            "web configuration file (exporter-toolkit format): TLS and basic auth for HTTP; a relative path is "
+            "taken from the working directory", flag="--web.config.file"),
     Setting("domains.include", "domain_include", _regex,
             "only domains whose whole name matches this regular expression", flag="--domain.include"),
     Setting("domains.exclude", "domain_exclude", _regex,
             "skip domains whose whole name matches this regular expression", flag="--domain.exclude"),
     Setting("log.level", "log_level", _log_level, "debug, info, warning or error (default info)"),
-    Setting("state.directory", "state_directory", _path,
-            "where SNMP row indexes and engine boots are kept (default /var/lib/libvirt-exporter)"),
+    Setting("state.directory", "state_directory", file_path,
+            "where SNMP row indexes and engine boots are kept (default /var/lib/libvirt-exporter); a relative "
+            "path is taken from the working directory"),
     Setting("snmp.enabled", "snmp_enabled", parse_bool, "serve SNMP (default on)", boolean=True),
     Setting("snmp.listen_address", "snmp_listen_addresses", _listen_addresses,
             "SNMP UDP listen address(es), comma separated (default 127.0.0.1:1161)"),
@@ -569,6 +635,8 @@ def resolve(
         setting = _BY_KEY[key]
         try:
             parsed = setting.parse(value)
+        except EntryError as exc:
+            raise ConfigError(key + exc.where, f"{exc} (from {origin})") from None
         except ValueError as exc:
             raise ConfigError(key, f"{exc} (from {origin})") from None
         if key.startswith("collectors."):
@@ -581,17 +649,17 @@ def resolve(
             values[setting.field] = parsed
     values["collectors"] = frozenset(collectors)
     config = Config(**values)
-    for n, user in enumerate(config.snmp_users, start=1):
+    for i, user in enumerate(config.snmp_users):
         if user.write and not user.priv_key:
-            raise ConfigError("snmp.users", f"entry {n} may write but has no priv_key: writes need authPriv")
+            raise ConfigError(f"snmp.users[{i}].write", "is true but the user has no priv_key: writes need authPriv")
     views: list[tuple[str, list[str]]] = [
         ("snmp.communities", [c.view for c in config.snmp_communities]),
         ("snmp.users", [u.view for u in config.snmp_users]),
     ]
     for key, principal_views in views:
-        for n, view in enumerate(principal_views, start=1):  # never name a community: it is a secret
+        for i, view in enumerate(principal_views):  # named by position, never by community: it is a secret
             if view not in config.snmp_views:
-                raise ConfigError(key, f"entry {n} uses view {view!r}, which snmp.views does not define")
+                raise ConfigError(f"{key}[{i}].view", f"{view!r} is not a view that snmp.views defines")
     if config.poll_timeout_s and config.poll_timeout_s < 0.1:
         raise ConfigError("libvirt.poll_timeout", "must be at least 100ms")
     if config.domain_timeout_s and config.domain_timeout_s < 0.05:
@@ -604,6 +672,57 @@ def resolve(
 
 
 def read_config_path(cli_path: str | None, environ: Mapping[str, str]) -> str:
-    """The config file named on the command line, else in the environment."""
-    return cli_path or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
+    """The config file named on the command line, else in the environment; made absolute like every path."""
+    path = cli_path or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
+    return os.path.abspath(path) if path.strip() else ""
 
+
+def check_state_directory(path: str) -> None:
+    """Refuse a state directory that cannot be one: the path, or a folder above it, is something else.
+
+    Called at start-up with the other checks, before anything listens; whether it can be written is
+    found out when it is first used (only the SNMP agent and notifications keep state).
+    """
+    current = path
+    while True:
+        if os.path.lexists(current):
+            if not os.path.isdir(current):
+                what = "is not a directory" if current == path else f"cannot be created: {current} is not a directory"
+                raise ConfigError("state.directory", f"{path} {what}")
+            return
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+
+
+#: libvirt URI parameters whose values are shown; any other value may be, or point at, a secret.
+_SHOWN_QUERY = frozenset({"no_verify", "no_tty", "mode", "proxy", "sshauth", "known_hosts_verify", "tls_priority",
+                          "socket"})
+_HIDDEN = "(hidden)"
+
+
+def redact_uri(uri: str) -> str:
+    """A libvirt URI fit to show: no user or password, and no query value that could be or point at a secret.
+
+    Everything before the last ``@`` of the part ahead of the query goes (a password with an unescaped ``/``
+    in it must not survive either); the parameters keep their names, but only harmless ones their values.
+    A ``uri_aliases`` name is shown as it is: libvirt.conf holds what it stands for.
+    """
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    rest = rest.partition("#")[0]
+    rest, has_query, query = rest.partition("?")
+    if "@" in rest:
+        rest = f"{_HIDDEN}@" + rest.rpartition("@")[2]
+    shown = f"{scheme}://{rest}"
+    if has_query:
+        params = []
+        for part in query.split("&"):
+            name, has_value, _ = part.partition("=")
+            if name:
+                params.append(part if name.lower() in _SHOWN_QUERY or not has_value else f"{name}={_HIDDEN}")
+        if params:
+            shown += "?" + "&".join(params)
+    return shown

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from exporter.config import Config
+from exporter.config import Config, redact_uri
 from exporter.errors import ConnectionLost, SourceError
 from exporter.events import REDEFINING, apply_event, position, with_definition
 from exporter.snapshot import ALL_GROUPS, EMPTY, FULL_UPDATE, Domain, DomainEvent, Snapshot, Update, frozen_map
@@ -82,6 +82,7 @@ class Poller:
             )
         )
         self._clock = clock
+        self._shown_uri = redact_uri(config.libvirt_uri)  # for the log: no credentials
         self._errors: Counter[str] = Counter({g: 0 for g in ERROR_GROUPS})
         # Until the first poll: libvirt_up 0 and every error series at 0, never a missing series.
         self._snapshot: Snapshot = EMPTY.replace(poll_errors=frozen_map(self._errors))
@@ -335,9 +336,9 @@ class Poller:
             return False
         if self._ever_connected:
             self._reconnects += 1
-            log.warning("libvirt connection to %s restored", self._config.libvirt_uri)
+            log.warning("libvirt connection to %s restored", self._shown_uri)
         else:
-            log.info("connected to libvirt at %s", self._config.libvirt_uri)
+            log.info("connected to libvirt at %s", self._shown_uri)
         self._ever_connected = True
         self._down_logged = False
         self._source = source
@@ -347,7 +348,7 @@ class Poller:
     def _connect_failed(self, err: SourceError) -> None:
         self._errors["connection"] += 1
         if not self._down_logged:
-            log.error("libvirt at %s is unreachable: %s; retrying with backoff", self._config.libvirt_uri, err)
+            log.error("libvirt at %s is unreachable: %s; retrying with backoff", self._shown_uri, err)
             self._down_logged = True
         self._publish_down()
 
@@ -401,7 +402,7 @@ class Poller:
                 self._errors["timeout"] += 1
                 log.warning(
                     "poll of %s has run past its %.1fs deadline; serving the snapshot from %.1fs ago until it "
-                    "returns", config.libvirt_uri, config.poll_deadline_s, self._clock() - self._snapshot.taken_at,
+                    "returns", self._shown_uri, config.poll_deadline_s, self._clock() - self._snapshot.taken_at,
                 )
                 self._publish(self._snapshot.replace(stalled=True))
                 await asyncio.wait({future, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -411,7 +412,7 @@ class Poller:
             return True  # stopping: the poll is left to its daemon thread
         if late:
             log.warning("stalled poll of %s returned after %.1fs; its data is that old, so it is dropped and a "
-                        "fresh poll starts now", config.libvirt_uri, self._clock() - started)
+                        "fresh poll starts now", self._shown_uri, self._clock() - started)
         duration = self._clock() - started
         self._last_poll_end = self._clock()
         self._last_poll_duration = duration
@@ -420,7 +421,7 @@ class Poller:
         except ConnectionLost as err:
             self._overlay = None
             self._errors["connection"] += 1
-            log.error("lost the libvirt connection to %s: %s", config.libvirt_uri, err)
+            log.error("lost the libvirt connection to %s: %s", self._shown_uri, err)
             self._down_logged = True
             await self._drop_source()
             self._publish_down()

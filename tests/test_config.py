@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -178,13 +179,13 @@ def test_uri_forms_accepted(uri: str) -> None:
 def test_writing_v3_user_needs_privacy() -> None:
     """A v3 user allowed to write must use authPriv; a missing view is refused; no secret is echoed."""
     users = [{"name": "ops", "auth_key": "secret-auth-1", "write": True}]
-    with pytest.raises(ConfigError, match="entry 1 may write but has no priv_key") as info:
+    with pytest.raises(ConfigError, match=r"^snmp.users\[0\].write: is true but the user has no priv_key") as info:
         resolve({}, {}, {"snmp": {"users": users}})
     assert "secret-auth-1" not in str(info.value)
-    with pytest.raises(ConfigError, match="view 'ops-only', which snmp.views does not define") as info:
+    with pytest.raises(ConfigError, match=r"^snmp.communities\[0\].view: 'ops-only' is not a view") as info:
         resolve({}, {}, {"snmp": {"communities": [{"name": "very-secret", "view": "ops-only"}]}})
     assert "very-secret" not in str(info.value)
-    with pytest.raises(ConfigError, match="auth_key must have at least 8 characters"):
+    with pytest.raises(ConfigError, match=r"^snmp.users\[0\].auth_key: must have at least 8 characters"):
         resolve({}, {}, {"snmp": {"users": [{"name": "ops", "auth_key": "short"}]}})
 
 
@@ -225,3 +226,115 @@ def test_domain_timeout_defaults_and_bounds() -> None:
         resolve({}, {}, {"libvirt": {"domain_timeout": "15s"}})
     with pytest.raises(ConfigError, match=r"^libvirt.domain_timeout: must be at least 50ms"):
         resolve({}, {}, {"libvirt": {"domain_timeout": "10ms"}})
+
+
+# -- issue 14, a new user's path -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("snmp", "key", "fragment"),
+    [
+        ({"communities": [{"name": "first-secret"}, {"name": "second-secret", "write": "maybe"}]},
+         "snmp.communities[1].write", "expected true or false, got 'maybe'"),
+        ({"communities": [{"name": "first-secret", "wirte": True}]}, "snmp.communities[0].wirte", "unknown key"),
+        ({"communities": [{"name": "first-secret"}, {"name": "first-secret"}]}, "snmp.communities[1].name",
+         "the same community as snmp.communities[0]"),
+        ({"users": [{"name": "ops", "auth_key": "ops-auth-key", "priv_protocol": "DES"}]},
+         "snmp.users[0].priv_protocol", "must be one of AES"),
+        ({"notify": [{"address": "127.0.0.1:162", "community": "c"}, {"address": "127.0.0.1:162", "type": "x"}]},
+         "snmp.notify[1].type", "must be trap or inform"),
+        ({"notify": [{"address": "127.0.0.1:162", "version": "v3", "user": "t", "auth_key": "short"}]},
+         "snmp.notify[0].auth_key", "at least 8 characters"),
+        ({"views": {"mine": ["1.3.6.x"]}}, "snmp.views.mine", "not a numeric OID"),
+    ],
+)
+def test_entry_errors_name_the_entry_and_key(snmp: dict, key: str, fragment: str, tmp_path) -> None:
+    """Point 9: a bad value inside [[snmp.communities]] and the other lists of tables names its entry (counted
+    from 0) and key, as the README says, and never echoes a community."""
+    with pytest.raises(ConfigError) as info:
+        resolve({}, {}, {"snmp": snmp})
+    assert info.value.key == key and str(info.value).startswith(f"{key}: ") and fragment in str(info.value)
+    assert "secret" not in str(info.value)
+    text = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    assert "`snmp.communities[1].write`" in text
+    if key == "snmp.communities[1].write":  # and so says the command, in one line
+        path = tmp_path / "c.toml"
+        path.write_text('[[snmp.communities]]\nname = "first-secret"\n[[snmp.communities]]\n'
+                        'name = "second-secret"\nwrite = "maybe"\n')
+        path.chmod(0o600)
+        result = _run("--config.file", str(path))
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"libvirt-exporter: configuration error: snmp.communities[1].write: expected true or false, got 'maybe' "
+            f"(from config file {path})"], result.stderr
+
+
+def test_relative_paths_are_taken_from_the_working_directory(tmp_path, monkeypatch) -> None:
+    """Point 7: --config.file, --state.directory and --web.config.file may all be relative, from the working
+    directory at start-up; --help and the README say so."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "c.toml").write_text('[state]\ndirectory = "from-file"\n')
+    (tmp_path / "web.yml").write_text("")
+    _, config = load_config(["--config.file", "c.toml", "--web.config.file", "web.yml"], {})
+    assert config.config_file == str(tmp_path / "c.toml")
+    assert config.state_directory == str(tmp_path / "from-file")
+    assert config.web_config_file == str(tmp_path / "web.yml")
+    _, config = load_config([], {"LIBVIRT_EXPORTER_CONFIG_FILE": "c.toml",
+                                 "LIBVIRT_EXPORTER_STATE_DIRECTORY": "sub/state"})
+    assert config.config_file == str(tmp_path / "c.toml")
+    assert config.state_directory == str(tmp_path / "sub" / "state")
+    with pytest.raises(ConfigError, match="^state.directory: must not be /"):
+        resolve({"state.directory": "/"}, {}, {})
+    with pytest.raises(ConfigError, match="^web.telemetry_path: must be an absolute path"):
+        resolve({"web.telemetry_path": "metrics"}, {}, {})  # an HTTP path, not a file
+    help_text = " ".join(_run("--help").stdout.split("options:", 1)[1].split())  # past the usage line
+    for flag in ("--config.file PATH", "--web.config.file VALUE", "--state.directory VALUE"):
+        after = help_text.split(flag, 1)[1].split(" --", 1)[0]
+        assert "relative path is taken from the working directory" in after, (flag, after)
+    text = " ".join((ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0].split())
+    assert "may be relative: they are taken from the working directory at start-up" in text
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_state_directory_that_is_a_file_stops_start_up(tmp_path, below: bool) -> None:
+    """Point 8: a state directory that is a file (or below one) is refused with the other settings: one line
+    naming state.directory, exit 2, and nothing listens."""
+    from tests.support.process import free_port
+    from tests.support.snmp import agent_config, free_udp_port
+
+    blocker = tmp_path / "state"
+    blocker.write_text("not a directory")
+    state = blocker / "sub" if below else blocker
+    config = agent_config(tmp_path / "c.toml", state, f"127.0.0.1:{free_udp_port()}")
+    web = f"127.0.0.1:{free_port()}"
+    result = _run("--config.file", str(config), "--libvirt.uri", f"test://{ROOT}/examples/demo-host.xml",
+                  "--web.listen-address", web)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("libvirt-exporter: configuration error: state.directory: "), lines
+    assert str(blocker) in lines[0] and "not a directory" in lines[0]
+    assert blocker.read_text() == "not a directory"
+
+
+def test_dump_warns_about_the_test_driver_as_serve_does(caplog: pytest.LogCaptureFixture) -> None:
+    """Point 6: `dump` with no URI prints the test driver's made-up domain, and says so with serve's warning."""
+    from exporter.cli import warn_if_test_driver
+
+    result = _run("dump")
+    assert result.returncode == 0
+    assert "libvirt_domain_info{" in result.stdout and 'domain="test"' in result.stdout
+    with caplog.at_level(logging.WARNING, logger="exporter.cli"):
+        warn_if_test_driver(resolve({}, {}, {}))  # what serve logs at start-up
+    (record,) = caplog.records
+    assert f"WARNING exporter.cli: {record.getMessage()}" in result.stderr.splitlines(), result.stderr
+
+
+def test_dump_with_a_bogus_uri_says_what_is_wrong() -> None:
+    """Point 11: a URI that is neither a URI nor an alias gets our own line, libvirt's words last."""
+    result = _run("dump", "--libvirt.uri", "bogus")
+    assert result.returncode == 1 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("libvirt-exporter: cannot connect to libvirt at bogus: 'bogus' is not a libvirt URI "
+                               "(like qemu:///system) and no uri_aliases entry in libvirt.conf has that name"), lines
+    assert "does not include a driver name" not in result.stderr  # libvirt's two messages run together

@@ -157,7 +157,8 @@ def test_dump_reports_unreachable_libvirt(tmp_path) -> None:
                              f"qemu+unix:///system?socket={tmp_path}/none"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
-    assert "cannot read libvirt" in result.stderr and "Traceback" not in result.stderr
+    assert "cannot connect to libvirt at qemu+unix:///system" in result.stderr and "Traceback" not in result.stderr
+    assert "no libvirt daemon answers on its socket" in result.stderr
 
 
 def test_exposition_renders_each_snapshot_once(demo_uri: str) -> None:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+import uuid as uuidlib
 
 import libvirt
 import pytest
@@ -364,6 +365,56 @@ def test_real_libvirt_failure_is_commit_failed(real_host: RealHost, tmp_path) ->
         assert "start of domain lxe-broken failed:" in exp.output()
     finally:
         real_host.daemon.virsh("undefine", "lxe-broken", check=False)
+
+
+def test_real_create_and_go_with_a_state_is_refused(real_host: RealHost, tmp_path) -> None:
+    """libvirt-snmp's way of starting a domain, on QEMU (which, unlike the test driver, can start one paused).
+
+    libvirtGuestRowStatus createAndGo with libvirtGuestState paused in the same request is inconsistentValue on
+    the State varbind, as libvirt-snmp answers (libvirtGuestState_check_value judges it against the shut-off
+    row before the commit could start anything), and QEMU stays off; createAndGo alone starts it running;
+    State running on a running domain is inconsistentValue too.  The shut-off domain has its row meanwhile."""
+    name = real_host.domains[1]
+    guest = ".".join(str(b) for b in uuidlib.UUID(real_host.daemon.virsh("domuuid", name).strip()).bytes)
+    state, row = (".".join(map(str, mib.BY_NAME[n].oid)) + "." + guest for n in ("libvirtGuestState",
+                                                                                  "libvirtGuestRowStatus"))
+    exp, target = _control_exporter(real_host, tmp_path)
+
+    def put(*args: str) -> subprocess.CompletedProcess[str]:
+        return snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-On", "-t", "15", "-r", "0", target, *args, mibs=False)
+
+    def read_until(wanted: str) -> str:
+        deadline = time.monotonic() + 30
+        while (got := snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, state, mibs=False).strip()) != wanted \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return got
+
+    def libvirt_state() -> str:
+        return real_host.daemon.virsh("domstate", name).strip()
+
+    with exp:
+        exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
+        try:
+            real_host.daemon.virsh("destroy", name)
+            assert read_until("5") == "5"  # shutoff, in its row
+            refused = put(row, "i", "4", state, "i", "3")
+            assert "Reason: inconsistentValue" in refused.stderr and f"Failed object: .{state}\n" in refused.stderr, \
+                refused.stderr
+            time.sleep(1)
+            assert libvirt_state() == "shut off"
+            started = put(row, "i", "4")
+            assert started.returncode == 0, started.stderr
+            assert read_until("1") == "1"
+            assert libvirt_state() == "running"
+            same = put(state, "i", "1")
+            assert "Reason: inconsistentValue" in same.stderr, same.stderr
+            assert libvirt_state() == "running"
+        finally:
+            real_host.daemon.virsh("start", name, check=False)
+            real_host.daemon.virsh("resume", name, check=False)
+    log = exp.log_path.read_text() if exp.log_path else ""
+    assert f"domain={name} action=start result=" in log and log.count("result=refused") == 2
 
 
 def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> None:

@@ -159,3 +159,17 @@ def test_no_snmp_principals_no_agent(demo_uri: str, tmp_path) -> None:
         exp.wait_for(lambda m: m.get("libvirt_up") == 1, what="up")
     assert "SNMP agent not started: no community, user or notification target is configured" in exp.output()
     assert not state.exists()
+
+
+def test_log_never_shows_the_uri_credentials(tmp_path) -> None:
+    """The poller's log names libvirt's URI without its user, password or secret-bearing query values."""
+    exp = Exporter(["--libvirt.uri", f"qemu+unix://admin:hunter2@/system?socket={tmp_path}/none&keyfile=/k/secret",
+                    "--state.directory", str(tmp_path / "state")], log=tmp_path / "log")
+    with exp:
+        exp.wait_for(lambda m: m.get("libvirt_up") == 0, what="libvirt down")
+        deadline = time.monotonic() + 10
+        while "is unreachable" not in exp.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        output = exp.output()
+    assert "is unreachable" in output and "(hidden)@" in output
+    assert "hunter2" not in output and "/k/secret" not in output

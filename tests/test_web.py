@@ -113,6 +113,23 @@ def test_tls_and_basic_auth_with_curl(pki: Path, tmp_path: Path) -> None:
     assert "Traceback" not in exp.output()
 
 
+def test_status_page_and_mibs_over_tls_need_the_credentials(pki: Path, tmp_path: Path) -> None:
+    require_tool("curl", "curl")
+    exp = _start(_web_config(tmp_path, pki), tmp_path / "log")
+    try:
+        base, cacert = f"https://127.0.0.1:{exp.port}", ("--cacert", str(pki / "ca.crt"))
+        for path in ("/", "/mibs/LIBVIRT-EXPORTER-MIB.txt"):
+            assert _curl(base + path, *cacert) == "401", path
+            assert _curl(base + path, *cacert, "-u", f"{USER}:wrong") == "401", path
+            assert _curl(base + path, *cacert, "-u", f"{USER}:{PASSWORD}") == "200", path
+        page = subprocess.run(["curl", "-sS", "--compressed", *cacert, "-u", f"{USER}:{PASSWORD}", base + "/"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+        assert "Connected" in page and 'href="/mibs/LIBVIRT-EXPORTER-MIB.txt"' in page
+        assert PASSWORD not in page
+    finally:
+        exp.stop()
+
+
 def test_client_certificates_when_required(pki: Path, tmp_path: Path) -> None:
     require_tool("curl", "curl")
     extra = f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki}/ca.crt\n  min_version: TLS13\n"

@@ -624,14 +624,17 @@ def _domain_rows(
             (9, C64, nic.receive_errors), (10, C64, nic.receive_drops), (11, C64, nic.transmit_bytes),
             (12, C64, nic.transmit_packets), (13, C64, nic.transmit_errors), (14, C64, nic.transmit_drops),
         ))
-    if dom.active:  # libvirt-snmp lists active domains only
-        guest = tuple(uuidlib.UUID(dom.uuid).bytes)
-        b.columns(LIBVIRT_GUEST_ENTRY, guest, (
-            (2, STR, dom.name), (3, INT, libvirt_guest_state(dom.state)),
-            (4, U32, dom.vcpus_current), (5, G32, None if dom.memory_kib is None else dom.memory_kib // 1024),
-            (6, U32, None if dom.max_memory_kib is None else dom.max_memory_kib // 1024),
-            (7, C64, dom.cpu_time_ns), (9, INT, 1),
-        ))
+    # libvirt-snmp (0.0.4) lists every domain libvirt knows, active or not (virConnectListAllDomains), each
+    # with what virDomainGetInfo says: a shut-off one reads shutoff(5), its configured vCPUs and memory, CPU
+    # time 0, and RowStatus active(1) like every other row.
+    guest = tuple(uuidlib.UUID(dom.uuid).bytes)
+    cpu_time = dom.cpu_time_ns if dom.cpu_time_ns is not None or dom.active else 0
+    b.columns(LIBVIRT_GUEST_ENTRY, guest, (
+        (2, STR, dom.name), (3, INT, libvirt_guest_state(dom.state)),
+        (4, U32, dom.vcpus_current), (5, G32, None if dom.memory_kib is None else dom.memory_kib // 1024),
+        (6, U32, None if dom.max_memory_kib is None else dom.max_memory_kib // 1024),
+        (7, C64, cpu_time), (9, INT, 1),
+    ))
 
 
 # libvirt state -> VM-MIB VirtualMachineOperState / VirtualMachineAdminState
@@ -734,7 +737,11 @@ def lifecycle_notifications(
     kind: str, name: str, uuid: str, index: int, state: int, reason: int, *, active: bool, persistent: bool,
     previous_state: int | None,
 ) -> list[NotificationDef]:
-    """The notifications of every MIB for one lifecycle event (varbinds indexed by the row)."""
+    """The notifications of every MIB for one lifecycle event: ours and VM-MIB's with varbinds indexed by the
+    domain's row, libvirt-snmp's as it sends it (:func:`libvirt_guest_notification`; none for undefined).
+
+    ``active`` is not used: libvirt-snmp derives its row status from the state alone.
+    """
     result = []
     code = LVX_NOTIFICATIONS.get(kind)
     if code is not None:
@@ -744,13 +751,8 @@ def lifecycle_notifications(
             (_o("lvxDomainOperState") + (index,), (INT, state)),
             (_o("lvxDomainStateReason") + (index,), (INT, reason)),
         )))
-        guest = tuple(uuidlib.UUID(uuid).bytes)
-        result.append(NotificationDef("libvirt", LIBVIRT_ROOT + (0, 1), (
-            (_o("libvirtGuestName") + guest, (STR, name)),
-            (_o("libvirtGuestUUID") + guest, (BYTES, bytes(guest))),
-            (_o("libvirtGuestState") + guest, (INT, libvirt_guest_state(state))),
-            (_o("libvirtGuestRowStatus") + guest, (INT, 1 if active else 2)),  # active / notInService
-        )))
+    if code is not None and kind != "undefined":
+        result.append(libvirt_guest_notification(name, uuid, state))
     vm_code = VM_NOTIFICATIONS.get(kind)
     if vm_code is not None:
         # RFC 7666 sends the oper state the VM had before the transition.
@@ -764,6 +766,23 @@ def lifecycle_notifications(
             binds.append((_o("vmPersistent") + (index,), (INT, 2 if persistent else 3)))
         result.append(NotificationDef("vm", VM_ROOT + (0, vm_code), tuple(binds)))
     return result
+
+
+#: libvirt-snmp's libvirtGuestNotif: the row status it reports by state (notInService while the domain is
+#: shutting down, shut off or crashed, active otherwise).
+_NOT_IN_SERVICE_STATES = frozenset({4, 5, 6})
+
+
+def libvirt_guest_notification(name: str, uuid: str, state: int) -> NotificationDef:
+    """libvirtGuestNotif as libvirt-snmp sends it (send_libvirtGuestNotif_trap): name, UUID, state and row
+    status, each as the .0 instance of its column rather than of the domain's row.  libvirt-snmp sends one for
+    every lifecycle event whose domain it can still read, so none for an undefined one."""
+    return NotificationDef("libvirt", LIBVIRT_ROOT + (0, 1), (
+        (_o("libvirtGuestName") + (0,), (STR, name)),
+        (_o("libvirtGuestUUID") + (0,), (BYTES, uuidlib.UUID(uuid).bytes)),
+        (_o("libvirtGuestState") + (0,), (INT, libvirt_guest_state(state))),
+        (_o("libvirtGuestRowStatus") + (0,), (INT, 2 if state in _NOT_IN_SERVICE_STATES else 1)),
+    ))
 
 
 def action_failed_notification(name: str, uuid: str, index: int, action: int, error: str) -> NotificationDef:

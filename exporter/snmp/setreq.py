@@ -117,13 +117,6 @@ def plan(
     result = Plan()
     touched: set[str] = set()
     by_uuid = {d.uuid: d for d in snap.domains}
-    # libvirt-snmp: a RowStatus createAndGo may come with the state to start in.
-    guest_states: dict[tuple[int, ...], int] = {}
-    for name, value in var_binds:
-        oid = tuple(name)
-        obj = mib.object_of(oid)
-        if obj is not None and obj.name == "libvirtGuestState" and isinstance(value, rfc1902.Integer32):
-            guest_states[oid[len(obj.oid):]] = int(value)
 
     for idx, (name, value) in enumerate(var_binds):
         oid = tuple(name)
@@ -155,11 +148,13 @@ def plan(
             if len(instance) == 16 and all(0 <= b <= 255 for b in instance):
                 dom = by_uuid.get(str(uuidlib.UUID(bytes=bytes(instance))))
             if dom is None:
+                # libvirt-snmp: inconsistentName for a UUID libvirt does not know, but wrongLength (an error about
+                # the value, not the name) for an index that is not 16 bytes; here both are inconsistentName.
                 raise smi_error.InconsistentNameError(name=name, idx=idx)
             if obj.name == "libvirtGuestRowStatus":
-                verb, label = _row_status(dom, number, guest_states.get(instance), name, idx)
+                verb, label = _row_status(dom, number, name, idx)
             else:
-                verb, label = _guest_state(dom, number, instance in _row_creates(var_binds), name, idx)
+                verb, label = _guest_state(dom, number, name, idx)
 
         if dom.uuid in touched and verb is not None:
             raise smi_error.InconsistentValueError(name=name, idx=idx)  # one action per domain per request
@@ -195,47 +190,47 @@ def describe(var_binds: Sequence[tuple[Any, Any]], snap: Snapshot, domain_index:
     return ",".join(names)
 
 
-def _row_creates(var_binds: Sequence[tuple[Any, Any]]) -> set[tuple[int, ...]]:
-    rows = set()
-    for name, value in var_binds:
-        oid = tuple(name)
-        obj = mib.object_of(oid)
-        if obj is not None and obj.name == "libvirtGuestRowStatus" and isinstance(value, rfc1902.Integer32) \
-                and int(value) == 4:
-            rows.add(oid[len(obj.oid):])
-    return rows
+#: libvirt-snmp's libvirtGuestState_check_value: the only transitions it lets through, (from, to) as libvirt
+#: numbers the states.  Everything else, the state the domain already has included, is inconsistentValue.
+_GUEST_TRANSITIONS = {
+    (STATE_RUNNING, STATE_PAUSED): "suspend",
+    (STATE_RUNNING, STATE_SHUTDOWN): "shutdown",
+    (STATE_PAUSED, STATE_RUNNING): "resume",
+}
 
 
-def _guest_state(dom: Domain, wanted: int, created: bool, name: Any, idx: int) -> tuple[str | None, str]:
-    """libvirtGuestState: running->paused, paused->running, running->shutdown, as libvirt-snmp allows."""
+def _guest_state(dom: Domain, wanted: int, name: Any, idx: int) -> tuple[str | None, str]:
+    """libvirtGuestState, checked as libvirt-snmp checks it: running->paused, running->shutdown and
+    paused->running, from the state libvirt reports (so pmsuspended, blocked or nostate allow none).
+
+    A createAndGo in the same request changes nothing: libvirt-snmp checks this varbind against the row's
+    current state all the same, so a State beside createAndGo on a shut-off domain is inconsistentValue.
+    """
     if not 1 <= wanted <= 6:
         raise smi_error.WrongValueError(name=name, idx=idx)
-    if created:
-        return None, "state with createAndGo"  # the RowStatus varbind starts the domain in this state
-    current = mib.libvirt_guest_state(dom.state) if dom.active else None
-    if current == wanted:
-        return None, f"state {wanted} (already)"
-    if current == 1 and wanted == 3:
-        return "suspend", "suspend"
-    if current == 3 and wanted == 1:
-        return "resume", "resume"
-    if current == 1 and wanted == 4:
-        return "shutdown", "shutdown"
-    raise smi_error.InconsistentValueError(name=name, idx=idx)
+    verb = _GUEST_TRANSITIONS.get((dom.state, wanted))
+    if verb is None:
+        raise smi_error.InconsistentValueError(name=name, idx=idx)
+    return verb, verb
 
 
-def _row_status(dom: Domain, wanted: int, state: int | None, name: Any, idx: int) -> tuple[str | None, str]:
-    """libvirtGuestRowStatus: createAndGo(4) starts a defined domain, destroy(6) powers it off."""
+def _row_status(dom: Domain, wanted: int, name: Any, idx: int) -> tuple[str | None, str]:
+    """libvirtGuestRowStatus: createAndGo(4) starts a defined domain (running), destroy(6) powers it off.
+
+    libvirt-snmp lets createAndGo on an active domain, destroy on an inactive one and active(1) or
+    notInService(2) through its checks, and then fails them in the commit (genErr).  Here they are refused
+    before anything runs: inconsistentValue for the first two, wrongValue for notInService (never supported,
+    as RFC 2579 answers an agent that does not support it); active(1) on a row, which always reads active,
+    changes nothing and succeeds, as RFC 2579 has it.  notReady and createAndWait: wrongValue, as libvirt-snmp.
+    """
     if wanted == 4:
         if dom.active:
             raise smi_error.InconsistentValueError(name=name, idx=idx)
-        if state not in (None, 1, 3):
-            raise smi_error.InconsistentValueError(name=name, idx=idx)
-        return ("start_paused", "start paused") if state == 3 else ("start", "start")
+        return "start", "start"
     if wanted == 6:
         if not dom.active:
             raise smi_error.InconsistentValueError(name=name, idx=idx)
         return "destroy", "destroy"
-    if wanted == 1 and dom.active:
+    if wanted == 1:
         return None, "active (already)"
-    raise smi_error.WrongValueError(name=name, idx=idx)  # notInService, notReady, createAndWait: unsupported
+    raise smi_error.WrongValueError(name=name, idx=idx)  # notInService, notReady, createAndWait, out of range
