@@ -39,20 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import exporter  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from tests.support.churn import ChurnPlan, ChurnReport, ChurnRig, Sample, median, pct, run_churn  # noqa: E402
 
 POLL_LIMIT = 1.5  # churn / quiet, median poll duration
 LATENCY_LIMIT = 2.0  # churn / quiet, median scrape and walk latency
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
-    return f"{os.cpu_count()} CPUs ({cpu}), {mem} GiB, {platform.system()} {platform.release()}"
 
 
 def _first_line(*cmd: str) -> str:

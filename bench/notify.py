@@ -40,6 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import cpu_model  # noqa: E402
 from exporter.config import ListenAddress, NotifyTarget, V3User  # noqa: E402
 from exporter.snmp import mib  # noqa: E402
 from exporter.snmp.mib import NotificationDef  # noqa: E402
@@ -262,8 +263,7 @@ def receiver_ceiling(folder: Path, logging_: str, rate: float, count: int) -> di
 
 
 def machine() -> list[str]:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor() or "?")
+    model = cpu_model()
     trapd_version = subprocess.run(["snmptrapd", "--version"], capture_output=True, text=True).stdout
     found = re.search(r"NET-SNMP Version:\s*(\S+)", trapd_version)
     return [f"{model}, {os.cpu_count()} CPUs (shared with other work while this ran; load average at start "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -42,6 +41,7 @@ import libvirt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import machine  # noqa: E402
 from exporter.hostgen import HostShape, domain_xml  # noqa: E402
 from exporter.prometheus import Exposition  # noqa: E402
 from exporter.poller import snapshot_of  # noqa: E402
@@ -272,16 +272,6 @@ def real_qemu(work: Path) -> tuple[int, float, float] | None:
         return 4, ours, floor
     finally:
         daemon.shutdown()
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024 // 1024
-    return f"{platform.node()}: {os.cpu_count()} CPUs ({cpu}), {mem} GiB, Python {platform.python_version()}"
 
 
 def ratio(a: float | None, b: float | None) -> str:

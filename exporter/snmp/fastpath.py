@@ -41,7 +41,8 @@ _FULL, _NONE, _PARTIAL = 0, 1, 2
 
 
 class Malformed(ValueError):
-    """The datagram is not something this fast path answers (pysnmp then gets it)."""
+    """A datagram that cannot be decoded as expected (the fast path then leaves it to pysnmp; the
+    notification sender ignores it)."""
 
 
 # -- BER ---------------------------------------------------------------------
@@ -109,7 +110,7 @@ def value_tlv(syntax: str, raw: Any, now: float = 0.0) -> bytes:
     return tlv(_TAGS[syntax], content)
 
 
-def _header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+def read_tlv(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
     """(tag, content start, content end) of the TLV at ``pos``; definite lengths only."""
     if pos + 2 > end:
         raise Malformed("truncated")
@@ -127,8 +128,8 @@ def _header(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
     return tag, pos, pos + length
 
 
-def _integer(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    tag, start, stop = _header(data, pos, end)
+def read_integer(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    tag, start, stop = read_tlv(data, pos, end)
     if tag != _INTEGER or not 0 < stop - start <= 5:
         raise Malformed("not an INTEGER")
     return int.from_bytes(data[start:stop], "big", signed=True), stop
@@ -170,36 +171,36 @@ class Request:
 def decode(data: bytes) -> Request:
     """An SNMPv2c GET, GETNEXT or GETBULK; raises :class:`Malformed` for anything else."""
     end = len(data)
-    tag, pos, stop = _header(data, 0, end)
+    tag, pos, stop = read_tlv(data, 0, end)
     if tag != _SEQUENCE or stop != end:
         raise Malformed("not a message")
-    version, pos = _integer(data, pos, end)
+    version, pos = read_integer(data, pos, end)
     if version != 1:
         raise Malformed("not SNMPv2c")
-    tag, start, pos = _header(data, pos, end)
+    tag, start, pos = read_tlv(data, pos, end)
     if tag != _OCTETS:
         raise Malformed("no community")
     community = data[start:pos]
-    pdu_type, pos, stop = _header(data, pos, end)
+    pdu_type, pos, stop = read_tlv(data, pos, end)
     if pdu_type not in (_GET, _GETNEXT, _GETBULK) or stop != end:
         raise Malformed("not a read request")
     rid_start = pos
-    _, pos = _integer(data, pos, end)
+    _, pos = read_integer(data, pos, end)
     request_id = data[rid_start:pos]
-    a, pos = _integer(data, pos, end)
-    b, pos = _integer(data, pos, end)
-    tag, pos, stop = _header(data, pos, end)
+    a, pos = read_integer(data, pos, end)
+    b, pos = read_integer(data, pos, end)
+    tag, pos, stop = read_tlv(data, pos, end)
     if tag != _SEQUENCE or stop != end:
         raise Malformed("bad varbind list")
     names = []
     while pos < end:
-        tag, vpos, vend = _header(data, pos, end)
+        tag, vpos, vend = read_tlv(data, pos, end)
         if tag != _SEQUENCE:
             raise Malformed("bad varbind")
-        tag, ostart, ostop = _header(data, vpos, vend)
+        tag, ostart, ostop = read_tlv(data, vpos, vend)
         if tag != _OID:
             raise Malformed("bad name")
-        _, _, value_end = _header(data, ostop, vend)
+        _, _, value_end = read_tlv(data, ostop, vend)
         if value_end != vend:
             raise Malformed("bad varbind")
         names.append(_decode_oid(data[ostart:ostop]))

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from exporter.snmp.fastpath import oid_content, signed, tlv, unsigned, value_tlv
+from exporter.snmp.fastpath import Malformed, oid_content, read_integer, read_tlv, signed, tlv, unsigned, value_tlv
 from exporter.snmp.mib import NotificationDef
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,6 @@ _YIELD_EVERY = 64  # traps sent between two yields to the event loop
 _UPTIME_NAME = tlv(_OID, oid_content(SYS_UP_TIME))
 _TRAP_OID_NAME = tlv(_OID, oid_content(SNMP_TRAP_OID))
 _NO_ERROR = b"\x02\x01\x00\x02\x01\x00"
-
-
-class Malformed(ValueError):
-    """A datagram that is not a well-formed SNMPv2c Response."""
 
 
 # -- encoding -----------------------------------------------------------------
@@ -102,50 +98,26 @@ class Response:
     error_index: int
 
 
-def _read(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
-    """(tag, content start, content end) of the TLV at ``pos``; definite lengths only."""
-    if pos + 2 > end:
-        raise Malformed("truncated")
-    tag, length = data[pos], data[pos + 1]
-    pos += 2
-    if length & 0x80:
-        count = length & 0x7F
-        if not 0 < count <= 4 or pos + count > end:
-            raise Malformed("bad length")
-        length = int.from_bytes(data[pos:pos + count], "big")
-        pos += count
-    if pos + length > end:
-        raise Malformed("length past the end")
-    return tag, pos, pos + length
-
-
-def _read_integer(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    tag, start, stop = _read(data, pos, end)
-    if tag != _INTEGER or not 0 < stop - start <= 5:
-        raise Malformed("not an INTEGER")
-    return int.from_bytes(data[start:stop], "big", signed=True), stop
-
-
 def decode_response(data: bytes) -> Response:
     """The header of an SNMPv2c Response-PDU message; raises :class:`Malformed` for anything else."""
     end = len(data)
-    tag, pos, stop = _read(data, 0, end)
+    tag, pos, stop = read_tlv(data, 0, end)
     if tag != _SEQUENCE or stop != end:
         raise Malformed("not a message")
-    version, pos = _read_integer(data, pos, end)
+    version, pos = read_integer(data, pos, end)
     if version != VERSION_V2C:
         raise Malformed("not SNMPv2c")
-    tag, start, pos = _read(data, pos, end)
+    tag, start, pos = read_tlv(data, pos, end)
     if tag != _OCTETS:
         raise Malformed("no community")
     community = data[start:pos]
-    tag, pos, stop = _read(data, pos, end)
+    tag, pos, stop = read_tlv(data, pos, end)
     if tag != RESPONSE_PDU or stop != end:
         raise Malformed(f"not a Response-PDU (tag 0x{tag:02x})")
-    request_id, pos = _read_integer(data, pos, end)
-    error_status, pos = _read_integer(data, pos, end)
-    error_index, pos = _read_integer(data, pos, end)
-    tag, _, stop = _read(data, pos, end)
+    request_id, pos = read_integer(data, pos, end)
+    error_status, pos = read_integer(data, pos, end)
+    error_index, pos = read_integer(data, pos, end)
+    tag, _, stop = read_tlv(data, pos, end)
     if tag != _SEQUENCE or stop != end:
         raise Malformed("bad varbind list")
     return Response(community, request_id, error_status, error_index)

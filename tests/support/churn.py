@@ -43,8 +43,9 @@ from random import Random
 
 import libvirt
 
+from exporter.snapshot import STATE_NAMES as SNAPSHOT_STATE_NAMES
 from exporter.snmp import mib
-from exporter.source import start_event_loop
+from exporter.source import _EVENT_NAMES, start_event_loop
 from tests.support import snmp
 from tests.support.libvirtd import PrivateLibvirtd
 from tests.support.process import Exporter, Metrics
@@ -52,19 +53,8 @@ from tests.support.trapd import Trapd
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
-KINDS: dict[int, str] = {
-    libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
-    libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
-    libvirt.VIR_DOMAIN_EVENT_STARTED: "started",
-    libvirt.VIR_DOMAIN_EVENT_SUSPENDED: "suspended",
-    libvirt.VIR_DOMAIN_EVENT_RESUMED: "resumed",
-    libvirt.VIR_DOMAIN_EVENT_STOPPED: "stopped",
-    libvirt.VIR_DOMAIN_EVENT_SHUTDOWN: "shutdown",
-    libvirt.VIR_DOMAIN_EVENT_PMSUSPENDED: "pmsuspended",
-    libvirt.VIR_DOMAIN_EVENT_CRASHED: "crashed",
-}
-STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",
-               7: "pmsuspended"}
+KINDS = _EVENT_NAMES  # libvirt's lifecycle event codes by the exporter's names for them
+STATE_NAMES = dict(SNAPSHOT_STATE_NAMES)
 LVX = ".".join(map(str, mib.LVX_ROOT))
 DOMAIN_ENTRY = ".".join(map(str, mib.LVX_DOMAIN_ENTRY))
 UUID_COLUMN = f"{DOMAIN_ENTRY}.3"  # lvxDomainUUID
