@@ -60,7 +60,8 @@ def versions() -> str:
     commit = _first_line("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
     dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.strip()
-    return (f"libvirt-exporter {exporter.__version__} (commit {commit}{', with uncommitted changes' if dirty else ''}), "
+    changes = ", with uncommitted changes" if dirty else ""
+    return (f"libvirt-exporter {exporter.__version__} (commit {commit}{changes}), "
             f"{_first_line('libvirtd', '--version')}, libvirt-python against libvirt "
             f"{lib // 1000000}.{lib // 1000 % 1000}.{lib % 1000}, {_first_line('snmpbulkwalk', '-V')}, "
             f"Python {platform.python_version()}")

@@ -62,7 +62,7 @@ def _scraper(url: str, stop: threading.Event, out: Results) -> None:
                 out.scrape_s.append(took)
                 if not ok:
                     out.errors.append(f"scrape: status {response.status}")
-        except Exception as exc:  # noqa: BLE001 - every failure is a finding
+        except Exception as exc:
             with out.lock:
                 out.errors.append(f"scrape: {type(exc).__name__}: {exc}")
 

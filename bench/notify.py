@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import platform
@@ -203,7 +204,7 @@ def measure(folder: Path, version_: str, path: str, count: int, kinds: tuple[str
         for cfg, r in zip(cfgs, results, strict=True):
             numbers = logged_numbers(trapd, cfg.address.port)
             exact = numbers == list(range(count))
-            r["ascending"] = float(all(a < b for a, b in zip(numbers, numbers[1:], strict=False)))
+            r["ascending"] = float(all(a < b for a, b in itertools.pairwise(numbers)))
             total = count * len(kinds)
             rows.append((Row(version_, cfg.kind, path, count, r["done_s"], r["sent_s"], exact, int(r["dropped"]),
                              int(r["retries"]), r["cpu"] / total * 1e6, r["trapd_cpu"] / total * 1e6), r))
@@ -350,8 +351,8 @@ def main() -> int:
              "run (both targets), ours from `time.process_time`, snmptrapd's from `/proc`.", "",
              f"Our v2c traps are paced to {TRAP_RATE:.0f}/s after a burst of {TRAP_BURST} "
              "(`exporter.snmp.v2send.TRAP_RATE`); v2c informs keep up to "
-             f"{WINDOW} outstanding; v3 informs keep up to {PYSNMP_WINDOW} pysnmp sends outstanding (v3 traps: one at a "
-             "time).", "",
+             f"{WINDOW} outstanding; v3 informs keep up to {PYSNMP_WINDOW} pysnmp sends outstanding "
+             "(v3 traps: one at a time).", "",
              "## Throughput", "", *table(rows, old), "",
              "## Unpaced traps, inform windows", "",
              f"Our v2c traps with the pacing off ({args.count} at once): sent at {args.count / raw['sent_s']:.0f}/s; "

@@ -43,8 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
 from exporter.hostgen import HostShape, domain_xml  # noqa: E402
-from exporter.prometheus import Exposition  # noqa: E402
 from exporter.poller import snapshot_of  # noqa: E402
+from exporter.prometheus import Exposition  # noqa: E402
 from exporter.snapshot import ALL_GROUPS  # noqa: E402
 from exporter.source import Source  # noqa: E402
 from tests.support.libvirtd import PrivateLibvirtd, kvm_usable  # noqa: E402
@@ -115,7 +115,7 @@ def scrape_times(url: str, count: int) -> tuple[list[float], str]:
 
 def p95(values: Sequence[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def domains_in(text: str, metric: str) -> int:

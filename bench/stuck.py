@@ -141,7 +141,7 @@ def parse(text: str) -> Parsed:
 
 
 def newer(now: tuple[float | None, float | None], then: tuple[float | None, float | None]) -> bool:
-    return any(a is not None and b is not None and a > b for a, b in zip(now, then))
+    return any(a is not None and b is not None and a > b for a, b in zip(now, then, strict=False))
 
 
 class Scraper(threading.Thread):
@@ -210,7 +210,7 @@ def listed_count(url: str) -> int:
 
 def p95(values: Sequence[float]) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def cpu_ticks() -> tuple[int, int]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-I = TypeVar("I")
+Item = TypeVar("Item")
 R = TypeVar("R")
 
 
@@ -33,13 +33,13 @@ class Outcome(Generic[R]):
 
 
 def run_bounded(
-    items: Sequence[I],
-    fn: Callable[[I], R],
+    items: Sequence[Item],
+    fn: Callable[[Item], R],
     *,
     workers: int,
     call_timeout: float,
     deadline: float | None = None,
-    on_late: Callable[[I, float], None] | None = None,
+    on_late: Callable[[Item, float], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
     name: str = "libvirt-call",
 ) -> Outcome[R]:

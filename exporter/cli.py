@@ -143,12 +143,12 @@ def connect_failure(uri: str, exc: SourceError) -> str:
 
 def dump(config: Config) -> int:
     """Poll once and print the exposition; exit 1 if libvirt cannot be read."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
     from exporter.poller import ERROR_GROUPS, snapshot_of
     from exporter.prometheus import SnapshotCollector
     from exporter.snapshot import frozen_map
     from exporter.source import Source
-
-    from prometheus_client import CollectorRegistry, generate_latest
 
     warn_if_test_driver(config)
     source = Source(config.libvirt_uri, keepalive_interval=config.keepalive_interval_s,
@@ -189,7 +189,7 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
     snmp_wanted = config.snmp_enabled and (
         use_agentx or bool(config.snmp_communities or config.snmp_users or config.snmp_notify))
     notifier = None
-    extra = []
+    extra: list[Any] = []  # prometheus_client collectors
     agent: Any = None
     subagent: Any = None
     if snmp_wanted:
@@ -230,11 +230,10 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
     if config.snmp_enabled and not snmp_wanted:
         log.info("SNMP agent not started: no community, user or notification target is configured")
     if snmp_wanted:
-        from exporter.indexmap import StateError
-        from exporter.snmp.agent import SnmpAgent
-
         from exporter.control import Controller
+        from exporter.indexmap import StateError
         from exporter.snapshot import DomainEvent
+        from exporter.snmp.agent import SnmpAgent
 
         controller = None
         if config.control_enabled:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from exporter.config import Config, redact_uri
 from exporter.errors import ConnectionLost, SourceError
@@ -52,7 +52,7 @@ def _merged(domains: tuple[Domain, ...], described: Domain) -> tuple[Domain, ...
     return domains[:pos] + (with_definition(domains[pos], described),) + domains[pos + 1:]
 
 
-def _retrieve(future: asyncio.Future[object]) -> None:
+def _retrieve(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()  # a late failure of a call given up on is expected, not an error
 
@@ -99,7 +99,7 @@ class Poller:
         self._source: Source | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ever_connected = False
-        self._stuck: asyncio.Future[object] | None = None  # a connection call given up on, still running
+        self._stuck: asyncio.Future[Any] | None = None  # a connection call given up on, still running
         self._down_logged = False
         self._last_poll_end = 0.0
         self._last_poll_duration = 0.0
@@ -360,7 +360,8 @@ class Poller:
         """
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
-            done, _ = await asyncio.wait({future, stop_wait}, timeout=self._config.poll_deadline_s,
+            waits: set[asyncio.Future[Any]] = {future, stop_wait}
+            done, _ = await asyncio.wait(waits, timeout=self._config.poll_deadline_s,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
@@ -395,8 +396,9 @@ class Poller:
         config = self._config
         future = in_daemon_thread(source.poll, config.collectors, config.keep_domain)
         stop_wait = asyncio.ensure_future(stop.wait())
+        waits: set[asyncio.Future[Any]] = {future, stop_wait}
         try:
-            await asyncio.wait({future, stop_wait}, timeout=config.poll_deadline_s, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, timeout=config.poll_deadline_s, return_when=asyncio.FIRST_COMPLETED)
             late = not future.done() and not stop.is_set()
             if late:
                 self._errors["timeout"] += 1
@@ -405,7 +407,7 @@ class Poller:
                     "returns", self._shown_uri, config.poll_deadline_s, self._clock() - self._snapshot.taken_at,
                 )
                 self._publish(self._snapshot.replace(stalled=True))
-                await asyncio.wait({future, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
         if not future.done():

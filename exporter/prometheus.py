@@ -23,7 +23,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__
 from exporter.snapshot import STATE_DESCRIPTIONS, Domain, Snapshot, version_text
@@ -253,6 +253,11 @@ class _Families(_Sink):
                 yield family
 
 
+def _sample_value(value: float) -> str:
+    """A sample value as the Prometheus text format writes it (prometheus_client's own rules)."""
+    return str(_go_float(value))  # type: ignore[no-untyped-call]
+
+
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -271,7 +276,7 @@ class _TextFamilies(_Sink):
 
     def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
         spec = self._wanted(name, value)
-        if spec is None:
+        if spec is None or value is None:
             return
         values = tuple(labels)
         key = (spec.labels, values)
@@ -280,7 +285,8 @@ class _TextFamilies(_Sink):
             text = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(spec.labels, values, strict=True))
             self._label_cache[key] = text
         lines = self._lines.setdefault(name, [])
-        lines.append(f"{name}{{{text}}} {floatToGoString(value)}\n" if text else f"{name} {floatToGoString(value)}\n")
+        number = _sample_value(value)
+        lines.append(f"{name}{{{text}}} {number}\n" if text else f"{name} {number}\n")
 
     def fragment(self) -> tuple[bytes, ...]:
         """What was added so far, encoded family by family in :data:`_DOMAIN_FAMILIES` order (one domain's
@@ -626,7 +632,7 @@ class _Rendered:
         self.text = text
         self._lock = threading.Lock()
         self._head: bytes | None = None
-        self._compressor: Any = None
+        self._compressor: Any = None  # zlib's compressor object
 
     def gzip(self, tail: bytes) -> bytes:
         with self._lock:
@@ -635,4 +641,4 @@ class _Rendered:
                 self._head = compressor.compress(self.text) + compressor.flush(zlib.Z_SYNC_FLUSH)
                 self._compressor = compressor
             compressor = self._compressor.copy()
-        return self._head + compressor.compress(tail) + compressor.flush()
+        return bytes(self._head + compressor.compress(tail) + compressor.flush())

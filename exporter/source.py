@@ -10,6 +10,7 @@ thread started by :func:`start_event_loop`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -553,8 +554,7 @@ class Source:
                 self._domain_answered(job)
                 domains.append(dataclasses.replace(domain, stats_at=now))
             elif index in outcome.errors:
-                err = outcome.errors[index]
-                self._skip_domain(_convert(err, conn) if isinstance(err, libvirt.libvirtError) else err, errors)
+                self._skip_domain(_as_source_error(outcome.errors[index], conn), errors)
             elif index in outcome.abandoned:
                 self._domain_stuck(job)
                 held.append(job)
@@ -888,8 +888,8 @@ class Source:
             for target, base in list(result.items()):
                 if base.device not in ("disk", "lun") or not base.source:
                     continue
-                io = self._domain_call(lambda t=target: dom.blockStats(t), "block", errors)
-                size = self._domain_call(lambda t=target: dom.blockInfo(t), "block", errors)
+                io = self._domain_call(functools.partial(dom.blockStats, target), "block", errors)
+                size = self._domain_call(functools.partial(dom.blockInfo, target), "block", errors)
                 changes: dict[str, int | None] = {}
                 if io is not None:
                     rd_req, rd_bytes, wr_req, wr_bytes, errs = io
@@ -928,7 +928,7 @@ class Source:
                 ))
         elif calls:
             for target, base in list(result.items()):
-                io = self._domain_call(lambda t=target: dom.interfaceStats(t), "interface", errors)
+                io = self._domain_call(functools.partial(dom.interfaceStats, target), "interface", errors)
                 if io is not None:
                     result[target] = _replace(base, **_net_counters(*io))
         return tuple(result.values())
@@ -1068,6 +1068,12 @@ class _Lane:
                 conn.close()
             except libvirt.libvirtError:
                 pass
+
+
+def _as_source_error(err: BaseException, conn: libvirt.virConnect | None) -> SourceError:
+    if isinstance(err, libvirt.libvirtError):
+        return _convert(err, conn)
+    return err if isinstance(err, SourceError) else SourceError(f"{type(err).__name__}: {err}")
 
 
 def _mask(groups: Iterable[str]) -> int:

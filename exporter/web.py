@@ -144,10 +144,10 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("error serving %s", path)
             self._send(500, b"internal error\n", _TEXT, head)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self._route(head=False)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._route(head=True)
 
     def _not_allowed(self) -> None:

@@ -41,8 +41,9 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
               "Age of the data being served; grows if a poll is stuck."),
         Panel("Poll duration", ((f"libvirt_exporter_poll_duration_seconds{{{HOST}}}", "{{instance}}"),), "s",
               width=6),
-        Panel("Poll errors", ((f"sum by (instance, group) (increase(libvirt_exporter_poll_errors_total{{{HOST}}}[{RATE}]))",
-                               "{{instance}} {{group}}"),), "short", width=6),
+        Panel("Poll errors",
+              ((f"sum by (instance, group) (increase(libvirt_exporter_poll_errors_total{{{HOST}}}[{RATE}]))",
+                "{{instance}} {{group}}"),), "short", width=6),
     )),
     ("Host", (
         Panel("Domains", ((f"libvirt_domains_number{{{HOST}}}", "all {{instance}}"),
@@ -62,7 +63,8 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                               "{{domain}} vcpu{{vcpu}}"),), "percentunit"),
         Panel("vCPUs", ((f"libvirt_domain_info_virtual_cpus{{{DOM}}}", "{{domain}}"),), "short"),
         Panel("State", ((f"libvirt_domain_state_code{{{DOM}}}", "{{domain}}"),), "short",
-              description="0 nostate, 1 running, 2 blocked, 3 paused, 4 shutdown, 5 shut off, 6 crashed, 7 pmsuspended."),
+              description="0 nostate, 1 running, 2 blocked, 3 paused, 4 shutdown, 5 shut off, 6 crashed, "
+                          "7 pmsuspended."),
     )),
     ("Domain memory", (
         Panel("Memory", ((f"libvirt_domain_info_memory_usage_bytes{{{DOM}}}", "{{domain}} current"),

@@ -8,6 +8,7 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -266,7 +267,7 @@ def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
 class _Table(agentx.Handlers):
     """Three instances, for driving a session by hand (no libvirt, no snmpd: the PDUs are the subject)."""
 
-    OIDS = [(1, 3, 6, 1, 4, 1, 99, 1, n) for n in (1, 2, 3)]
+    OIDS: ClassVar[list[tuple[int, ...]]] = [(1, 3, 6, 1, 4, 1, 99, 1, n) for n in (1, 2, 3)]
 
     def uptime_ticks(self) -> int:
         return 42
@@ -334,7 +335,8 @@ def test_a_session_by_hand(tmp_path: Path) -> None:
                 writer.write(agentx.response_pdu(pdu.header, 0))
 
         a, b, c = _Table.OIDS
-        ranges = agentx.encode_oid(a, include=True) + agentx.encode_oid(()) + agentx.encode_oid(a) + agentx.encode_oid(())
+        ranges = (agentx.encode_oid(a, include=True) + agentx.encode_oid(())
+                  + agentx.encode_oid(a) + agentx.encode_oid(()))
         _, error, _, binds = agentx.decode_response(await ask(agentx.build(agentx.GETNEXT, ranges, 77, 1, 10)))
         assert error == 0 and [v.name for v in binds] == [a, b]  # include: the start itself; without: the next
         bulk = struct.pack("!HH", 1, 3) + agentx.encode_oid(b) + agentx.encode_oid(()) + agentx.encode_oid(a) \

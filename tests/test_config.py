@@ -104,7 +104,7 @@ def test_bad_values_name_the_key(layer: str, key: str, value: object, fragment: 
 
 def test_unknown_keys_are_refused() -> None:
     """Typos in the file or the environment are errors, not silently ignored."""
-    with pytest.raises(ConfigError, match="libvirt.pol_interval: unknown key"):
+    with pytest.raises(ConfigError, match=r"libvirt\.pol_interval: unknown key"):
         resolve({}, {}, {"libvirt": {"pol_interval": 5}})
     with pytest.raises(ConfigError, match="LIBVIRT_EXPORTER_LIBVIRT_URL: unknown environment variable"):
         resolve({}, {"LIBVIRT_EXPORTER_LIBVIRT_URL": "qemu:///system"}, {})
@@ -283,9 +283,9 @@ def test_relative_paths_are_taken_from_the_working_directory(tmp_path, monkeypat
                                  "LIBVIRT_EXPORTER_STATE_DIRECTORY": "sub/state"})
     assert config.config_file == str(tmp_path / "c.toml")
     assert config.state_directory == str(tmp_path / "sub" / "state")
-    with pytest.raises(ConfigError, match="^state.directory: must not be /"):
+    with pytest.raises(ConfigError, match=r"^state\.directory: must not be /"):
         resolve({"state.directory": "/"}, {}, {})
-    with pytest.raises(ConfigError, match="^web.telemetry_path: must be an absolute path"):
+    with pytest.raises(ConfigError, match=r"^web\.telemetry_path: must be an absolute path"):
         resolve({"web.telemetry_path": "metrics"}, {}, {})  # an HTTP path, not a file
     help_text = " ".join(_run("--help").stdout.split("options:", 1)[1].split())  # past the usage line
     for flag in ("--config.file PATH", "--web.config.file VALUE", "--state.directory VALUE"):

@@ -85,7 +85,7 @@ def test_admin_state_lifecycle(ctl: tuple[Exporter, str]) -> None:
 
 def test_actions_reboot_reset_managed_save(ctl: tuple[Exporter, str]) -> None:
     """One-shot actions: reboot and reset keep it running; managedSave stops it and start restores it."""
-    exp, target = ctl
+    _exp, target = ctl
     i = snmp.domain_index(target, "db1")
     assert _set(target, f"lvxDomainAction.{i}", "i", "reboot").returncode == 0
     assert _set(target, f"lvxDomainAction.{i}", "i", "reset").returncode == 0

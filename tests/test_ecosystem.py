@@ -261,7 +261,8 @@ def test_zabbix_template_oids_exist_and_answer(demo_agent: Exporter) -> None:
         assert rule["graph_prototypes"] and any(p.get("trigger_prototypes") for p in rule["item_prototypes"])
     assert checked >= 15
     expressions = [t["expression"] for i in template["items"] for t in i.get("triggers", [])]
-    expressions += [t["expression"] for r in rules for p in r["item_prototypes"] for t in p.get("trigger_prototypes", [])]
+    expressions += [t["expression"] for r in rules for p in r["item_prototypes"]
+                    for t in p.get("trigger_prototypes", [])]
     for expression in expressions:
         for key in re.findall(rf"/{re.escape(name)}/([^,)]+)", expression):
             assert key in keys, (expression, key)

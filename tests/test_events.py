@@ -204,7 +204,8 @@ def test_patched_snmp_view_equals_a_rebuilt_one(tmp_path: Path) -> None:
     def devices(dom: Domain) -> Domain:
         n = rng.randrange(3)
         return dom.replace_fields(vcpus=tuple(Vcpu(k, 1, 10 * k) for k in range(n + 1)),
-                                  blocks=tuple(Block(f"vd{'abc'[k]}", source=f"/i/{k}", read_bytes=k) for k in range(n)),
+                                  blocks=tuple(Block(f"vd{'abc'[k]}", source=f"/i/{k}", read_bytes=k)
+                                               for k in range(n)),
                                   interfaces=tuple(Interface(f"tap{k}", mac=f"52:54:00:00:00:0{k}") for k in range(n)))
 
     snap = Snapshot(up=True, taken_at=time.time(), host=Host(driver="TEST"), domains=tuple(
@@ -236,6 +237,7 @@ def test_patched_snmp_view_equals_a_rebuilt_one(tmp_path: Path) -> None:
         snap = snap.replace(domains=domains)
         agent.on_snapshot(snap, update)
         if rng.random() < 0.3:
-            fresh = mib.build_view(snap, agent._indexes, agent._system(), table_last_change_ticks=agent._last_change_ticks,
-                                   started_at=agent._started, spin_lock=agent.spin_lock)
+            fresh = mib.build_view(snap, agent._indexes, agent._system(),
+                                   table_last_change_ticks=agent._last_change_ticks, started_at=agent._started,
+                                   spin_lock=agent.spin_lock)
             assert served(agent.view()) == served(fresh), f"patched view differs after step {step}"

@@ -116,7 +116,7 @@ def test_new_uuid_appends_one_line_and_leaves_the_main_file_alone(tmp_path) -> N
 def test_bytes_per_new_uuid_do_not_grow_with_the_map(tmp_path, size: int) -> None:
     """A new UUID writes the same few bytes at 100 entries as at 2,000."""
     path = tmp_path / "i.json"
-    now, clock = _frozen()
+    _now, clock = _frozen()
     imap = IndexMap(path, clock=clock)
     imap.assign("domain", _uuids(size))  # one big call: one compaction
     main = path.read_bytes()

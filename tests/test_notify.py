@@ -4,6 +4,7 @@ the v2c sender against a scripted receiver, and the drop log."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import socket
@@ -307,7 +308,7 @@ class _FakeTimers:
             due = sorted((t for t in self.pending if not t[2][0] and t[0] <= to), key=lambda t: t[0])
             if not due:
                 break
-            when, callback, cancelled = due[0]
+            when, callback, _cancelled = due[0]
             self.pending.remove(due[0])
             self.now = max(self.now, when)
             callback()
@@ -367,7 +368,7 @@ def test_drop_log_first_at_once_then_summed_once_a_minute(caplog: pytest.LogCapt
     assert seen() == []
     assert sum(count for _, count in lines) == drops.total == 37 and drops.unreported == 0
     regular = [t for t, _ in lines[:-1]]
-    assert all(b - a >= 60 for a, b in zip(regular, regular[1:], strict=False))
+    assert all(b - a >= 60 for a, b in itertools.pairwise(regular))
 
 
 def test_notifier_counts_every_drop(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -618,7 +619,8 @@ def test_v2c_bulk_to_snmptrapd_exactly_once(tmp_path: Path) -> None:
                     for i in range(start, start + 250):
                         notifier.submit(_numbered(i))
                     logged = start + 250
-                    await _until(lambda: sum(r.port == trapd.ports[0] for r in trapd.received()) >= logged,
+                    await _until(lambda logged=logged: sum(r.port == trapd.ports[0]
+                                                           for r in trapd.received()) >= logged,
                                  "snmptrapd to log the batch", timeout=30, every=0.05)
                 await _until(lambda: notifier.sent[trap_name] == traps and notifier.sent[inform_name] == informs,
                              "every notification sent", timeout=60)

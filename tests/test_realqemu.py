@@ -256,8 +256,8 @@ def test_snmp_shows_real_counters(real_host: RealHost, tmp_path) -> None:
             nic = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target,
                                       f"lvxInterfaceReceiveBytes.{index}"))
             (rx,) = nic.values()
-            tap = [s["target_device"] for s in metrics.series("libvirt_domain_interface_stats_info")
-                   if s["domain"] == name][0]
+            tap = next(s["target_device"] for s in metrics.series("libvirt_domain_interface_stats_info")
+                   if s["domain"] == name)
             assert int(rx) == metrics.get("libvirt_domain_interface_stats_receive_bytes_total", domain=name,
                                           target_device=tap)
             delay = snmp.values(snmp.ok("snmpwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target, f"lvxVcpuDelay.{index}"))
@@ -309,8 +309,8 @@ def test_snmpset_controls_a_real_domain(real_host: RealHost, tmp_path) -> None:
             set_state("running")
             assert libvirt_state() == "running"
             for action in ("reboot", "reset"):  # ACPI reboot (ignored by a guest with no OS), then a hard reset
-                done = snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-t", "10", "-r", "0", target, f"lvxDomainAction.{index}",
-                                "i", action)
+                done = snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-t", "10", "-r", "0", target,
+                                f"lvxDomainAction.{index}", "i", action)
                 assert done.returncode == 0, done.stderr
                 assert libvirt_state() == "running"
         finally:
@@ -332,7 +332,8 @@ def test_wrong_sets_leave_a_real_domain_untouched(real_host: RealHost, tmp_path)
             (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.{index}", "s", "off"], "wrongType"),
             (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "0"], "wrongValue"),
             (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.99999", "i", "4"], "noCreation"),
-            (snmp.OPERATOR_ARGS, [f"{lvx}.1.1.14.0", "i", "12345", f"{lvx}.1.2.1.27.{index}", "i", "4"], "inconsistentValue"),
+            (snmp.OPERATOR_ARGS, [f"{lvx}.1.1.14.0", "i", "12345", f"{lvx}.1.2.1.27.{index}", "i", "4"],
+             "inconsistentValue"),
             (snmp.V2_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "4"], "noAccess"),
             (snmp.V3_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "4"], "noAccess|authorizationError"),
         ]
@@ -436,7 +437,7 @@ def test_gets_answered_while_an_action_hangs(real_host: RealHost, tmp_path) -> N
             t0 = time.monotonic()
             state = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainOperState.{index}")
             assert time.monotonic() - t0 < 0.5 and state.strip() == "1"
-            out, err = pending.communicate(timeout=15)
+            _out, err = pending.communicate(timeout=15)
             assert pending.returncode == 0, err
             assert 0.9 < time.monotonic() - started < 5  # answered after reply_within (1 s)
             result = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}")

@@ -114,8 +114,8 @@ def _mutants(seeds: list[bytes], rng: random.Random) -> Iterator[bytes]:
             yield bytes(seed)
         elif kind == 3:  # a huge length somewhere
             at = rng.randrange(1, len(seed))
-            yield bytes(seed[:at]) + rng.choice([b"\x84\xff\xff\xff\xff", b"\x84\x7f\xff\xff\xff", b"\x89" + b"\xff" * 9,
-                                                b"\x80"]) + bytes(seed[at + 1:])
+            huge = rng.choice([b"\x84\xff\xff\xff\xff", b"\x84\x7f\xff\xff\xff", b"\x89" + b"\xff" * 9, b"\x80"])
+            yield bytes(seed[:at]) + huge + bytes(seed[at + 1:])
         elif kind == 4:  # bytes inserted or appended
             at = rng.randrange(len(seed) + 1)
             yield bytes(seed[:at]) + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40))) + bytes(seed[at:])

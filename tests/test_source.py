@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import xml.etree.ElementTree as ET
 
 import libvirt
@@ -210,7 +209,7 @@ def test_failing_group_is_counted_and_the_poll_goes_on(demo_uri: str) -> None:
         def __getattr__(self, name):  # type: ignore[no-untyped-def]
             return getattr(self._dom, name)
 
-        def blockStats(self, target):  # type: ignore[no-untyped-def]  # noqa: N802
+        def blockStats(self, target):  # type: ignore[no-untyped-def]
             raise libvirt.libvirtError("injected: block device is busy")
 
     class InjectingSource(Source):

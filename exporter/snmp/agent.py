@@ -32,8 +32,8 @@ from pysnmp.smi.instrum import AbstractMibInstrumController
 from exporter import control
 from exporter.config import Config, ListenAddress, V3User
 from exporter.control import Controller
-from exporter.indexmap import IndexMap, StateError
 from exporter.events import position
+from exporter.indexmap import IndexMap, StateError
 from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, Domain, DomainEvent, Snapshot, Update
 from exporter.snmp import mib, setreq
 from exporter.snmp.fastpath import FastPath
@@ -114,7 +114,7 @@ def default_engine_id(state_directory: str) -> bytes:
     return bytes.fromhex("80001f8805") + hashlib.sha256(seed.encode()).digest()[:12]
 
 
-class ViewController(AbstractMibInstrumController):
+class ViewController(AbstractMibInstrumController):  # type: ignore[misc]  # pysnmp is untyped
     """pysnmp instrumentation over a MibView; every failure becomes an SNMP error."""
 
     def __init__(self, agent: SnmpAgent) -> None:
@@ -387,8 +387,9 @@ class SnmpAgent:
             else:
                 self._index(snap)
                 self._active_count = sum(1 for d in snap.domains if d.active)
-                view = mib.build_view(snap, self._indexes, self._system(), table_last_change_ticks=self._last_change_ticks,
-                                      started_at=self._started, actions=self._actions(), spin_lock=self.spin_lock)
+                view = mib.build_view(snap, self._indexes, self._system(),
+                                      table_last_change_ticks=self._last_change_ticks, started_at=self._started,
+                                      actions=self._actions(), spin_lock=self.spin_lock)
             self._view = (snap, view)
             # From now on the listener notes what changes, if it saw this snapshot (a test may serve one without).
             self._dirty = {} if snap is self._indexed_snapshot else None
@@ -487,6 +488,7 @@ class SnmpAgent:
             sock.close()
             raise OSError(f"cannot listen for SNMP on {address}: {exc.strerror or exc}") from None
         sock.setblocking(False)
+        assert self.fast_path is not None  # made in start(), before any listener
         transport: Any
         if family == socket.AF_INET6:
             transport = _FastUdp6(self.fast_path).open_server_mode(sock=sock)
@@ -525,7 +527,7 @@ class _FastPathFirst:
         super().__init__()
         self._fast_path = fast_path
 
-    def datagram_received(self, datagram: bytes, transportAddress: Any) -> None:  # noqa: N803 (pysnmp naming)
+    def datagram_received(self, datagram: bytes, transportAddress: Any) -> None:
         reply = self._fast_path.answer(datagram)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, transportAddress)
@@ -545,15 +547,15 @@ class _FastPathFirst:
                 log.debug("dropped a malformed SNMP packet from %s", address, exc_info=True)
 
 
-class _FastUdp(_FastPathFirst, udp.UdpTransport):
+class _FastUdp(_FastPathFirst, udp.UdpTransport):  # type: ignore[misc]
     pass
 
 
-class _FastUdp6(_FastPathFirst, udp6.Udp6Transport):
+class _FastUdp6(_FastPathFirst, udp6.Udp6Transport):  # type: ignore[misc]
     pass
 
 
-class ControlSetResponder(cmdrsp.SetCommandResponder):
+class ControlSetResponder(cmdrsp.SetCommandResponder):  # type: ignore[misc]
     """SET: every varbind is checked at once; the libvirt calls run off the loop and the reply follows.
 
     pysnmp answers a request as soon as the handler returns; here the reply to
@@ -567,14 +569,18 @@ class ControlSetResponder(cmdrsp.SetCommandResponder):
         super().__init__(eng, snmp_context)
         self._agent = agent
         self._deferred: set[Any] = set()
+        self._running: set[asyncio.Future[None]] = set()  # SETs being carried out (the loop keeps weak references)
         self._recent: dict[tuple[Any, ...], tuple[float, asyncio.Future[tuple[str, int]]]] = {}
 
-    def release_state_information(self, stateReference: Any) -> None:  # noqa: N803 (pysnmp naming)
+    def _prune(self, _finished: asyncio.Future[tuple[str, int]]) -> None:
+        self._running = {task for task in self._running if not task.done()}
+
+    def release_state_information(self, stateReference: Any) -> None:
         if stateReference not in self._deferred:
             super().release_state_information(stateReference)
 
-    def handle_management_operation(self, snmpEngine: Any, stateReference: Any, contextName: Any,  # noqa: N803
-                                    PDU: Any) -> None:  # noqa: N803
+    def handle_management_operation(self, snmpEngine: Any, stateReference: Any, contextName: Any,
+                                    PDU: Any) -> None:
         var_binds = v2c.apiPDU.get_varbinds(PDU)
         exec_ctx = snmpEngine.observer.get_execution_context("rfc3412.receiveMessage:request")
         principal = f"{exec_ctx['securityName']}(model {exec_ctx['securityModel']})"
@@ -606,10 +612,11 @@ class ControlSetResponder(cmdrsp.SetCommandResponder):
             raise smi_error.GenError(idx=0) from None
         future: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
         self._recent[key] = (now, future)
-        asyncio.ensure_future(self._run(plan, future, principal, source))
+        self._running.add(asyncio.ensure_future(self._run(plan, future, principal, source)))
+        future.add_done_callback(self._prune)
         self._defer(snmpEngine, stateReference, var_binds, future)
 
-    def _defer(self, snmpEngine: Any, stateReference: Any, var_binds: Any,  # noqa: N803
+    def _defer(self, snmpEngine: Any, stateReference: Any, var_binds: Any,
                future: asyncio.Future[tuple[str, int]]) -> None:
         self._deferred.add(stateReference)
 

@@ -156,7 +156,7 @@ def _decode_oid(content: bytes) -> tuple[int, ...]:
 class Request:
     """A decoded SNMPv2c read request."""
 
-    __slots__ = ("community", "pdu_type", "request_id", "a", "b", "names")
+    __slots__ = ("a", "b", "community", "names", "pdu_type", "request_id")
 
     def __init__(self, community: bytes, pdu_type: int, request_id: bytes, a: int, b: int,
                  names: list[tuple[int, ...]]) -> None:

@@ -14,6 +14,7 @@ the current time (for ages and uptimes), evaluated per request.
 from __future__ import annotations
 
 import bisect
+import itertools
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -227,7 +228,7 @@ def _o(name: str) -> tuple[int, ...]:
 class _Column:
     """The instances of one object (a column, or one scalar), in index order."""
 
-    __slots__ = ("oid", "syntax", "rows", "values")
+    __slots__ = ("oid", "rows", "syntax", "values")
 
     def __init__(self, oid: tuple[int, ...], syntax: str, rows: list[tuple[int, ...]], values: list[Any]) -> None:
         self.oid = oid
@@ -245,7 +246,7 @@ class MibView:
     GETNEXT is a bisect over column OIDs and then over that column's rows.
     """
 
-    __slots__ = ("columns", "_starts", "_size")
+    __slots__ = ("_size", "_starts", "columns")
 
     def __init__(self, columns: list[_Column]) -> None:
         self.columns = sorted(columns, key=lambda c: c.oid)
@@ -287,7 +288,7 @@ class MibView:
         """The instances strictly after ``oid``, in order."""
         pos, row = self.position_after(oid)
         for col in self.columns[pos:]:
-            for index, value in zip(col.rows[row:], col.values[row:]):
+            for index, value in zip(col.rows[row:], col.values[row:], strict=False):
                 yield col.oid + index, (col.syntax, value)
             row = 0
 
@@ -323,7 +324,7 @@ class MibView:
                     del col.rows[lo:hi], col.values[lo:hi]
         for oid, (syntax, rows, values) in add.cells():
             col = own(oid, syntax)
-            for row, value in zip(rows, values):
+            for row, value in zip(rows, values, strict=False):
                 at = bisect.bisect_left(col.rows, row)
                 if at < len(col.rows) and col.rows[at] == row:
                     col.values[at] = value
@@ -455,8 +456,8 @@ class Builder:
     def view(self) -> MibView:
         result = []
         for oid, (syntax, rows, values) in self._columns.items():
-            if any(a >= b for a, b in zip(rows, rows[1:])):  # rows not in index order (or repeated): sort
-                by_index = dict(zip(rows, values))  # a repeated index keeps its last value
+            if any(a >= b for a, b in itertools.pairwise(rows)):  # rows not in index order (or repeated): sort
+                by_index = dict(zip(rows, values, strict=False))  # a repeated index keeps its last value
                 rows = sorted(by_index)
                 values = [by_index[r] for r in rows]
             result.append(_Column(oid, syntax, rows, values))
@@ -568,7 +569,8 @@ _INDEXED_BY_DOMAIN = (LVX_DOMAIN_ENTRY, LVX_VCPU_ENTRY, LVX_BLOCK_ENTRY, LVX_IF_
 def domain_rows(dom: Domain, index: int) -> list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
     """(table entry, first row, end row) of every row range that ``dom`` may have in a view, whatever its
     values: its index in the indexed tables, its name in lvxDomainNameTable, its UUID in libvirtGuestTable."""
-    ranges = [(entry, (index,), (index + 1,)) for entry in _INDEXED_BY_DOMAIN]
+    ranges: list[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]] = [
+        (entry, (index,), (index + 1,)) for entry in _INDEXED_BY_DOMAIN]
     key = _name_key(dom.name)
     if key is not None:
         ranges.append((LVX_NAME_ENTRY, key, key + (0,)))  # exactly the key: a longer name sorts after key + (0,)

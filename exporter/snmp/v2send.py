@@ -129,7 +129,7 @@ def decode_response(data: bytes) -> Response:
 class _Outstanding:
     """An inform sent and not acknowledged yet."""
 
-    __slots__ = ("request_id", "datagram", "attempts", "timer")
+    __slots__ = ("attempts", "datagram", "request_id", "timer")
 
     def __init__(self, request_id: int, datagram: bytes) -> None:
         self.request_id = request_id

@@ -119,7 +119,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def median(values: list[float]) -> float:
@@ -540,7 +540,8 @@ class Sampler:
                 if not until.is_alive():
                     return samples
             else:
-                threading.Event().wait(max(0.0, due - time.monotonic()))  # the sampling schedule, not a wait on a result
+                # the sampling schedule, not a wait on a result
+                threading.Event().wait(max(0.0, due - time.monotonic()))
 
 
 # -- the rig --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import subprocess
@@ -62,7 +63,7 @@ class Trapd:
     def received(self) -> list[Received]:
         lines = self.log.read_text(errors="replace").splitlines()
         result = []
-        for header, body in zip(lines, lines[1:], strict=False):
+        for header, body in itertools.pairwise(lines):
             port = _HEADER.search(header)
             oid = _TRAP_OID.search(body)
             if port and oid:
