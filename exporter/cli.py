@@ -198,7 +198,7 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         extra.append(SnmpCollector(lambda: agent.packet_stats() if agent is not None else None))
     if config.snmp_enabled and (config.snmp_notify or use_agentx):
         from exporter.prometheus import NotificationCollector
-        from exporter.snmp.agent import default_engine_id
+        from exporter.snmp.engine import default_engine_id
         from exporter.snmp.notify import Notifier
 
         notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),

@@ -1,7 +1,8 @@
 """Pure parsing of libvirt domain XML into the few facts the exporter needs.
 
-The poller fetches a domain's XML once and caches the parsed result by UUID;
-this module never talks to libvirt.
+:class:`exporter.source.Source` fetches a domain's XML and caches the parsed
+result by UUID (until an event says the definition changed); this module
+never talks to libvirt.
 """
 
 from __future__ import annotations

@@ -184,10 +184,6 @@ class Domain:
     timed_out: bool = False
     stats_at: float | None = None  # Unix time of the last complete stats of this domain
 
-    @property
-    def state_name(self) -> str:
-        return STATE_NAMES.get(self.state, "nostate")
-
     def replace_fields(self, **changes: object) -> Domain:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 

@@ -24,3 +24,39 @@ def test_ruff_is_clean() -> None:
 def test_mypy_strict_is_clean() -> None:
     result = _run("mypy", "--no-incremental")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def _imports(path: Path) -> set[str]:
+    """The exporter modules that ``path`` imports anywhere (top level, functions, TYPE_CHECKING blocks)."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("exporter"):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)  # `from exporter import control`
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("exporter"))
+    return found
+
+
+def test_no_import_cycle_in_the_package() -> None:
+    """No module of exporter/ imports, directly or not, a module that imports it back."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in (ROOT / "exporter").rglob("*.py")}
+    modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
+    graph = {name: {m for m in _imports(path) if m in modules and m != name} for name, path in modules.items()}
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        stack, seen = [[start]], {start}
+        while stack:
+            trail = stack.pop()
+            for following in graph[trail[-1]]:
+                if following == goal:
+                    return [*trail, goal]
+                if following not in seen:
+                    seen.add(following)
+                    stack.append([*trail, following])
+        return None
+
+    cycles = [trail for name in graph if (trail := reaches(name, name)) is not None]
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)

@@ -9,11 +9,8 @@ and, unless granted one, an empty write view.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import socket
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
 from pysnmp.entity import config as snmp_config
-from pysnmp.entity import engine as snmp_engine
 from pysnmp.entity.rfc3413 import cmdrsp, context
 from pysnmp.proto import rfc1902, rfc1905
 from pysnmp.proto.api import v2c
@@ -30,12 +26,13 @@ from pysnmp.smi import error as smi_error
 from pysnmp.smi.instrum import AbstractMibInstrumController
 
 from exporter import control
-from exporter.config import Config, ListenAddress, V3User
+from exporter.config import Config, ListenAddress
 from exporter.control import Controller
 from exporter.events import position
 from exporter.indexmap import IndexMap, StateError
 from exporter.snapshot import EVENT_STATES, STATE_NOSTATE, Domain, DomainEvent, Snapshot, Update
 from exporter.snmp import mib, setreq
+from exporter.snmp.engine import auth_protocol, default_engine_id, encode, new_engine, priv_protocol
 from exporter.snmp.fastpath import FastPath
 
 if TYPE_CHECKING:
@@ -43,75 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_AUTH = {
-    "SHA-224": snmp_config.USM_AUTH_HMAC128_SHA224,
-    "SHA-256": snmp_config.USM_AUTH_HMAC192_SHA256,
-    "SHA-384": snmp_config.USM_AUTH_HMAC256_SHA384,
-    "SHA-512": snmp_config.USM_AUTH_HMAC384_SHA512,
-}
-_PRIV = {
-    "AES": snmp_config.USM_PRIV_CFB128_AES,
-    "AES-192": snmp_config.USM_PRIV_CFB192_AES,
-    "AES-256": snmp_config.USM_PRIV_CFB256_AES,
-}
 _NO_WRITE_VIEW = "no-write"
-
-
-class _NoCompiler:
-    """Stands in for pysmi's MIB compiler in every engine: every MIB we need is loaded already.
-
-    Without it, pysnmp builds a pysmi parser the first time an engine
-    resolves an OID (a notification, say), which takes seconds of CPU on the
-    event loop and blocks every request meanwhile.
-    """
-
-    def compile(self, *names: str, **_options: Any) -> dict[str, str]:
-        return {name: "missing" for name in names}
-
-
-def new_engine(engine_id: bytes, state_dir: Path) -> snmp_engine.SnmpEngine:
-    """A pysnmp engine with a fixed ID whose boots counter lives in ``state_dir``, and no MIB compiler."""
-    saved, tempfile.tempdir = tempfile.tempdir, str(state_dir)  # pysnmp keeps snmpEngineBoots there
-    try:
-        eng = snmp_engine.SnmpEngine(snmpEngineID=rfc1902.OctetString(engine_id))
-    finally:
-        tempfile.tempdir = saved
-    eng.get_mib_builder().set_mib_compiler(_NoCompiler(), str(state_dir / "no-mibs"))
-    return eng
-
-
-def auth_protocol(user: V3User) -> Any:
-    return _AUTH[user.auth_protocol]
-
-
-def priv_protocol(user: V3User) -> Any:
-    return _PRIV[user.priv_protocol] if user.priv_key else snmp_config.USM_PRIV_NONE
-
-
-_PYSNMP_TYPES = {
-    mib.INT: rfc1902.Integer32, mib.STR: rfc1902.OctetString, mib.BYTES: rfc1902.OctetString,
-    mib.C64: rfc1902.Counter64, mib.G32: rfc1902.Gauge32, mib.U32: rfc1902.Unsigned32,
-    mib.TICKS: rfc1902.TimeTicks, mib.OID: rfc1902.ObjectIdentifier,
-}
-
-
-def encode(value: mib.Value, now: float) -> Any:
-    """A view value as a pysnmp protocol object."""
-    syntax, raw = mib.resolve(value, now)
-    return _PYSNMP_TYPES[syntax](raw)
-
-
-def default_engine_id(state_directory: str) -> bytes:
-    """A stable engine ID: net-snmp's enterprise, format 5 (octets), hashed machine ID."""
-    seed = ""
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            seed = Path(path).read_text().strip()
-            break
-        except OSError:
-            continue
-    seed = (seed or socket.gethostname()) + ":" + os.path.abspath(state_directory)
-    return bytes.fromhex("80001f8805") + hashlib.sha256(seed.encode()).digest()[:12]
+_MISSING = {mib.Missing.NO_SUCH_OBJECT: rfc1905.noSuchObject, mib.Missing.NO_SUCH_INSTANCE: rfc1905.noSuchInstance}
 
 
 class ViewController(AbstractMibInstrumController):  # type: ignore[misc]  # pysnmp is untyped
@@ -137,17 +67,14 @@ class ViewController(AbstractMibInstrumController):  # type: ignore[misc]  # pys
         result = []
         for idx, (name, _) in enumerate(varBinds):
             try:
-                oid = tuple(name)
-                entry = view.get(oid)
-                value = encode(entry, now) if entry is not None else None
+                found = view.lookup(tuple(name))
+                value = None if isinstance(found, mib.Missing) else encode(found, now)
                 if ac is not None and ac("read", (name, value), idx=idx, **context):
                     result.append((name, rfc1905.noSuchObject))  # not in this principal's view
-                elif value is not None:
-                    result.append((name, value))
+                elif isinstance(found, mib.Missing):
+                    result.append((name, _MISSING[found]))
                 else:
-                    obj = mib.object_of(oid)
-                    known = obj is not None and obj.oid in mib.READABLE
-                    result.append((name, rfc1905.noSuchInstance if known else rfc1905.noSuchObject))
+                    result.append((name, value))
             except smi_error.SmiError:
                 raise
             except Exception:

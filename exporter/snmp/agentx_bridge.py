@@ -53,6 +53,9 @@ def _pysnmp_value(vb: agentx.VarBind) -> Any:
     return cls(vb.value) if cls is not None else rfc1902.OctetString(b"")
 
 
+_MISSING = {mib.Missing.NO_SUCH_OBJECT: agentx.NO_SUCH_OBJECT, mib.Missing.NO_SUCH_INSTANCE: agentx.NO_SUCH_INSTANCE}
+
+
 class Bridge(agentx.Handlers):
     def __init__(self, agent: SnmpAgent, source: str) -> None:
         self._agent = agent
@@ -62,12 +65,10 @@ class Bridge(agentx.Handlers):
         return self._agent.uptime_ticks()
 
     def get(self, oid: agentx.Oid) -> agentx.VarBind:
-        entry = self._agent.view().get(oid)
-        if entry is not None:
-            return varbind(oid, entry, self._agent.clock())
-        obj = mib.object_of(oid)
-        known = obj is not None and obj.oid in mib.READABLE
-        return agentx.VarBind(agentx.NO_SUCH_INSTANCE if known else agentx.NO_SUCH_OBJECT, oid)
+        found = self._agent.view().lookup(oid)
+        if isinstance(found, mib.Missing):
+            return agentx.VarBind(_MISSING[found], oid)
+        return varbind(oid, found, self._agent.clock())
 
     def next(self, start: agentx.Oid, include: bool, end: agentx.Oid) -> agentx.VarBind:
         view = self._agent.view()

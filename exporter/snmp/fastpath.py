@@ -28,8 +28,7 @@ _INTEGER = 0x02
 _OCTETS = 0x04
 _OID = 0x06
 _GET, _GETNEXT, _RESPONSE, _GETBULK = 0xA0, 0xA1, 0xA2, 0xA5
-_NO_SUCH_OBJECT = b"\x80\x00"
-_NO_SUCH_INSTANCE = b"\x81\x00"
+_MISSING = {mib.Missing.NO_SUCH_OBJECT: b"\x80\x00", mib.Missing.NO_SUCH_INSTANCE: b"\x81\x00"}
 _END_OF_MIB_VIEW = b"\x82\x00"
 _TOO_BIG = 1
 #: Largest response: a UDP datagram's payload limit, as pysnmp's own default.
@@ -282,13 +281,11 @@ class FastPath:
 
     def _get(self, view: mib.MibView, name: tuple[int, ...], subtrees: Subtrees, now: float) -> bytes:
         if any(name[:len(s)] == s for s in subtrees):
-            entry = view.get(name)
-            if entry is not None:
-                return _bind(oid_content(name), value_tlv(*entry, now))
-            obj = mib.object_of(name)
-            known = obj is not None and obj.oid in mib.READABLE
-            return _bind(oid_content(name), _NO_SUCH_INSTANCE if known else _NO_SUCH_OBJECT)
-        return _bind(oid_content(name), _NO_SUCH_OBJECT)
+            found = view.lookup(name)
+            if isinstance(found, mib.Missing):
+                return _bind(oid_content(name), _MISSING[found])
+            return _bind(oid_content(name), value_tlv(*found, now))
+        return _bind(oid_content(name), _MISSING[mib.Missing.NO_SUCH_OBJECT])
 
     def _next(self, view: mib.MibView, classes: list[int], subtrees: Subtrees, name: tuple[int, ...],
               now: float) -> tuple[tuple[int, ...] | None, bytes]:

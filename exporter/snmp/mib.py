@@ -1,8 +1,9 @@
 """Pure mapping of a snapshot onto the served MIB objects.
 
 Every object the agent serves is declared once here, with its OID, syntax
-and access; ``tests/test_snmp_mib.py`` holds these declarations against the
-compiled MIB texts in ``mibs/``.  :func:`build_view` turns one snapshot into
+and access; ``tests/test_snmp.py`` (``test_mib_and_code_agree``,
+``test_every_served_oid_resolves_in_the_mibs``) holds these declarations
+against the MIB texts in ``mibs/``.  :func:`build_view` turns one snapshot into
 a :class:`MibView`: the instances of every column in index order, built
 once per snapshot and then only read by request handlers.
 
@@ -14,6 +15,7 @@ the current time (for ages and uptimes), evaluated per request.
 from __future__ import annotations
 
 import bisect
+import enum
 import itertools
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -225,6 +227,13 @@ def _o(name: str) -> tuple[int, ...]:
 # -- the view ------------------------------------------------------------------
 
 
+class Missing(enum.Enum):
+    """Why a GET finds no value (the exceptions of RFC 3416)."""
+
+    NO_SUCH_OBJECT = "noSuchObject"
+    NO_SUCH_INSTANCE = "noSuchInstance"
+
+
 class _Column:
     """The instances of one object (a column, or one scalar), in index order."""
 
@@ -274,6 +283,15 @@ class MibView:
         if row < len(col.rows) and col.rows[row] == index:
             return col.syntax, col.values[row]
         return None
+
+    def lookup(self, oid: tuple[int, ...]) -> Value | Missing:
+        """A GET of ``oid``: its value, or which exception every read path answers (RFC 3416 4.2.1):
+        noSuchInstance for an object we serve that has no such row, noSuchObject for anything else."""
+        entry = self.get(oid)
+        if entry is not None:
+            return entry
+        obj = object_of(oid)
+        return Missing.NO_SUCH_INSTANCE if obj is not None and obj.oid in READABLE else Missing.NO_SUCH_OBJECT
 
     def position_after(self, oid: tuple[int, ...]) -> tuple[int, int]:
         """(column, row) of the first instance strictly after ``oid``; the column may be past the end."""

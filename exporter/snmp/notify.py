@@ -48,7 +48,7 @@ from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget
 from pysnmp.proto import rfc1902
 
 from exporter.config import NotifyTarget
-from exporter.snmp.agent import auth_protocol, encode, new_engine, priv_protocol
+from exporter.snmp.engine import auth_protocol, encode, new_engine, priv_protocol
 from exporter.snmp.mib import NotificationDef
 from exporter.snmp.v2send import SNMP_TRAP_OID, SYS_UP_TIME, TRAP_RATE, WINDOW, V2cSender
 
