@@ -17,6 +17,7 @@ from tests.conftest import DEMO_HOST, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
 from tests.support.snmpd import COMMUNITY, RO_USER, RW_USER, Snmpd
+from tests.support.wait import poll_until
 
 LVX = ".".join(map(str, mib.LVX_ROOT))
 
@@ -238,10 +239,9 @@ def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
     probe = ["-v2c", "-c", COMMUNITY, "-t", "0.3", "-r", "0", "-Oqv", master.target, f"{LVX}.1.2.1.2.5"]
     master.stop()
     master.start()
-    back = time.monotonic()
-    while snmp.run("snmpget", *probe, mibs=False).stdout.strip() != '"web1"':
-        assert time.monotonic() - back < 5, f"subtrees not back within 5 s: {exp.output()[-800:]}"
-        time.sleep(0.1)
+    served = poll_until(lambda: snmp.run("snmpget", *probe, mibs=False).stdout.strip(), lambda a: a == '"web1"', 5,
+                        every=0.1)
+    assert served == '"web1"', f"subtrees not back within 5 s: {exp.output()[-800:]}"
     log = exp.log_path.read_text()
     assert log.count("AgentX session to") == 2 and "lost (the master closed the connection)" in log, log[-800:]
     assert "open again; subtrees registered" in log and exp.proc.poll() is None  # each change logged once
@@ -258,10 +258,10 @@ def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
                             f'[snmp.agentx]\nsocket = "{master.socket}"\n', mode="agentx")
     with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=tmp_path / "log") as other:
         other.wait_output("registered 3 subtrees")
-        first_poll = time.monotonic()  # registered before its first poll: wait for the data, not a fixed time
-        while (answer := snmp.run("snmpget", *probe, mibs=False).stdout.strip()) != '"web1"':
-            assert time.monotonic() - first_poll < 10, f"web1 not served through snmpd: {answer}"
-            time.sleep(0.1)
+        # registered before its first poll: wait for the data, not a fixed time
+        answer = poll_until(lambda: snmp.run("snmpget", *probe, mibs=False).stdout.strip(), lambda a: a == '"web1"',
+                            30, every=0.1)
+        assert answer == '"web1"', f"web1 not served through snmpd: {answer}"
 
 
 class _Table(agentx.Handlers):

@@ -26,6 +26,7 @@ from exporter.snmp import mib
 from exporter.snmp.agent import SnmpAgent
 from exporter.source import PollResult, Source, start_event_loop
 from tests.support.process import parse_exposition
+from tests.support.wait import async_wait_until
 
 URI = "test:///default"
 
@@ -96,12 +97,8 @@ def _domain(snap: Snapshot, name: str) -> Domain | None:
     return next((d for d in snap.domains if d.name == name), None)
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
+async def _until(condition: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    await async_wait_until(condition, timeout, what, every=0.01)
 
 
 def _run(config: Config, body: Callable[[Poller, HeldSource, SnmpAgent, Exposition], Awaitable[None]]) -> None:

@@ -67,6 +67,7 @@ from tests.conftest import DEMO_HOST, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
 from tests.support.trapd import Trapd
+from tests.support.wait import poll_until
 from tests.test_events import HeldSource, _config, _run, _until, _xml, host  # noqa: F401 (host: a fixture)
 
 GUEST = ".".join(map(str, mib.LIBVIRT_GUEST_ENTRY))
@@ -422,17 +423,14 @@ def test_libvirt_mib_set_cases(served: Served) -> None:
             column, name, _, _ = case.request[case.failed - 1]
             assert f"Failed object: .{_oid(column, name)}\n" in result.stderr, (case.what, result.stderr)
         for name, state in case.after:
-            deadline = time.monotonic() + 10
-            while (read := served.get(_oid("State", name))) != [str(state)] and time.monotonic() < deadline:
-                time.sleep(0.1)
+            read = poll_until(lambda name=name: served.get(_oid("State", name)),
+                              lambda got, state=state: got == [str(state)], 30, every=0.1)
             assert read == [str(state)], (case.what, name)
         if case.notif is not None:
             name, state, row = case.notif
             expected.append({f"{GUEST}.2.0": name, f"{GUEST}.3.0": str(state), f"{GUEST}.9.0": str(row),
                              f"{GUEST}.1.0": " ".join(f"{b:02X}" for b in uuidlib.UUID(_uuid(name)).bytes)})
-            deadline = time.monotonic() + 15
-            while len(served.notifications()) < len(expected) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            poll_until(served.notifications, lambda got: len(got) >= len(expected), 30, every=0.1)
         assert served.notifications() == expected, case.what
     time.sleep(1)  # nothing late: every refused request ran nothing
     assert served.notifications() == expected

@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import subprocess
 import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -23,7 +23,9 @@ from exporter import control
 from exporter.snmp import mib
 from tests.conftest import ROOT, require, require_tool
 from tests.support import snmp
+from tests.support.daemon import Daemon
 from tests.support.process import Metrics, free_port, http_get
+from tests.support.wait import wait_until
 
 CHECK_SNMP = "/usr/lib/nagios/plugins/check_snmp"
 
@@ -40,8 +42,14 @@ def _clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class Demo:
+class Demo(Daemon):
     """`make TARGET` running in a process group of its own, with the HTTP and SNMP addresses given."""
+
+    what: ClassVar[str] = "make"
+    stop_timeout: ClassVar[float] = 15.0
+    tail_chars: ClassVar[int | None] = None  # the whole output: the tests read make's printed hints from it
+    own_group: ClassVar[bool] = True
+    proc: subprocess.Popen[bytes]
 
     def __init__(self, target: str, folder: Path) -> None:
         require_tool("make", "make")
@@ -50,41 +58,21 @@ class Demo:
         self.http = f"127.0.0.1:{free_port()}"
         self.snmp = f"127.0.0.1:{snmp.free_udp_port()}"
         self.log = folder / f"{target}.out"
-        self._out = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            ["make", "-s", "-o", "venv", "-o", "base-mibs", target, f"DEMO_ADDRESS={self.http}",
-             f"DEMO_SNMP_ADDRESS={self.snmp}", f"DEMO_DIR={folder / 'demo'}", f"DEMO_STATE={folder / 'state'}"],
-            cwd=ROOT, env=_clean_env(), stdout=self._out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        super().__init__(self.log)
+        self._spawn(["make", "-s", "-o", "venv", "-o", "base-mibs", target, f"DEMO_ADDRESS={self.http}",
+                     f"DEMO_SNMP_ADDRESS={self.snmp}", f"DEMO_DIR={folder / 'demo'}", f"DEMO_STATE={folder / 'state'}"],
+                    capture=True, env=_clean_env(), cwd=ROOT)
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = 60.0) -> None:
         """Until /metrics on DEMO_ADDRESS shows the six demo domains."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"make exited with {self.proc.returncode}: {self.output()}")
+        def six_domains() -> bool:
             try:
                 status, body = http_get(f"http://{self.http}/metrics", timeout=1)
-                if status == 200 and Metrics(body.decode()).get("libvirt_domains_number") == 6:
-                    return
             except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"nothing served the demo on {self.http} within {timeout}s: {self.output()}")
+                return False
+            return status == 200 and Metrics(body.decode()).get("libvirt_domains_number") == 6
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._out.close()
+        self._wait_started(six_domains, timeout, f"the demo's six domains on http://{self.http}/metrics")
 
 
 @contextmanager
@@ -156,9 +144,8 @@ def test_readme_snmpset_lines_run_against_make_demo_control(tmp_path: Path) -> N
             ["snmpset", "-v2c", "-c", "public", "-M", snmp.MIB_DIRS, "-m", "LIBVIRT-EXPORTER-MIB", demo.snmp,
              "lvxDomainAdminState.5", "i", "paused"], capture_output=True, text=True, timeout=60, env=_clean_env())
         assert "noAccess" in refused.stderr, refused.stderr
-        deadline = time.monotonic() + 10
-        while "snmp.communities[0](v2c)" not in demo.output() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: "snmp.communities[0](v2c)" in demo.output(), 30, "the refused SET to be audited",
+                   every=0.1)
     audit = _audit_lines(demo.output())
     assert len(audit) == 4, demo.output()
     assert all("principal=operator(v3)" in line and "domain=web1" in line for line in audit[:3]), audit

@@ -19,7 +19,7 @@ from pysnmp.proto import api, rfc1902
 
 from exporter.config import ListenAddress, NotifyTarget
 from exporter.snmp import mib
-from exporter.snmp.agent import encode
+from exporter.snmp.engine import encode
 from exporter.snmp.mib import NotificationDef
 from exporter.snmp.notify import DropLog, Notifier, notifier_engine_id
 from exporter.snmp.v2send import (
@@ -36,6 +36,7 @@ from tests.conftest import ROOT, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
 from tests.support.trapd import Received, Trapd
+from tests.support.wait import async_wait_until
 
 ENGINE_ID = "80001f8805aabbccddeeff00112233"
 NOTIFIER_ID = "0x" + notifier_engine_id(bytes.fromhex(ENGINE_ID)).hex()
@@ -394,13 +395,9 @@ def _numbered(i: int, mib_name: str = "libvirt-exporter") -> NotificationDef:
                                                         (LVX_OID + (1, 2, 1, 5, 1), (mib.INT, i))))
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 20.0, every: float = 0.005) -> None:
+async def _until(condition: Callable[[], object], what: str, timeout: float = 30.0, every: float = 0.005) -> None:
     """Wait for ``condition``, checking it ``every`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(every)
+    await async_wait_until(condition, timeout, what, every)
 
 
 class _Receiver(asyncio.DatagramProtocol):

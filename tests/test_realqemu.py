@@ -21,6 +21,7 @@ from exporter.snmp import mib
 from tests.conftest import RealHost, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
+from tests.support.wait import poll_until, wait_until
 
 pytestmark = pytest.mark.realqemu
 
@@ -166,15 +167,13 @@ def test_stalled_libvirtd_does_not_stall_scrapes(real_host: RealHost, tmp_path) 
         finally:
             os.kill(pid, signal.SIGCONT)
         # The stalled poll returns now with data as old as the stall: it must never be served as fresh.
-        deadline = time.monotonic() + 15
-        while True:
+        def fresh_poll() -> bool:
             m = exp.scrape()
             stalled, age = m.get("libvirt_exporter_poll_stalled"), m.get("libvirt_exporter_snapshot_age_seconds")
             assert stalled == 1 or age < 2, f"old data served as fresh: stalled {stalled}, age {age}"
-            if stalled == 0:
-                break
-            assert time.monotonic() < deadline, "no fresh poll within 15 s of SIGCONT"
-            time.sleep(0.05)
+            return stalled == 0
+
+        wait_until(fresh_poll, 15, "a fresh poll after SIGCONT (within 15 s)")
         assert exp.proc.poll() is None
     assert "past its 2.0s deadline" in exp.output()
     assert "its data is that old, so it is dropped" in exp.output()
@@ -385,11 +384,8 @@ def test_real_create_and_go_with_a_state_is_refused(real_host: RealHost, tmp_pat
         return snmp.run("snmpset", *snmp.OPERATOR_ARGS, "-On", "-t", "15", "-r", "0", target, *args, mibs=False)
 
     def read_until(wanted: str) -> str:
-        deadline = time.monotonic() + 30
-        while (got := snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, state, mibs=False).strip()) != wanted \
-                and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return got
+        return poll_until(lambda: snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, state, mibs=False).strip(),
+                          lambda got: got == wanted, 30, every=0.2)
 
     def libvirt_state() -> str:
         return real_host.daemon.virsh("domstate", name).strip()
@@ -477,12 +473,9 @@ def test_real_lifecycle_notifications(real_host: RealHost, tmp_path) -> None:
             # every one is passed on; the four the actions cause must all be there, on every target.
             expected = {f"{LVX}.0.3", f"{LVX}.0.4", f"{LVX}.0.2", f"{LVX}.0.1"}
             for p in trapd.ports:
-                deadline = time.monotonic() + 30
-                while True:
-                    got = [r.trap_oid for r in trapd.received() if r.port == p and r.trap_oid.startswith(LVX)]
-                    if expected <= set(got) or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.2)
+                got = poll_until(lambda p=p: [r.trap_oid for r in trapd.received()
+                                              if r.port == p and r.trap_oid.startswith(LVX)],
+                                 lambda got: expected <= set(got), 30, every=0.2)
                 assert expected <= set(got), (p, got)
                 assert got.index(f"{LVX}.0.3") < got.index(f"{LVX}.0.2") < got.index(f"{LVX}.0.1"), got
     finally:
@@ -545,9 +538,7 @@ queue_size = 20
                 got = [r for t in (receiver, second) for r in t.received() if r.port == port]
                 return set(re.findall(r'"(burst\d+)"', "\n".join(r.text for r in got)))
 
-            deadline = time.monotonic() + 60
-            while len(suspended(big)) < 200 and time.monotonic() < deadline:
-                time.sleep(0.5)
+            poll_until(lambda: len(suspended(big)), lambda arrived: arrived >= 200, 60, every=0.5)
             assert len(suspended(big)) == 200, f"{len(suspended(big))} of 200 informs arrived"
             target = f"v2c-inform@127.0.0.1:{small}"
             metrics = exp.wait_for(lambda m: m.get("libvirt_exporter_notification_queue_length", target=target) == 0,

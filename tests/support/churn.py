@@ -50,6 +50,7 @@ from tests.support import snmp
 from tests.support.libvirtd import PrivateLibvirtd
 from tests.support.process import Exporter, Metrics
 from tests.support.trapd import Trapd
+from tests.support.wait import poll_until
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -802,6 +803,7 @@ def _settle(rig: ChurnRig, log: EventLog, base: Metrics, timeout: float) -> tupl
 def run_churn(rig: ChurnRig) -> ChurnReport:
     """Quiet phase (if any), churn phase, settle, a last sample, and every count compared."""
     assert rig.exporter is not None and rig.trapd is not None
+    trapd = rig.trapd
     plan = rig.plan
     log = EventLog(rig.uri)
     log.open()
@@ -828,12 +830,8 @@ def run_churn(rig: ChurnRig) -> ChurnReport:
         for name, port in rig.targets.items():
             # Every notification counted as sent must reach snmptrapd: wait for that many (or 30 s).
             want = min(int(sent[name] - base_sent[name]), expected)
-            deadline = time.monotonic() + 30
-            while True:
-                received, problems = check_notifications(rig.trapd, port, log.snapshot())
-                if received >= want or time.monotonic() > deadline:
-                    break
-                time.sleep(0.2)
+            received, problems = poll_until(lambda port=port: check_notifications(trapd, port, log.snapshot()),
+                                            lambda checked, want=want: checked[0] >= want, 30, every=0.2)
             results.append(TargetResult(name, port, sent[name] - base_sent[name], dropped[name] - base_dropped[name],
                                         queue[name], received, problems))
         return ChurnReport(

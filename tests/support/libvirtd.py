@@ -15,8 +15,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
+from typing import ClassVar
+
+from tests.support.daemon import Daemon
 
 _MOUNTS = {
     "run": "/run/libvirt",
@@ -37,12 +39,17 @@ def kvm_usable() -> bool:
     return os.path.exists("/dev/kvm") and os.access("/dev/kvm", os.R_OK | os.W_OK)
 
 
-class PrivateLibvirtd:
+class PrivateLibvirtd(Daemon):
+    """libvirtd (through ``unshare``), started by :meth:`start`; ``proc`` is None while it is stopped."""
+
+    what: ClassVar[str] = "libvirtd"
+    stop_timeout: ClassVar[float] = 30.0
+
     def __init__(self, root: Path, tcp_port: int | None = None) -> None:
         """``tcp_port``: also listen for unauthenticated TCP on 127.0.0.1 (libvirt's remote ``+tcp`` transport)."""
         self.root = root
         self.tcp_port = tcp_port
-        self.proc: subprocess.Popen[bytes] | None = None
+        super().__init__(self.log_path)
 
     @property
     def socket(self) -> Path:
@@ -96,25 +103,21 @@ class PrivateLibvirtd:
         script = self._prepare()
         if self.socket.exists():
             self.socket.unlink()
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", str(script)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise DaemonError(f"libvirtd exited with {self.proc.returncode}: {self.tail()}")
-            if self.socket.exists() and self._answers():
-                return
-            time.sleep(0.1)
-        raise DaemonError(f"libvirtd did not answer within {timeout:.0f}s: {self.tail()}")
+        self._spawn(["unshare", "--mount", "--propagation", "private", str(script)], capture=True, append=True)
+        try:
+            self._wait_started(lambda: self.socket.exists() and self._answers(), timeout,
+                               f"libvirtd to answer on {self.socket}")
+        except AssertionError as exc:
+            raise DaemonError(str(exc)) from None
 
     def _answers(self) -> bool:
         result = subprocess.run(
             ["virsh", "-c", self.uri(), "version"], capture_output=True, timeout=30, check=False
         )
         return result.returncode == 0
+
+    def output(self) -> str:
+        return self.tail()
 
     def tail(self, lines: int = 15) -> str:
         try:
@@ -130,18 +133,11 @@ class PrivateLibvirtd:
             raise DaemonError(f"virsh {' '.join(args)} failed: {result.stderr.strip()}")
         return result.stdout
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
         """Stop libvirtd (domains keep running, as with a real daemon restart)."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = super().stop(sig)
         self.proc = None
+        return code
 
     def _pid_from(self, name: str) -> int | None:
         try:

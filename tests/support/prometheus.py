@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from tests.support.daemon import Daemon
 from tests.support.process import free_port, http_get
+from tests.support.wait import poll_until, wait_until
 
 
-class Prometheus:
+class Prometheus(Daemon):
+    what: ClassVar[str] = "prometheus"
+    proc: subprocess.Popen[bytes]
+
     def __init__(self, folder: Path, scrape_configs: str, scrape_interval: str = "1s", rule_files: str = "") -> None:
         exe = shutil.which("prometheus")
         if exe is None:
@@ -29,25 +33,16 @@ class Prometheus:
             + (f"rule_files:\n{rule_files}\n" if rule_files else "")
             + f"scrape_configs:\n{scrape_configs}\n")
         self.log = folder / "prometheus.log"
-        self._log = open(self.log, "wb")
-        self.proc = subprocess.Popen(
-            [exe, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=folder)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited: {self.output()}")
-            try:
-                if http_get(self.url + "/-/ready", timeout=1)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"prometheus not ready: {self.output()}")
+        super().__init__(self.log)
+        self._spawn([exe, f"--config.file={config}", f"--storage.tsdb.path={folder / 'data'}",
+                     f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"], capture=True, cwd=folder)
+        self._wait_started(self._ready, 30, f"prometheus to be ready on {self.url}")
 
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:]
+    def _ready(self) -> bool:
+        try:
+            return http_get(self.url + "/-/ready", timeout=1)[0] == 200
+        except OSError:
+            return False
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
@@ -65,36 +60,14 @@ class Prometheus:
 
     def wait_for(self, expr: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Wait until ``expr`` returns at least one series."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = self.query(expr)
-            if result:
-                return result
-            time.sleep(0.25)
-        targets = self.api("targets")
-        raise AssertionError(f"no result for {expr} in {timeout}s; targets: {targets}; log: {self.output()}")
+        try:
+            found: list[dict[str, Any]] = wait_until(lambda: self.query(expr), timeout, f"a result for {expr}",
+                                                     every=0.25)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; targets: {self.api('targets')}; log: {self.output()}") from None
+        return found
 
     def until(self, path: str, key: str, timeout: float = 30.0) -> list[dict[str, Any]]:
         """``api(path)[key]`` once it is not empty (active targets, firing alerts); [] after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.api(path)[key]
-            if found or time.monotonic() > deadline:
-                return found
-            time.sleep(0.5)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-
-    def __enter__(self) -> Prometheus:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        found: list[dict[str, Any]] = poll_until(lambda: self.api(path)[key], bool, timeout, every=0.5)
+        return found

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 from tests.support.process import ROOT
+from tests.support.wait import poll_until
 
 BASE_MIBS = ROOT / "build" / "base-mibs"
 MIB_DIRS = f"{BASE_MIBS}:{ROOT / 'mibs'}"
@@ -107,9 +107,7 @@ def domain_index(target: str, name: str) -> str:
 
 def wait_outcome(target: str, index: str, timeout: float = 30) -> str:
     """lvxDomainLastActionResult once it is no longer inProgress (destroy waits for QEMU to exit)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = ok("snmpget", *V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
-        if outcome != "2" or time.monotonic() > deadline:
-            return outcome
-        time.sleep(0.2)
+    def outcome() -> str:
+        return ok("snmpget", *V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
+
+    return poll_until(outcome, lambda result: result != "2", timeout, every=0.2)

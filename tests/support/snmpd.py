@@ -6,9 +6,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
+from typing import ClassVar
 
+from tests.support.daemon import Daemon
 from tests.support.snmp import free_udp_port
 
 RW_USER = ["-v3", "-l", "authPriv", "-u", "rwuser", "-a", "SHA-256", "-A", "rw-auth-pass", "-x", "AES",
@@ -18,8 +19,15 @@ RO_USER = ["-v3", "-l", "authPriv", "-u", "rouser", "-a", "SHA-256", "-A", "ro-a
 COMMUNITY = "master-public"
 
 
-class Snmpd:
-    """snmpd on a loopback UDP port, master agentx on a unix socket in ``folder``, trap2sink to ``trap_port``."""
+class Snmpd(Daemon):
+    """snmpd on a loopback UDP port, master agentx on a unix socket in ``folder``, trap2sink to ``trap_port``.
+
+    It can be stopped and started again (same port, socket and persistent directory); ``proc`` is None while
+    it is stopped.
+    """
+
+    what: ClassVar[str] = "snmpd"
+    tail_chars: ClassVar[int | None] = 1000
 
     def __init__(self, folder: Path, trap_port: int | None = None, port: int | None = None) -> None:
         exe = shutil.which("snmpd")
@@ -31,6 +39,7 @@ class Snmpd:
         self.port = port or free_udp_port()
         self.socket = folder / "agentx.sock"
         self.log = folder / "snmpd.log"
+        super().__init__(self.log)
         self.conf = folder / "snmpd.conf"
         self.conf.write_text(
             f"agentaddress udp:127.0.0.1:{self.port}\n"
@@ -42,7 +51,6 @@ class Snmpd:
             "rwuser rwuser priv\n"
             "rouser rouser priv\n"
             + (f"trap2sink 127.0.0.1:{trap_port} {COMMUNITY}\n" if trap_port else ""))
-        self.proc: subprocess.Popen[bytes] | None = None
         self.start()
 
     @property
@@ -51,27 +59,16 @@ class Snmpd:
 
     def start(self) -> None:
         env = dict(os.environ, SNMP_PERSISTENT_DIR=str(self.folder / "persist"), MIBS="")
-        self.proc = subprocess.Popen([self.exe, "-f", "-Lf", str(self.log), "-C", "-c", str(self.conf),
-                                      "-p", str(self.folder / "snmpd.pid")],
-                                     env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"snmpd exited: {self.log.read_text(errors='replace')[-1000:]}")
-            probe = subprocess.run(["snmpget", "-v2c", "-c", COMMUNITY, "-m", "", "-t", "0.5", "-r", "0",
-                                    self.target, "1.3.6.1.2.1.1.3.0"], capture_output=True, text=True)
-            if probe.returncode == 0 and self.socket.exists():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"snmpd did not start: {self.log.read_text(errors='replace')[-1000:]}")
+        self._spawn([self.exe, "-f", "-Lf", str(self.log), "-C", "-c", str(self.conf),
+                     "-p", str(self.folder / "snmpd.pid")], env=env)
+        self._wait_started(self._answers, 30, f"snmpd to answer on {self.target} and open {self.socket}")
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def _answers(self) -> bool:
+        probe = subprocess.run(["snmpget", "-v2c", "-c", COMMUNITY, "-m", "", "-t", "0.5", "-r", "0",
+                                self.target, "1.3.6.1.2.1.1.3.0"], capture_output=True, text=True)
+        return probe.returncode == 0 and self.socket.exists()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        code = super().stop(sig)
         self.proc = None
+        return code

@@ -6,11 +6,13 @@ import itertools
 import re
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+from tests.support.daemon import Daemon
 from tests.support.snmp import BASE_MIBS, free_udp_port
+from tests.support.wait import poll_until, wait_until
 
 _HEADER = re.compile(r"->\[127\.0\.0\.1\]:(\d+)")
 _TRAP_OID = re.compile(r"\.1\.3\.6\.1\.6\.3\.1\.1\.4\.1\.0 = OID: \.([\d.]+)")
@@ -23,8 +25,12 @@ class Received:
     text: str  # the varbind line
 
 
-class Trapd:
+class Trapd(Daemon):
     """snmptrapd accepting v1/v2c from anyone, and the v3 users given."""
+
+    what: ClassVar[str] = "snmptrapd"
+    stop_timeout: ClassVar[float] = 5.0
+    proc: subprocess.Popen[bytes]
 
     def __init__(self, folder: Path, ports: int, v3_users: list[str], port_numbers: list[int] | None = None) -> None:
         """``ports`` loopback ports (or exactly ``port_numbers``, to start again where a stopped one listened)."""
@@ -33,6 +39,7 @@ class Trapd:
             raise AssertionError("snmptrapd not found (Debian package snmptrapd)")
         folder.mkdir(parents=True, exist_ok=True)
         self.log = folder / "trapd.log"
+        super().__init__(self.log)
         conf = folder / "snmptrapd.conf"
         conf.write_text("disableAuthorization yes\n" + "".join(f"createUser {u}\n" for u in v3_users))
         # Free ports are picked before snmptrapd binds them, so another process may take one meanwhile:
@@ -43,22 +50,24 @@ class Trapd:
             if attempt > 1:
                 self.log.unlink(missing_ok=True)  # its failed start only
             listen = ",".join(f"udp:127.0.0.1:{p}" for p in self.ports)
-            self.proc = subprocess.Popen(
-                [exe, "-f", "-C", "-c", str(conf), "-Lf", str(self.log), "-On", "-n", "-M", str(BASE_MIBS), "-m",
-                 "", listen], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                if self.log.exists() and "NET-SNMP version" in self.log.read_text(errors="replace"):
-                    return
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-            else:
+            proc = self._spawn([exe, "-f", "-C", "-c", str(conf), "-Lf", str(self.log), "-On", "-n", "-M",
+                                str(BASE_MIBS), "-m", "", listen])
+
+            def started_or_exited(proc: subprocess.Popen[bytes] = proc) -> bool:
+                return self._started() or proc.poll() is not None
+
+            try:
+                wait_until(started_or_exited, 30, "snmptrapd to start (or exit)")
+            except AssertionError:
                 self.stop()
-                raise AssertionError("snmptrapd did not start within 10 s")
+                raise
+            if self._started():
+                return
             if attempt == attempts:
-                text = self.log.read_text(errors="replace") if self.log.exists() else ""
-                raise AssertionError(f"snmptrapd exited (ports {self.ports}): {text[-500:]}")
+                raise AssertionError(f"snmptrapd exited (ports {self.ports}): {self.output()[-500:]}")
+
+    def _started(self) -> bool:
+        return self.log.exists() and "NET-SNMP version" in self.log.read_text(errors="replace")
 
     def received(self) -> list[Received]:
         lines = self.log.read_text(errors="replace").splitlines()
@@ -71,17 +80,7 @@ class Trapd:
         return result
 
     def wait_for(self, count: int, timeout: float = 15.0, port: int | None = None) -> list[Received]:
-        deadline = time.monotonic() + timeout
-        while True:
-            got = [r for r in self.received() if port is None or r.port == port]
-            if len(got) >= count or time.monotonic() > deadline:
-                return got
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """What arrived (on ``port``, or on any) once it is ``count`` notifications or more, or after
+        ``timeout``: the caller checks how many came."""
+        return poll_until(lambda: [r for r in self.received() if port is None or r.port == port],
+                          lambda got: len(got) >= count, timeout, every=0.1)
