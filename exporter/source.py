@@ -23,6 +23,7 @@ import libvirt
 
 from exporter import domxml
 from exporter.calls import run_bounded
+from exporter.config import redact_uri
 from exporter.errors import ConnectionLost, DomainGone, SourceError, Unsupported
 from exporter.snapshot import (
     STATE_NOSTATE,
@@ -174,6 +175,7 @@ class Source:
         may hang, and a lane stays with its hung call until it returns.
         """
         self.uri = uri
+        self._shown_uri = redact_uri(uri)  # for the log: no user, password or secret-bearing query value
         self.read_only = read_only
         self._keepalive = (keepalive_interval, keepalive_count)
         self._call_timeout = call_timeout
@@ -211,7 +213,7 @@ class Source:
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError as exc:
-            log.debug("keepalive not available on %s: %s", self.uri, exc.get_error_message())
+            log.debug("keepalive not available on %s: %s", self._shown_uri, exc.get_error_message())
         if on_close is not None:
             reasons = {0: "error", 1: "end of file", 2: "keepalive timeout", 3: "client closed"}
 
@@ -456,7 +458,8 @@ class Source:
         self._bulk_mask = mask
         missing = sorted(set(_GROUP_FLAGS) - self.bulk_groups())
         if missing:
-            log.info("%s lacks bulk stats for %s; using per-domain calls for those", self.uri, ", ".join(missing))
+            log.info("%s lacks bulk stats for %s; using per-domain calls for those", self._shown_uri,
+                     ", ".join(missing))
 
     def bulk_groups(self) -> frozenset[str]:
         """Stats groups served by getAllDomainStats on this connection."""
@@ -489,7 +492,7 @@ class Source:
             err = _convert(exc, conn)
             if isinstance(err, ConnectionLost):
                 raise err from None
-            log.warning("bulk stats failed on %s, falling back to per-domain calls: %s", self.uri, err)
+            log.warning("bulk stats failed on %s, falling back to per-domain calls: %s", self._shown_uri, err)
             errors["state"] += 1
             quick_mask = slow_mask = 0
             try:
@@ -542,7 +545,7 @@ class Source:
         if outcome.not_started:
             errors["timeout"] += 1
             log.warning("poll of %s ran out of time: %d domains served from the bulk call alone this time",
-                        self.uri, len(outcome.not_started))
+                        self._shown_uri, len(outcome.not_started))
         domains: list[Domain] = []
         late: list[_DomainJob] = []
         now = time.time()
@@ -642,8 +645,8 @@ class Source:
         def returned(group: str, seconds: float) -> None:
             with self._lock:
                 self._stuck_groups.discard(group)
-            log.warning("the %s call of %s returned after %.1fs; asked again from the next poll", group, self.uri,
-                        seconds)
+            log.warning("the %s call of %s returned after %.1fs; asked again from the next poll", group,
+                        self._shown_uri, seconds)
 
         outcome = run_bounded(names, read, workers=len(names), call_timeout=self._call_timeout,
                               on_late=returned, name="libvirt-host")
@@ -659,7 +662,8 @@ class Source:
                 with self._lock:
                     self._stuck_groups.add(group)
                 log.warning("the %s call of %s has not answered within %gs; %s left out until it returns",
-                            group, self.uri, self._call_timeout, "host figures" if group == "node" else group + "s")
+                            group, self._shown_uri, self._call_timeout,
+                            "host figures" if group == "node" else group + "s")
         return found.get("node", self._static), found.get("pool", ()), found.get("network", ())
 
     @staticmethod
@@ -970,7 +974,7 @@ class Source:
             return fn()
         except libvirt.libvirtError as exc:
             if isinstance(self._failed(exc, "node", errors, unsupported_ok=True), Unsupported):
-                log.info("%s is not supported by %s; not asked again on this connection", name, self.uri)
+                log.info("%s is not supported by %s; not asked again on this connection", name, self._shown_uri)
                 self._unsupported.add(name)
             return None
 

@@ -166,7 +166,7 @@ def test_create_and_go_with_a_state_is_inconsistent() -> None:
 
 
 def _kinds(kind: str, state: int) -> dict[str, NotificationDef]:
-    sent = mib.lifecycle_notifications(kind, RUN.name, RUN.uuid, 7, state, 0, active=True, persistent=True,
+    sent = mib.lifecycle_notifications(kind, RUN.name, RUN.uuid, 7, state, 0, persistent=True,
                                        previous_state=STATE_RUNNING)
     return {n.mib: n for n in sent}
 

@@ -656,3 +656,49 @@ def test_libvirtd_killed_under_load(real_host: RealHost, tmp_path) -> None:
         assert exp.proc.poll() is None
     log = exp.output()
     assert log.count("lost the libvirt connection") == 1 and "Traceback" not in log, log
+
+
+def test_new_qemu_domain_is_served_at_its_events(real_host: RealHost, tmp_path) -> None:
+    """A QEMU domain defined between polls (the next an hour away) is in /metrics and the SNMP table at its
+    defined event, shut off and with its definition, before any poll; started, it is running in both;
+    destroyed and undefined, it is gone from both."""
+    from tests.conftest import _boot_disk, _real_domain_xml
+
+    require_tool("snmpget", "snmp")
+    tmp_path.chmod(0o755)
+    name = "lxfresh"
+    disk = tmp_path / f"{name}.qcow2"
+    _boot_disk(tmp_path / f"{name}.raw", disk)
+    xml = tmp_path / f"{name}.xml"
+    xml.write_text(_real_domain_xml(name, disk, f"lxf{os.getpid() % 10000}", real_host.kvm), encoding="utf-8")
+    port = snmp.free_udp_port()
+    target = f"127.0.0.1:{port}"
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target)
+
+    def snmp_state() -> str | None:
+        found = snmp.run("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainNameOperState.'{name}'")
+        text = found.stdout.strip()
+        return None if found.returncode != 0 or "No Such" in text else text
+
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1h"],
+                  log=tmp_path / "log") as exp:
+        polled_at = exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains").get(
+            "libvirt_exporter_snapshot_timestamp_seconds")
+        try:
+            real_host.daemon.virsh("define", str(xml))
+            defined = exp.wait_for(lambda m: m.get("libvirt_domain_info_maximum_memory_bytes", domain=name)
+                                   == 128 << 20, timeout=10, what="the defined domain with its definition")
+            assert defined.get("libvirt_exporter_snapshot_timestamp_seconds") == polled_at  # no poll: the event
+            assert defined.get("libvirt_domain_state_code", domain=name) == 5
+            assert defined.get("libvirt_domain_vcpu_maximum", domain=name) == 2
+            assert wait_until(snmp_state, 10, "the defined domain in the SNMP table") == "5"
+            real_host.daemon.virsh("start", name)
+            exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=name) == 1, timeout=10,
+                         what="the started domain running")
+            wait_until(lambda: snmp_state() == "1", 10, "running in the SNMP table")
+        finally:
+            real_host.daemon.virsh("destroy", name, check=False)
+            real_host.daemon.virsh("undefine", name, check=False)
+        exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=name) is None
+                     and _domain_count(m) == 2, timeout=15, what="the domain gone")
+        wait_until(lambda: snmp_state() is None, 10, "gone from the SNMP table")

@@ -229,7 +229,6 @@ class SnmpAgent:
         reason = dom.state_reason if dom is not None else 0
         for notification in mib.lifecycle_notifications(
             event.kind, event.name, event.uuid, index, state, reason,
-            active=dom.active if dom is not None else event.kind not in ("stopped", "undefined"),
             persistent=dom.persistent if dom is not None else True,
             previous_state=self.state_before_action.pop(event.uuid, before.state if before is not None else None),
         ):

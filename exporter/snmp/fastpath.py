@@ -167,8 +167,9 @@ class Request:
         self.names = names
 
 
-def decode(data: bytes) -> Request:
-    """An SNMPv2c GET, GETNEXT or GETBULK; raises :class:`Malformed` for anything else."""
+def read_message(data: bytes, pdu_types: tuple[int, ...]) -> tuple[bytes, int, int]:
+    """An SNMPv2c message's (community, PDU type, where the PDU's content starts), for a PDU of one of
+    ``pdu_types`` that runs to the end of ``data``; raises :class:`Malformed` for anything else."""
     end = len(data)
     tag, pos, stop = read_tlv(data, 0, end)
     if tag != _SEQUENCE or stop != end:
@@ -181,8 +182,15 @@ def decode(data: bytes) -> Request:
         raise Malformed("no community")
     community = data[start:pos]
     pdu_type, pos, stop = read_tlv(data, pos, end)
-    if pdu_type not in (_GET, _GETNEXT, _GETBULK) or stop != end:
-        raise Malformed("not a read request")
+    if pdu_type not in pdu_types or stop != end:
+        raise Malformed(f"not an expected PDU (tag 0x{pdu_type:02x})")
+    return community, pdu_type, pos
+
+
+def decode(data: bytes) -> Request:
+    """An SNMPv2c GET, GETNEXT or GETBULK; raises :class:`Malformed` for anything else."""
+    end = len(data)
+    community, pdu_type, pos = read_message(data, (_GET, _GETNEXT, _GETBULK))
     rid_start = pos
     _, pos = read_integer(data, pos, end)
     request_id = data[rid_start:pos]

@@ -754,13 +754,12 @@ VM_NOTIFICATIONS = {"started": 1, "resumed": 1, "shutdown": 2, "stopped": 3, "su
 
 
 def lifecycle_notifications(
-    kind: str, name: str, uuid: str, index: int, state: int, reason: int, *, active: bool, persistent: bool,
+    kind: str, name: str, uuid: str, index: int, state: int, reason: int, *, persistent: bool,
     previous_state: int | None,
 ) -> list[NotificationDef]:
     """The notifications of every MIB for one lifecycle event: ours and VM-MIB's with varbinds indexed by the
-    domain's row, libvirt-snmp's as it sends it (:func:`libvirt_guest_notification`; none for undefined).
-
-    ``active`` is not used: libvirt-snmp derives its row status from the state alone.
+    domain's row, libvirt-snmp's as it sends it (:func:`libvirt_guest_notification`, whose row status comes
+    from the state alone; none for undefined).
     """
     result = []
     code = LVX_NOTIFICATIONS.get(kind)

@@ -36,7 +36,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
-from exporter.snmp.fastpath import Malformed, oid_content, read_integer, read_tlv, signed, tlv, unsigned, value_tlv
+from exporter.snmp.fastpath import (
+    Malformed,
+    oid_content,
+    read_integer,
+    read_message,
+    read_tlv,
+    signed,
+    tlv,
+    unsigned,
+    value_tlv,
+)
 from exporter.snmp.mib import NotificationDef
 
 log = logging.getLogger(__name__)
@@ -101,19 +111,7 @@ class Response:
 def decode_response(data: bytes) -> Response:
     """The header of an SNMPv2c Response-PDU message; raises :class:`Malformed` for anything else."""
     end = len(data)
-    tag, pos, stop = read_tlv(data, 0, end)
-    if tag != _SEQUENCE or stop != end:
-        raise Malformed("not a message")
-    version, pos = read_integer(data, pos, end)
-    if version != VERSION_V2C:
-        raise Malformed("not SNMPv2c")
-    tag, start, pos = read_tlv(data, pos, end)
-    if tag != _OCTETS:
-        raise Malformed("no community")
-    community = data[start:pos]
-    tag, pos, stop = read_tlv(data, pos, end)
-    if tag != RESPONSE_PDU or stop != end:
-        raise Malformed(f"not a Response-PDU (tag 0x{tag:02x})")
+    community, _, pos = read_message(data, (RESPONSE_PDU,))
     request_id, pos = read_integer(data, pos, end)
     error_status, pos = read_integer(data, pos, end)
     error_index, pos = read_integer(data, pos, end)
