@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from exporter.errors import ExporterError, SourceError
-from exporter.snmp import mib
 from exporter.source import Source
 from exporter.threads import in_daemon_thread
 
@@ -71,8 +70,6 @@ class ControlError(ExporterError):
 
 
 _VERSIONS = {1: "v1", 2: "v2c", 3: "v3"}
-#: The agent's pysnmp principal: the security name, then "(model N)".
-_PYSNMP_PRINCIPAL = re.compile(r"(?P<name>.*)\(model (?P<model>\d+)\)")
 #: The security name the agent gives the Nth community of snmp.communities (counted from 1).
 _COMMUNITY = re.compile(r"community(?P<n>\d+)")
 
@@ -87,35 +84,11 @@ def principal_name(security_name: str, security_model: int) -> str:
     return f"{security_name}({version})"
 
 
-_NUMERIC_OID = re.compile(r"\d+(?:\.\d+)+")
-
-
-def _target(target: str) -> str | None:
-    """One target of a SET as the audit line names it.  A domain arrives by its name; an OID means no domain is
-    behind it (an unknown row, a scalar): named by its object, lvxDomainAdminState.7; lvxActionSpinLock, which
-    only guards the request, is not a target at all."""
-    if not _NUMERIC_OID.fullmatch(target):
-        return target
-    oid = tuple(int(part) for part in target.split("."))
-    obj = mib.object_of(oid)
-    if obj is None:
-        return target  # not ours (or a domain whose name looks like an OID): as it came
-    if obj.name == "lvxActionSpinLock":
-        return None
-    return obj.name + "".join(f".{n}" for n in oid[len(obj.oid):])
-
-
 def audit(principal: str, source: str, targets: str, action: str, result: str) -> None:
-    """The audit line of one SET.  ``principal`` as :func:`principal_name` words it (the agent's own wording,
-    ``community1(model 2)``, is translated); ``targets`` the domains by name, comma separated, where an OID
-    stands for a varbind with no domain behind it."""
-    match = _PYSNMP_PRINCIPAL.fullmatch(principal)
-    if match:
-        principal = principal_name(match["name"], int(match["model"]))
-    named = [t for t in (_target(t) for t in targets.split(",")) if t]
-    targets = ",".join(named) or "-"
-    audit_log.info("SET principal=%s from=%s domain=%s action=%s result=%s", principal, source, targets, action,
-                   result)
+    """The audit line of one SET: ``principal`` as :func:`principal_name` words it, ``targets`` the domains by
+    name (or the objects, for varbinds with no domain behind them), comma separated."""
+    audit_log.info("SET principal=%s from=%s domain=%s action=%s result=%s", principal, source, targets or "-",
+                   action, result)
 
 
 class Controller:

@@ -20,7 +20,8 @@ from typing import ClassVar
 import pytest
 
 from exporter import control
-from exporter.snmp import mib
+from exporter.snapshot import Domain, Snapshot
+from exporter.snmp import mib, setreq
 from tests.conftest import ROOT, require, require_tool
 from tests.support import snmp
 from tests.support.daemon import Daemon
@@ -160,14 +161,22 @@ def test_audit_names_principals_without_secrets(caplog: pytest.LogCaptureFixture
     assert control.principal_name("community1", 1) == "snmp.communities[0](v1)"
     assert control.principal_name("operator", 3) == "operator(v3)"
     assert control.principal_name("community1", 3) == "community1(v3)"  # a v3 user may have any name
-    spin_lock = ".".join(map(str, mib.BY_NAME["lvxActionSpinLock"].oid)) + ".0"
-    admin_state_9 = ".".join(map(str, mib.BY_NAME["lvxDomainAdminState"].oid)) + ".9"
+    # A refused SET is described varbind by varbind: the spin lock is no domain, a row with no domain has none.
+    spin_lock = mib.BY_NAME["lvxActionSpinLock"].oid + (0,)
+    admin_state = mib.BY_NAME["lvxDomainAdminState"].oid
+    web1 = Domain(name="web1", uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", id=1, state=1)
+    snap = Snapshot(up=True, taken_at=0.0, domains=(web1,))
+    described = setreq.describe([(spin_lock, None), (admin_state + (5,), None)], snap, {5: web1.uuid})
+    assert described == "web1"
+    nothing_there = setreq.describe([(admin_state + (9,), None)], snap, {5: web1.uuid})
+    assert nothing_there == "lvxDomainAdminState.9"
     with caplog.at_level(logging.INFO, logger="exporter.audit"):
-        control.audit("community1(model 2)", "127.0.0.1:5000", "web1", "set", "refused: NoAccessError")
+        control.audit(control.principal_name("community1", 2), "127.0.0.1:5000", "web1", "set",
+                      "refused: NoAccessError")
         control.audit("agentx-master", "/var/agentx/master", "web1", "suspend", "success")
-        # A refused SET is described varbind by varbind: the spin lock is no domain, a row with no domain has none.
-        control.audit("operator(model 3)", "127.0.0.1:5000", f"{spin_lock},web1", "set", "refused: X")
-        control.audit("operator(model 3)", "127.0.0.1:5000", admin_state_9, "set", "refused: NoCreationError")
+        control.audit(control.principal_name("operator", 3), "127.0.0.1:5000", described, "set", "refused: X")
+        control.audit(control.principal_name("operator", 3), "127.0.0.1:5000", nothing_there, "set",
+                      "refused: NoCreationError")
     assert [r.getMessage() for r in caplog.records] == [
         "SET principal=snmp.communities[0](v2c) from=127.0.0.1:5000 domain=web1 action=set "
         "result=refused: NoAccessError",

@@ -509,7 +509,7 @@ class ControlSetResponder(cmdrsp.SetCommandResponder):  # type: ignore[misc]
                                     PDU: Any) -> None:
         var_binds = v2c.apiPDU.get_varbinds(PDU)
         exec_ctx = snmpEngine.observer.get_execution_context("rfc3412.receiveMessage:request")
-        principal = f"{exec_ctx['securityName']}(model {exec_ctx['securityModel']})"
+        principal = control.principal_name(str(exec_ctx["securityName"]), int(exec_ctx["securityModel"]))
         address = exec_ctx.get("transportAddress")
         source = f"{address[0]}:{address[1]}" if address else "?"
         # SNMPv1/v2c: pysnmp swaps the request ID for one of its own, but a retransmission is the same bytes.

@@ -173,7 +173,9 @@ def plan(
 
 
 def describe(var_binds: Sequence[tuple[Any, Any]], snap: Snapshot, domain_index: Mapping[int, str]) -> str:
-    """Domain names (or OIDs) a refused SET was about, for the audit line."""
+    """What a refused SET was about, for the audit line: domains by name; a varbind with no domain behind it by
+    its object and row (``lvxDomainAdminState.9``), or its OID if it is none of ours.  The spin lock, which only
+    guards a request, is left out."""
     names = []
     by_uuid = {d.uuid: d.name for d in snap.domains}
     for name, _ in var_binds:
@@ -186,8 +188,13 @@ def describe(var_binds: Sequence[tuple[Any, Any]], snap: Snapshot, domain_index:
         elif obj is not None and obj.oid[: len(mib.LIBVIRT_GUEST_ENTRY)] == mib.LIBVIRT_GUEST_ENTRY \
                 and len(instance) == 16 and all(0 <= b <= 255 for b in instance):
             uuid = str(uuidlib.UUID(bytes=bytes(instance)))
-        names.append(by_uuid.get(uuid or "", ".".join(map(str, oid))))
-    return ",".join(names)
+        if uuid in by_uuid:
+            names.append(by_uuid[uuid])
+        elif obj is None:
+            names.append(".".join(map(str, oid)))
+        elif obj.name != "lvxActionSpinLock":
+            names.append(obj.name + "".join(f".{n}" for n in instance))
+    return ",".join(names) or "-"
 
 
 #: libvirt-snmp's libvirtGuestState_check_value: the only transitions it lets through, (from, to) as libvirt
