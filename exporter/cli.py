@@ -217,7 +217,7 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
 
     page = StatusPage(config, lambda: poller.snapshot, agent_running=lambda: agent is not None,
                       agentx_connected=lambda: subagent is not None and subagent.connected.is_set(),
-                      notifications=notifier.stats if notifier is not None else None)
+                      notifications=notifier.status if notifier is not None else None)
     web = WebServer(config.listen_addresses, config.telemetry_path,
                     lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(), health,
                     web_config, page)

@@ -20,12 +20,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.config import Config, ListenAddress, redact_uri
 from exporter.snapshot import STATE_NAMES, Snapshot, version_text
 from exporter.webconfig import BasicAuth, WebConfig
+
+if TYPE_CHECKING:
+    from exporter.snmp.notify import TargetStatus
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +179,8 @@ MIB_FILES = ("LIBVIRT-EXPORTER-MIB.txt", "LIBVIRT-MIB.txt")
 MIB_PATH = "/mibs/"
 _MIB_MAX_BYTES = 1 << 20
 
-#: libvirt URI query parameters whose values say nothing secret; any other value (keyfile, pkipath,
-#: known_hosts, authfile, a password someone put there...) is replaced by "(hidden)".
-#: A notification target's statistics: (name, sent, dropped, retries, queued), as ``Notifier.stats`` gives them.
-NotificationStats = Callable[[], Sequence[tuple[str, int, int, int, int]]]
+#: The notification targets as ``Notifier.status`` gives them.
+NotificationStatus = Callable[[], Sequence["TargetStatus"]]
 
 
 def mib_directories() -> list[Path]:
@@ -267,7 +268,7 @@ class StatusPage:
         *,
         agent_running: Callable[[], bool] = lambda: False,
         agentx_connected: Callable[[], bool] = lambda: False,
-        notifications: NotificationStats | None = None,
+        notifications: NotificationStatus | None = None,
         clock: Callable[[], float] = time.time,
         mib_dirs: Sequence[Path] | None = None,
     ) -> None:
@@ -391,18 +392,12 @@ class StatusPage:
                 count = _plural(len(cfg.snmp_notify), "target", "targets")
                 return f'<p class="muted">{count} configured, unused: SNMP is disabled.</p>'
             return '<p class="muted">None configured.</p>'
-        capacity = {f"{t.version}-{t.kind}@{t.address}": t.queue_size for t in cfg.snmp_notify}
         rows = []
-        for name, sent, dropped, retries, queued in self._notifications():
-            # "v2c-trap@host:port" (from version, kind and address only), or "agentx@socket" for the master
-            kind, at, where = name.partition("@")
-            if not at:
-                kind, where = "", name
-            size = capacity.get(name.partition("#")[0])
-            queue = f"{queued} of {size}" if size else str(queued)
-            rows.append(f"<tr><td><code>{_e(where)}</code></td><td>{_e(kind.replace('-', ' '))}</td>"
-                        f'<td class="n">{_e(queue)}</td><td class="n">{sent}</td>'
-                        f'<td class="n{" bad" if dropped else ""}">{dropped}</td><td class="n">{retries}</td></tr>')
+        for t in self._notifications():
+            rows.append(f"<tr><td><code>{_e(t.where)}</code></td><td>{_e(t.kind)}</td>"
+                        f'<td class="n">{t.queued} of {t.capacity}</td><td class="n">{t.sent}</td>'
+                        f'<td class="n{" bad" if t.dropped else ""}">{t.dropped}</td>'
+                        f'<td class="n">{t.retries}</td></tr>')
         if not rows:
             return '<p class="muted">None configured.</p>'
         return ('<table><tr><th>Target</th><th>Type</th><th class="n">Queued</th><th class="n">Sent</th>'

@@ -17,6 +17,7 @@ import pytest
 from exporter import __version__
 from exporter.config import Community, Config, ListenAddress, NotifyTarget, V3User
 from exporter.snapshot import EMPTY, STATE_PAUSED, STATE_RUNNING, STATE_SHUTOFF, Domain, Host, Snapshot
+from exporter.snmp.notify import TargetStatus
 from exporter.web import MIB_FILES, StatusPage, load_mibs, mib_directories, redact_uri
 from tests.conftest import DEMO_HOST, ROOT, require_tool
 from tests.support.process import Exporter, http_get
@@ -112,8 +113,9 @@ def _snapshot(now: float) -> Snapshot:
                     domains=domains)
 
 
-def _stats() -> list[tuple[str, int, int, int, int]]:
-    return [("v2c-trap@192.0.2.7:162", 12, 0, 0, 3), ("v3-inform@192.0.2.8:10162", 4, 2, 7, 9)]
+def _stats() -> list[TargetStatus]:
+    return [TargetStatus("192.0.2.7:162", "v2c trap", 50, 3, 12, 0, 0),
+            TargetStatus("192.0.2.8:10162", "v3 inform", 1000, 9, 4, 2, 7)]
 
 
 def test_page_shows_what_a_person_checks_and_no_secret() -> None:

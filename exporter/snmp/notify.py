@@ -33,6 +33,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,17 @@ def _call_later(delay: float, callback: Callable[[], None]) -> Any:
         return asyncio.get_running_loop().call_later(delay, callback)
     except RuntimeError:  # no loop running: the next drop, or flush(), reports
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    where: str  # host:port, or the sink's name
+    kind: str  # "v2c trap", "v3 inform"; empty for a sink
+    capacity: int
+    queued: int
+    sent: int
+    dropped: int
+    retries: int
 
 
 class DropLog:
@@ -225,6 +237,16 @@ class Notifier:
     @property
     def target_names(self) -> list[str]:
         return [t.name for t in self._targets]
+
+    def status(self) -> list[TargetStatus]:
+        """Each target as a person reads it (the status page): where, what, how full, and its counters."""
+        result = []
+        for t in self._targets:
+            kind, where = (f"{t.cfg.version} {t.cfg.kind}", str(t.cfg.address)) if t.cfg is not None \
+                else ("", t.name)
+            result.append(TargetStatus(where, kind, t.capacity, t.pending, self.sent[t.name], self.dropped[t.name],
+                                       self.retries[t.name]))
+        return result
 
     def stats(self) -> list[tuple[str, int, int, int, int]]:
         """(target, sent, dropped, retries, queued) for each target; queued counts what is not delivered yet."""
