@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from exporter.hostgen import HostShape, node_xml  # noqa: E402
-from exporter.snmp import mib  # noqa: E402
+from exporter.snmp import mib_lvx  # noqa: E402
 from tests.support import snmp  # noqa: E402
 from tests.support.process import Exporter  # noqa: E402
 
@@ -68,7 +68,7 @@ def _scraper(url: str, stop: threading.Event, out: Results) -> None:
 
 
 def _walker(target: str, stop: threading.Event, out: Results) -> None:
-    root = ".".join(map(str, mib.LVX_ROOT))
+    root = ".".join(map(str, mib_lvx.LVX_ROOT))
     while not stop.is_set():
         t0 = time.perf_counter()
         result = subprocess.run(["snmpbulkwalk", *snmp.V2_ARGS, "-m", "", "-On", "-Cr50", "-t", "10", "-r", "1",

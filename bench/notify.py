@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 from bench.machine import cpu_model  # noqa: E402
 from exporter.config import ListenAddress, NotifyTarget, V3User  # noqa: E402
 from exporter.snmp import mib  # noqa: E402
-from exporter.snmp.mib import NotificationDef  # noqa: E402
 from exporter.snmp.notify import PYSNMP_WINDOW, Notifier, notifier_engine_id  # noqa: E402
+from exporter.snmp.syntax import NotificationDef  # noqa: E402
 from exporter.snmp.v2send import TRAP_BURST, TRAP_PDU, TRAP_RATE, WINDOW, encode_notification  # noqa: E402
 from tests.support.snmp import BASE_MIBS, free_udp_port  # noqa: E402
 from tests.support.trapd import Trapd  # noqa: E402

@@ -190,12 +190,14 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         use_agentx or bool(config.snmp_communities or config.snmp_users or config.snmp_notify))
     notifier = None
     extra: list[Any] = []  # prometheus_client collectors
-    agent: Any = None
+    model: Any = None  # the SNMP model, which every SNMP front end reads
+    agent: Any = None  # the standalone UDP agent (snmp.mode standalone or both)
     subagent: Any = None
     if snmp_wanted:
         from exporter.prometheus import SnmpCollector
 
-        extra.append(SnmpCollector(lambda: agent.packet_stats() if agent is not None else None))
+        extra.append(SnmpCollector(
+            lambda: agent.packet_stats() if agent is not None else (0, 0) if model is not None else None))
     if config.snmp_enabled and (config.snmp_notify or use_agentx):
         from exporter.prometheus import NotificationCollector
         from exporter.snmp.engine import default_engine_id
@@ -215,7 +217,7 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
             "domains": len(snap.domains),
         }
 
-    page = StatusPage(config, lambda: poller.snapshot, agent_running=lambda: agent is not None,
+    page = StatusPage(config, lambda: poller.snapshot, agent_running=lambda: model is not None,
                       agentx_connected=lambda: subagent is not None and subagent.connected.is_set(),
                       notifications=notifier.status if notifier is not None else None)
     web = WebServer(config.listen_addresses, config.telemetry_path,
@@ -233,7 +235,7 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         from exporter.control import Controller
         from exporter.indexmap import StateError
         from exporter.snapshot import DomainEvent
-        from exporter.snmp.agent import SnmpAgent
+        from exporter.snmp.model import SnmpModel
 
         controller = None
         if config.control_enabled:
@@ -244,34 +246,38 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
             log.warning("lifecycle control is enabled: principals with write access can start and stop domains")
         try:
             Path(config.state_directory).mkdir(parents=True, exist_ok=True)
-            agent = SnmpAgent(config, lambda: poller.snapshot, controller=controller)
-            if standalone:
+            model = SnmpModel(config, lambda: poller.snapshot, controller=controller)
+            if standalone:  # AgentX only: no UDP agent, no pysnmp engine
+                from exporter.snmp.agent import StandaloneAgent
+
+                agent = StandaloneAgent(config, model)
                 agent.start()
         except (OSError, StateError) as exc:
             log.error("%s", exc)
             web.stop()
             return 1
-        poller.listeners.append(agent.on_snapshot)
+        poller.listeners.append(model.on_snapshot)
         if use_agentx:
-            from exporter.snmp import agentx, mib
+            from exporter.snmp import agentx, mib_lvx
             from exporter.snmp.agentx_bridge import SUBTREES, Bridge, master_sender
 
-            subagent = agentx.Subagent(config.agentx_socket, SUBTREES, Bridge(agent, config.agentx_socket),
-                                       ident=mib.LVX_ROOT)
+            subagent = agentx.Subagent(config.agentx_socket, SUBTREES, Bridge(model, config.agentx_socket),
+                                       ident=mib_lvx.LVX_ROOT)
             subagent.start()
             assert notifier is not None
             notifier.add_sink(f"agentx@{config.agentx_socket}", config.agentx_notify_mibs,
                               master_sender(subagent))
         if notifier is not None:
-            agent.notifier = notifier
-            notifier.uptime_ticks = agent.uptime_ticks  # notifications carry the agent's sysUpTime
+            model.notifier = notifier
+            notifier.uptime_ticks = model.uptime_ticks  # notifications carry the agent's sysUpTime
             try:
                 await notifier.start()
             except Exception as exc:  # e.g. a target host name that does not resolve
                 log.error("cannot set up SNMP notifications: %s", exc)
                 if subagent is not None:
                     await subagent.stop()
-                agent.stop()
+                if agent is not None:
+                    agent.stop()
                 web.stop()
                 return 1
 

@@ -1,8 +1,9 @@
 """Prometheus front end: render the current snapshot as metric families.
 
 A scrape reads one snapshot reference and never calls libvirt.  Every family
-is declared once in :data:`SPECS` (name, type, help, labels, collector
-group); the README's metrics table is checked against that list by a test.
+is declared once: the exporter's own in :data:`SPECS` here, every per-object one in the field table
+(:mod:`exporter.fields`), from which :data:`SPECS` takes them.  The README's metrics table is generated
+from that list (``python -m exporter.docs``) and a test holds the two together.
 
 Sample output::
 
@@ -13,6 +14,7 @@ Sample output::
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 import zlib
@@ -25,15 +27,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _go_float
 
-from exporter import __version__
-from exporter.snapshot import STATE_DESCRIPTIONS, Domain, Snapshot, version_text
+from exporter import __version__, fields
+from exporter.snapshot import Domain, Snapshot, version_text
 
 NS = 1e-9
-KIB = 1024
 
 DOMAIN = ("domain", "uuid")
-DEVICE = DOMAIN + ("target_device",)
-VCPU = DOMAIN + ("vcpu",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,125 +85,14 @@ SPECS: tuple[Spec, ...] = (
        "exporter"),
     _c("libvirt_exporter_snmp_dropped_packets_total",
        "SNMP datagrams dropped because they could not be decoded at all.", (), "exporter"),
-    # domain state and info
     _g("libvirt_domains_number", "Number of domains (after the include/exclude filter).", (), "state"),
-    _g("libvirt_domain_info", "Domain metadata as labels; the value is always 1.",
-       DOMAIN + ("os_type", "os_type_arch", "os_type_machine", "state_desc", "persistent", "autostart"), "state"),
-    _g("libvirt_domain_state_code",
-       "Domain state: 0 nostate, 1 running, 2 blocked, 3 paused, 4 shutdown, 5 shutoff, 6 crashed, 7 pmsuspended.",
-       DOMAIN, "state"),
-    _g("libvirt_domain_state_reason_code", "libvirt's reason code for the current domain state.", DOMAIN, "state"),
-    _g("libvirt_domain_info_maximum_memory_bytes", "Maximum allowed memory of the domain, in bytes.", DOMAIN,
-       "state"),
-    _g("libvirt_domain_info_memory_usage_bytes", "Memory currently given to the domain (balloon size), in bytes.",
-       DOMAIN, "state"),
-    _g("libvirt_domain_info_virtual_cpus", "Number of virtual CPUs currently online in the domain.", DOMAIN,
-       "state"),
-    _g("libvirt_domain_vcpu_maximum", "Maximum number of virtual CPUs of the domain.", DOMAIN, "state"),
-    _g("libvirt_domain_timed_out",
-       "1 while the domain's stats call has run past libvirt.domain_timeout and not returned (a hung QEMU "
-       "monitor): only its state and definition are served until it answers.", DOMAIN, "state"),
-    _g("libvirt_domain_stats_timestamp_seconds", "Unix time of the domain's last complete stats.", DOMAIN,
-       "state"),
+) + tuple(Spec(family.name, family.kind, family.help, labels, group) for group, family, labels in fields.families()
+          ) + (
     _g("libvirt_domain_stats_age_seconds",
        "Age of the domain's last complete stats, for domains whose stats are older than the served snapshot "
        "(timed out); the others are as old as the snapshot.", DOMAIN, "state"),
-    # cpu
-    _c("libvirt_domain_info_cpu_time_seconds_total", "CPU time used by the domain, in seconds.", DOMAIN, "cpu"),
-    _c("libvirt_domain_cpu_user_seconds_total", "User-mode CPU time used by the domain's processes.", DOMAIN, "cpu"),
-    _c("libvirt_domain_cpu_system_seconds_total", "Kernel-mode CPU time used by the domain's processes.", DOMAIN,
-       "cpu"),
-    # vcpu
-    _g("libvirt_domain_vcpu_state", "vCPU state: 0 offline, 1 running, 2 blocked.", VCPU, "vcpu"),
-    _c("libvirt_domain_vcpu_time_seconds_total", "Time spent by the virtual CPU.", VCPU, "vcpu"),
-    _c("libvirt_domain_vcpu_wait_seconds_total",
-       "Time the vCPU wanted to run but waited for I/O (from the bulk stats API).", VCPU, "vcpu"),
-    _c("libvirt_domain_vcpu_delay_seconds_total",
-       "Time the vCPU was runnable but waited for a host CPU (steal time seen by the guest).", VCPU, "vcpu"),
-    _g("libvirt_domain_vcpu_cpu", "Host CPU the vCPU is currently running on.", VCPU, "vcpu"),
-    # balloon / memory stats
-    _g("libvirt_domain_memory_stats_actual_balloon_bytes", "Current balloon size, in bytes.", DOMAIN, "balloon"),
-    _g("libvirt_domain_memory_stats_available_bytes", "Memory the guest sees as total, in bytes.", DOMAIN,
-       "balloon"),
-    _g("libvirt_domain_memory_stats_unused_bytes", "Memory left completely unused by the guest, in bytes.", DOMAIN,
-       "balloon"),
-    _g("libvirt_domain_memory_stats_usable_bytes",
-       "Memory the guest can use without swapping (MemAvailable), in bytes.", DOMAIN, "balloon"),
-    _g("libvirt_domain_memory_stats_rss_bytes", "Resident set size of the domain's process on the host, in bytes.",
-       DOMAIN, "balloon"),
-    _g("libvirt_domain_memory_stats_disk_cache_bytes", "Guest memory used by disk caches, in bytes.", DOMAIN,
-       "balloon"),
-    _c("libvirt_domain_memory_stats_swap_in_bytes_total", "Data read from swap space by the guest, in bytes.",
-       DOMAIN, "balloon"),
-    _c("libvirt_domain_memory_stats_swap_out_bytes_total", "Data written to swap space by the guest, in bytes.",
-       DOMAIN, "balloon"),
-    _c("libvirt_domain_memory_stats_major_fault_total", "Page faults in the guest that needed disk I/O.", DOMAIN,
-       "balloon"),
-    _c("libvirt_domain_memory_stats_minor_fault_total", "Page faults in the guest served without disk I/O.", DOMAIN,
-       "balloon"),
-    _g("libvirt_domain_memory_stats_last_update_timestamp_seconds",
-       "Guest timestamp of the last balloon statistics update.", DOMAIN, "balloon"),
-    # block
-    _g("libvirt_domain_block_stats_info", "Block device metadata as labels; the value is always 1.",
-       DEVICE + ("device", "disk_type", "target_bus", "source_file", "driver_type"), "block"),
-    _c("libvirt_domain_block_stats_read_requests_total", "Read requests from a block device.", DEVICE, "block"),
-    _c("libvirt_domain_block_stats_read_bytes_total", "Bytes read from a block device.", DEVICE, "block"),
-    _c("libvirt_domain_block_stats_read_time_seconds_total", "Time spent on reads from a block device.", DEVICE,
-       "block"),
-    _c("libvirt_domain_block_stats_write_requests_total", "Write requests to a block device.", DEVICE, "block"),
-    _c("libvirt_domain_block_stats_write_bytes_total", "Bytes written to a block device.", DEVICE, "block"),
-    _c("libvirt_domain_block_stats_write_time_seconds_total", "Time spent on writes to a block device.", DEVICE,
-       "block"),
-    _c("libvirt_domain_block_stats_flush_requests_total", "Flush requests to a block device.", DEVICE, "block"),
-    _c("libvirt_domain_block_stats_flush_time_seconds_total", "Time spent on flushes to a block device.", DEVICE,
-       "block"),
-    _c("libvirt_domain_block_stats_errors_total", "I/O errors on a block device (drivers that count them).", DEVICE,
-       "block"),
-    _g("libvirt_domain_block_stats_capacity_bytes", "Logical size of the block device, in bytes.", DEVICE, "block"),
-    _g("libvirt_domain_block_stats_allocation_bytes", "Bytes of the device's image actually allocated.", DEVICE,
-       "block"),
-    _g("libvirt_domain_block_stats_physical_bytes", "Physical size of the device's backing file, in bytes.", DEVICE,
-       "block"),
-    # interface
-    _g("libvirt_domain_interface_stats_info", "Network interface metadata as labels; the value is always 1.",
-       DEVICE + ("mac_address", "interface_type", "source_bridge", "source_network", "model_type"), "interface"),
-    _c("libvirt_domain_interface_stats_receive_bytes_total", "Bytes received on a network interface.", DEVICE,
-       "interface"),
-    _c("libvirt_domain_interface_stats_receive_packets_total", "Packets received on a network interface.", DEVICE,
-       "interface"),
-    _c("libvirt_domain_interface_stats_receive_errors_total", "Receive errors on a network interface.", DEVICE,
-       "interface"),
-    _c("libvirt_domain_interface_stats_receive_drops_total", "Received packets dropped on a network interface.",
-       DEVICE, "interface"),
-    _c("libvirt_domain_interface_stats_transmit_bytes_total", "Bytes transmitted on a network interface.", DEVICE,
-       "interface"),
-    _c("libvirt_domain_interface_stats_transmit_packets_total", "Packets transmitted on a network interface.",
-       DEVICE, "interface"),
-    _c("libvirt_domain_interface_stats_transmit_errors_total", "Transmit errors on a network interface.", DEVICE,
-       "interface"),
-    _c("libvirt_domain_interface_stats_transmit_drops_total", "Transmitted packets dropped on a network interface.",
-       DEVICE, "interface"),
-    # node
     _g("libvirt_node_info", "Host metadata as labels; the value is always 1.", ("hostname", "cpu_model"), "node"),
-    _g("libvirt_node_cpus", "Logical CPUs of the host.", (), "node"),
-    _g("libvirt_node_cpu_frequency_hertz", "Host CPU frequency as reported by libvirt.", (), "node"),
-    _g("libvirt_node_memory_total_bytes", "Host memory in total.", (), "node"),
-    _g("libvirt_node_memory_free_bytes", "Host memory free, including buffers and page cache.", (), "node"),
     _c("libvirt_node_cpu_seconds_total", "Host CPU time by mode, all CPUs together.", ("mode",), "node"),
-    # storage pools
-    _g("libvirt_storage_pool_state",
-       "Storage pool state: 0 inactive, 1 building, 2 running, 3 degraded, 4 inaccessible.",
-       ("storage_pool", "uuid"), "pool"),
-    _g("libvirt_storage_pool_capacity_bytes", "Size of the storage pool.", ("storage_pool", "uuid"), "pool"),
-    _g("libvirt_storage_pool_allocation_bytes", "Bytes allocated in the storage pool.", ("storage_pool", "uuid"),
-       "pool"),
-    _g("libvirt_storage_pool_available_bytes", "Free space in the storage pool.", ("storage_pool", "uuid"), "pool"),
-    _g("libvirt_storage_pool_autostart", "1 if the pool starts with libvirtd.", ("storage_pool", "uuid"), "pool"),
-    # networks
-    _g("libvirt_network_active", "1 if the virtual network is active.", ("network", "uuid"), "network"),
-    _g("libvirt_network_autostart", "1 if the network starts with libvirtd.", ("network", "uuid"), "network"),
-    _g("libvirt_network_info", "Network metadata as labels; the value is always 1.", ("network", "uuid", "bridge"),
-       "network"),
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
@@ -308,77 +196,43 @@ class _TextFamilies(_Sink):
         return b"".join(out)
 
 
-def _scaled(value: int | None, factor: float) -> float | None:
-    return None if value is None else value * factor
+_Plan = tuple[tuple[str, Callable[[Any], Any]], ...]
+
+
+def _plan(table: str) -> _Plan:
+    """(family, value of an object of ``table`` in the family's unit) for the table's fields with a family."""
+    def value(f: fields.Field) -> Callable[[Any], Any]:
+        get = operator.attrgetter(f.attr)
+        return lambda obj: f.metric_value(get(obj))
+
+    return tuple((f.family.name, value(f)) for f in fields.of_table(table) if f.family is not None)
+
+
+def _info(table: str) -> tuple[tuple[str, tuple[fields.Label, ...]], ...]:
+    return tuple((i.family.name, i.labels) for i in fields.INFO_FAMILIES if i.table == table)
+
+
+_PLANS = {table: _plan(table) for table in fields.TABLES}
+_INFOS = {table: _info(table) for table in fields.TABLES}
+
+
+def _rows(f: _Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...]) -> None:
+    """The series of one object of ``table`` (a domain, a vCPU, a device, a pool...) labelled ``ids``."""
+    for name, labels in _INFOS[table]:
+        f.add(name, ids + tuple(label.get(obj) for label in labels), 1)
+    for name, value in _PLANS[table]:
+        f.add(name, ids, value(obj))
 
 
 def _domain_families(f: _Families | _TextFamilies, dom: Domain) -> None:
     ids = (dom.name, dom.uuid)
-    f.add("libvirt_domain_info", ids + (dom.os_type, dom.arch, dom.machine,
-                                        STATE_DESCRIPTIONS.get(dom.state, "no state"),
-                                        str(dom.persistent).lower(), str(dom.autostart).lower()), 1)
-    f.add("libvirt_domain_state_code", ids, dom.state)
-    f.add("libvirt_domain_state_reason_code", ids, dom.state_reason)
-    f.add("libvirt_domain_info_maximum_memory_bytes", ids, _scaled(dom.max_memory_kib, KIB))
-    f.add("libvirt_domain_info_memory_usage_bytes", ids, _scaled(dom.memory_kib, KIB))
-    f.add("libvirt_domain_info_virtual_cpus", ids, dom.vcpus_current)
-    f.add("libvirt_domain_vcpu_maximum", ids, dom.vcpus_max)
-    f.add("libvirt_domain_timed_out", ids, int(dom.timed_out))
-    f.add("libvirt_domain_stats_timestamp_seconds", ids, dom.stats_at)
-    f.add("libvirt_domain_info_cpu_time_seconds_total", ids, _scaled(dom.cpu_time_ns, NS))
-    f.add("libvirt_domain_cpu_user_seconds_total", ids, _scaled(dom.cpu_user_ns, NS))
-    f.add("libvirt_domain_cpu_system_seconds_total", ids, _scaled(dom.cpu_system_ns, NS))
-
+    _rows(f, "domain", dom, ids)
     for vcpu in dom.vcpus:
-        vids = ids + (str(vcpu.number),)
-        f.add("libvirt_domain_vcpu_state", vids, vcpu.state)
-        f.add("libvirt_domain_vcpu_time_seconds_total", vids, _scaled(vcpu.time_ns, NS))
-        f.add("libvirt_domain_vcpu_wait_seconds_total", vids, _scaled(vcpu.wait_ns, NS))
-        f.add("libvirt_domain_vcpu_delay_seconds_total", vids, _scaled(vcpu.delay_ns, NS))
-        f.add("libvirt_domain_vcpu_cpu", vids, vcpu.physical_cpu)
-
-    mem = dom.memory
-    f.add("libvirt_domain_memory_stats_actual_balloon_bytes", ids, _scaled(mem.actual_kib, KIB))
-    f.add("libvirt_domain_memory_stats_available_bytes", ids, _scaled(mem.available_kib, KIB))
-    f.add("libvirt_domain_memory_stats_unused_bytes", ids, _scaled(mem.unused_kib, KIB))
-    f.add("libvirt_domain_memory_stats_usable_bytes", ids, _scaled(mem.usable_kib, KIB))
-    f.add("libvirt_domain_memory_stats_rss_bytes", ids, _scaled(mem.rss_kib, KIB))
-    f.add("libvirt_domain_memory_stats_disk_cache_bytes", ids, _scaled(mem.disk_caches_kib, KIB))
-    f.add("libvirt_domain_memory_stats_swap_in_bytes_total", ids, _scaled(mem.swap_in_kib, KIB))
-    f.add("libvirt_domain_memory_stats_swap_out_bytes_total", ids, _scaled(mem.swap_out_kib, KIB))
-    f.add("libvirt_domain_memory_stats_major_fault_total", ids, mem.major_faults)
-    f.add("libvirt_domain_memory_stats_minor_fault_total", ids, mem.minor_faults)
-    f.add("libvirt_domain_memory_stats_last_update_timestamp_seconds", ids, mem.last_update_s)
-
+        _rows(f, "vcpu", vcpu, ids + (str(vcpu.number),))
     for blk in dom.blocks:
-        bids = ids + (blk.target,)
-        f.add("libvirt_domain_block_stats_info",
-              bids + (blk.device, blk.disk_type, blk.bus, blk.source, blk.driver_type), 1)
-        f.add("libvirt_domain_block_stats_read_requests_total", bids, blk.read_requests)
-        f.add("libvirt_domain_block_stats_read_bytes_total", bids, blk.read_bytes)
-        f.add("libvirt_domain_block_stats_read_time_seconds_total", bids, _scaled(blk.read_time_ns, NS))
-        f.add("libvirt_domain_block_stats_write_requests_total", bids, blk.write_requests)
-        f.add("libvirt_domain_block_stats_write_bytes_total", bids, blk.write_bytes)
-        f.add("libvirt_domain_block_stats_write_time_seconds_total", bids, _scaled(blk.write_time_ns, NS))
-        f.add("libvirt_domain_block_stats_flush_requests_total", bids, blk.flush_requests)
-        f.add("libvirt_domain_block_stats_flush_time_seconds_total", bids, _scaled(blk.flush_time_ns, NS))
-        f.add("libvirt_domain_block_stats_errors_total", bids, blk.errors)
-        f.add("libvirt_domain_block_stats_capacity_bytes", bids, blk.capacity_bytes)
-        f.add("libvirt_domain_block_stats_allocation_bytes", bids, blk.allocation_bytes)
-        f.add("libvirt_domain_block_stats_physical_bytes", bids, blk.physical_bytes)
-
+        _rows(f, "block", blk, ids + (blk.target,))
     for nic in dom.interfaces:
-        nids = ids + (nic.target,)
-        f.add("libvirt_domain_interface_stats_info",
-              nids + (nic.mac, nic.interface_type, nic.bridge, nic.network, nic.model), 1)
-        f.add("libvirt_domain_interface_stats_receive_bytes_total", nids, nic.receive_bytes)
-        f.add("libvirt_domain_interface_stats_receive_packets_total", nids, nic.receive_packets)
-        f.add("libvirt_domain_interface_stats_receive_errors_total", nids, nic.receive_errors)
-        f.add("libvirt_domain_interface_stats_receive_drops_total", nids, nic.receive_drops)
-        f.add("libvirt_domain_interface_stats_transmit_bytes_total", nids, nic.transmit_bytes)
-        f.add("libvirt_domain_interface_stats_transmit_packets_total", nids, nic.transmit_packets)
-        f.add("libvirt_domain_interface_stats_transmit_errors_total", nids, nic.transmit_errors)
-        f.add("libvirt_domain_interface_stats_transmit_drops_total", nids, nic.transmit_drops)
+        _rows(f, "interface", nic, ids + (nic.target,))
 
 
 def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float | None) -> Iterator[Metric]:
@@ -473,24 +327,13 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None, *, do
 
     if host is not None:
         f.add("libvirt_node_info", (host.hostname, host.cpu_model), 1 if host.cpus is not None else None)
-        f.add("libvirt_node_cpus", (), host.cpus)
-        f.add("libvirt_node_cpu_frequency_hertz", (), _scaled(host.cpu_mhz, 1e6))
-        f.add("libvirt_node_memory_total_bytes", (), host.memory_total_bytes)
-        f.add("libvirt_node_memory_free_bytes", (), host.memory_free_bytes)
+        _rows(f, "host", host, ())
         for mode, ns in sorted(host.cpu_time_ns.items()):
             f.add("libvirt_node_cpu_seconds_total", (mode,), ns * NS)
     for pool in snap.pools:
-        pids = (pool.name, pool.uuid)
-        f.add("libvirt_storage_pool_state", pids, pool.state)
-        f.add("libvirt_storage_pool_capacity_bytes", pids, pool.capacity_bytes)
-        f.add("libvirt_storage_pool_allocation_bytes", pids, pool.allocation_bytes)
-        f.add("libvirt_storage_pool_available_bytes", pids, pool.available_bytes)
-        f.add("libvirt_storage_pool_autostart", pids, int(pool.autostart))
+        _rows(f, "pool", pool, (pool.name, pool.uuid))
     for net in snap.networks:
-        nids = (net.name, net.uuid)
-        f.add("libvirt_network_active", nids, int(net.active))
-        f.add("libvirt_network_autostart", nids, int(net.autostart))
-        f.add("libvirt_network_info", nids + (net.bridge,), 1)
+        _rows(f, "network", net, (net.name, net.uuid))
 
 
 class SnapshotCollector(Collector):

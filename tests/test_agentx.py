@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import socket
 import struct
 import time
 from collections.abc import Iterator
@@ -12,30 +14,31 @@ from typing import ClassVar
 
 import pytest
 
-from exporter.snmp import agentx, mib
+from exporter.snmp import agentx, mib, mib_libvirt, mib_lvx, mib_vm
+from exporter.snmp import agentx_pdu as wire
 from tests.conftest import DEMO_HOST, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
 from tests.support.snmpd import COMMUNITY, RO_USER, RW_USER, Snmpd
 from tests.support.wait import poll_until
 
-LVX = ".".join(map(str, mib.LVX_ROOT))
+LVX = ".".join(map(str, mib_lvx.LVX_ROOT))
 
 
 # -- encodings ---------------------------------------------------------------------
 
 
 def test_header_is_network_byte_order_and_flagged() -> None:
-    data = agentx.encode_header(agentx.OPEN, 0, 0x01020304, 5, 6, 8)
+    data = wire.encode_header(wire.OPEN, 0, 0x01020304, 5, 6, 8)
     assert data == bytes([1, 1, 0x10, 0, 1, 2, 3, 4, 0, 0, 0, 5, 0, 0, 0, 6, 0, 0, 0, 8])
-    header = agentx.decode_header(data)
+    header = wire.decode_header(data)
     assert (header.type, header.session_id, header.transaction_id, header.packet_id, header.payload_length) == \
-        (agentx.OPEN, 0x01020304, 5, 6, 8) and header.big
+        (wire.OPEN, 0x01020304, 5, 6, 8) and header.big
 
 
 def test_header_in_little_endian_is_read_too() -> None:
-    data = bytes([1, agentx.GET, 0, 0]) + struct.pack("<IIII", 0x01020304, 7, 9, 12)
-    header = agentx.decode_header(data)
+    data = bytes([1, wire.GET, 0, 0]) + struct.pack("<IIII", 0x01020304, 7, 9, 12)
+    header = wire.decode_header(data)
     assert not header.big and (header.session_id, header.transaction_id, header.packet_id) == (0x01020304, 7, 9)
     assert header.payload_length == 12
 
@@ -47,82 +50,82 @@ def test_header_in_little_endian_is_read_too() -> None:
     (b"\x01\x01", "short header"),
 ])
 def test_bad_headers_are_parse_errors(data: bytes, problem: str) -> None:
-    with pytest.raises(agentx.ParseError, match=problem):
-        agentx.decode_header(data)
+    with pytest.raises(wire.ParseError, match=problem):
+        wire.decode_header(data)
 
 
 def test_oid_encoding_folds_the_internet_prefix() -> None:
     # RFC 2741 5.1: 1.3.6.1.2.1.1.1.0 is prefix 2 with the sub-identifiers 1.1.1.0
-    assert agentx.encode_oid((1, 3, 6, 1, 2, 1, 1, 1, 0)) == bytes([4, 2, 0, 0]) + struct.pack("!4I", 1, 1, 1, 0)
-    assert agentx.encode_oid(mib.LVX_ROOT, include=True) == bytes([4, 4, 1, 0]) + struct.pack("!4I", 1, 8072, 9999,
-                                                                                               9999)
-    assert agentx.encode_oid(()) == b"\x00\x00\x00\x00"  # the null OID (an open end of a search range)
-    assert agentx.encode_oid((1, 2, 3)) == bytes([3, 0, 0, 0]) + struct.pack("!3I", 1, 2, 3)
-    assert agentx.encode_oid((1, 3, 6, 1, 300, 5)) == bytes([6, 0, 0, 0]) + struct.pack("!6I", 1, 3, 6, 1, 300, 5)
-    assert agentx.encode_oid((1, 3, 6, 1, 0, 7))[:2] == bytes([6, 0])  # prefix 0 means none
+    assert wire.encode_oid((1, 3, 6, 1, 2, 1, 1, 1, 0)) == bytes([4, 2, 0, 0]) + struct.pack("!4I", 1, 1, 1, 0)
+    assert wire.encode_oid(mib_lvx.LVX_ROOT, include=True) == bytes([4, 4, 1, 0]) + struct.pack(
+        "!4I", 1, 8072, 9999, 9999)
+    assert wire.encode_oid(()) == b"\x00\x00\x00\x00"  # the null OID (an open end of a search range)
+    assert wire.encode_oid((1, 2, 3)) == bytes([3, 0, 0, 0]) + struct.pack("!3I", 1, 2, 3)
+    assert wire.encode_oid((1, 3, 6, 1, 300, 5)) == bytes([6, 0, 0, 0]) + struct.pack("!6I", 1, 3, 6, 1, 300, 5)
+    assert wire.encode_oid((1, 3, 6, 1, 0, 7))[:2] == bytes([6, 0])  # prefix 0 means none
     for oid in [(1, 3, 6, 1, 2, 1, 236), (1, 3, 6, 1, 4, 1, 36957, 1, 1, 1, 2, 0xFFFFFFFF), (0, 0), ()]:
         for include in (False, True):
-            encoded = agentx.encode_oid(oid, include)
-            assert agentx.decode_oid(encoded, 0, True) == (oid, include, len(encoded))
+            encoded = wire.encode_oid(oid, include)
+            assert wire.decode_oid(encoded, 0, True) == (oid, include, len(encoded))
     little = bytes([2, 4, 1, 0]) + struct.pack("<2I", 1, 8072)
-    assert agentx.decode_oid(little, 0, False) == ((1, 3, 6, 1, 4, 1, 8072), True, 12)
-    with pytest.raises(agentx.ParseError):
-        agentx.decode_oid(bytes([3, 0, 0, 0, 0, 0, 0, 1]), 0, True)  # three sub-identifiers announced, one given
+    assert wire.decode_oid(little, 0, False) == ((1, 3, 6, 1, 4, 1, 8072), True, 12)
+    with pytest.raises(wire.ParseError):
+        wire.decode_oid(bytes([3, 0, 0, 0, 0, 0, 0, 1]), 0, True)  # three sub-identifiers announced, one given
 
 
 def test_octet_strings_are_padded_to_four_bytes() -> None:
-    assert agentx.encode_octets(b"abcde") == struct.pack("!I", 5) + b"abcde\0\0\0"
-    assert agentx.encode_octets(b"") == b"\0\0\0\0"
-    assert agentx.encode_octets(b"abcd") == struct.pack("!I", 4) + b"abcd"
-    assert agentx.decode_octets(struct.pack("<I", 5) + b"abcde\0\0\0", 0, False) == (b"abcde", 12)
+    assert wire.encode_octets(b"abcde") == struct.pack("!I", 5) + b"abcde\0\0\0"
+    assert wire.encode_octets(b"") == b"\0\0\0\0"
+    assert wire.encode_octets(b"abcd") == struct.pack("!I", 4) + b"abcd"
+    assert wire.decode_octets(struct.pack("<I", 5) + b"abcde\0\0\0", 0, False) == (b"abcde", 12)
 
 
 @pytest.mark.parametrize("vb", [
-    agentx.VarBind(agentx.INTEGER, (1, 3, 6, 1, 4, 1, 1), -5),
-    agentx.VarBind(agentx.OCTET_STRING, (1, 3, 6, 1, 4, 1, 1), b"web1"),
-    agentx.VarBind(agentx.OBJECT_IDENTIFIER, (1, 3, 6, 1, 4, 1, 1), (1, 3, 6, 1, 4, 1, 8072)),
-    agentx.VarBind(agentx.GAUGE32, (1, 3, 6, 1, 4, 1, 1), 2**32 - 1),
-    agentx.VarBind(agentx.TIME_TICKS, (1, 3, 6, 1, 4, 1, 1), 12345),
-    agentx.VarBind(agentx.COUNTER64, (1, 3, 6, 1, 4, 1, 1), 2**64 - 1),
-    agentx.VarBind(agentx.NO_SUCH_INSTANCE, (1, 3, 6, 1, 4, 1, 1)),
-    agentx.VarBind(agentx.END_OF_MIB_VIEW, (1, 3, 6, 1, 4, 1, 1)),
+    wire.VarBind(wire.INTEGER, (1, 3, 6, 1, 4, 1, 1), -5),
+    wire.VarBind(wire.OCTET_STRING, (1, 3, 6, 1, 4, 1, 1), b"web1"),
+    wire.VarBind(wire.OBJECT_IDENTIFIER, (1, 3, 6, 1, 4, 1, 1), (1, 3, 6, 1, 4, 1, 8072)),
+    wire.VarBind(wire.GAUGE32, (1, 3, 6, 1, 4, 1, 1), 2**32 - 1),
+    wire.VarBind(wire.TIME_TICKS, (1, 3, 6, 1, 4, 1, 1), 12345),
+    wire.VarBind(wire.COUNTER64, (1, 3, 6, 1, 4, 1, 1), 2**64 - 1),
+    wire.VarBind(wire.NO_SUCH_INSTANCE, (1, 3, 6, 1, 4, 1, 1)),
+    wire.VarBind(wire.END_OF_MIB_VIEW, (1, 3, 6, 1, 4, 1, 1)),
 ])
-def test_varbinds_round_trip(vb: agentx.VarBind) -> None:
-    encoded = agentx.encode_varbind(vb)
+def test_varbinds_round_trip(vb: wire.VarBind) -> None:
+    encoded = wire.encode_varbind(vb)
     assert encoded[:4] == struct.pack("!HH", vb.type, 0)
-    assert agentx.decode_varbind(encoded, 0, True) == (vb, len(encoded))
+    assert wire.decode_varbind(encoded, 0, True) == (vb, len(encoded))
 
 
 def test_counter64_and_integer_layout() -> None:
-    vb = agentx.encode_varbind(agentx.VarBind(agentx.COUNTER64, (1, 3, 6, 1, 2), 0x0102030405060708))
+    vb = wire.encode_varbind(wire.VarBind(wire.COUNTER64, (1, 3, 6, 1, 2), 0x0102030405060708))
     assert vb.endswith(bytes(range(1, 9)))
-    assert agentx.encode_varbind(agentx.VarBind(agentx.INTEGER, (1, 3, 6, 1, 2), -1)).endswith(b"\xff\xff\xff\xff")
+    assert wire.encode_varbind(wire.VarBind(wire.INTEGER, (1, 3, 6, 1, 2), -1)).endswith(b"\xff\xff\xff\xff")
 
 
 def test_search_ranges_context_and_response() -> None:
-    ranges = agentx.encode_oid((1, 3, 6, 1, 2, 1, 236), include=True) + agentx.encode_oid((1, 3, 6, 1, 2, 1, 237))
-    ranges += agentx.encode_oid(mib.LVX_ROOT) + agentx.encode_oid(())
-    assert agentx.decode_ranges(ranges, 0, True) == [((1, 3, 6, 1, 2, 1, 236), True, (1, 3, 6, 1, 2, 1, 237)),
-                                                     (mib.LVX_ROOT, False, ())]
-    payload = agentx.encode_octets(b"ctx") + ranges
-    raw = agentx.build(agentx.GET, payload, 1, 2, 3, flags=agentx.NON_DEFAULT_CONTEXT)
-    header = agentx.decode_header(raw[:20])
-    pdu = agentx.split_pdu(header, raw[20:])
-    assert pdu.context == b"ctx" and agentx.decode_ranges(pdu.payload, 0, True)[1][0] == mib.LVX_ROOT
-    response = agentx.response_pdu(header, 100, 17, 2, [agentx.VarBind(agentx.NULL, (1, 3, 6, 1, 2))])
-    assert response[1] == agentx.RESPONSE and response[4:16] == struct.pack("!III", 1, 2, 3)
+    ranges = wire.encode_oid((1, 3, 6, 1, 2, 1, 236), include=True) + wire.encode_oid((1, 3, 6, 1, 2, 1, 237))
+    ranges += wire.encode_oid(mib_lvx.LVX_ROOT) + wire.encode_oid(())
+    assert wire.decode_ranges(ranges, 0, True) == [((1, 3, 6, 1, 2, 1, 236), True, (1, 3, 6, 1, 2, 1, 237)),
+                                                  (mib_lvx.LVX_ROOT, False, ())]
+    payload = wire.encode_octets(b"ctx") + ranges
+    raw = wire.build(wire.GET, payload, 1, 2, 3, flags=wire.NON_DEFAULT_CONTEXT)
+    header = wire.decode_header(raw[:20])
+    pdu = wire.split_pdu(header, raw[20:])
+    assert pdu.context == b"ctx" and wire.decode_ranges(pdu.payload, 0, True)[1][0] == mib_lvx.LVX_ROOT
+    response = wire.response_pdu(header, 100, 17, 2, [wire.VarBind(wire.NULL, (1, 3, 6, 1, 2))])
+    assert response[1] == wire.RESPONSE and response[4:16] == struct.pack("!III", 1, 2, 3)
     assert response[20:28] == struct.pack("!IHH", 100, 17, 2)
-    back = agentx.split_pdu(agentx.decode_header(response[:20]), response[20:])
-    assert agentx.decode_response(back) == (100, 17, 2, [agentx.VarBind(agentx.NULL, (1, 3, 6, 1, 2))])
+    back = wire.split_pdu(wire.decode_header(response[:20]), response[20:])
+    assert wire.decode_response(back) == (100, 17, 2, [wire.VarBind(wire.NULL, (1, 3, 6, 1, 2))])
 
 
 def test_open_and_register_payloads() -> None:
-    data = agentx.open_pdu(1, 0, mib.LVX_ROOT, "libvirt-exporter")
-    assert data[1] == agentx.OPEN and data[20:24] == b"\0\0\0\0"  # timeout 0: the master's default
-    assert data[24:28] == bytes([4, 4, 0, 0]) and data.endswith(agentx.encode_octets(b"libvirt-exporter"))
-    reg = agentx.register_pdu(7, 2, mib.VM_ROOT)
+    data = wire.open_pdu(1, 0, mib_lvx.LVX_ROOT, "libvirt-exporter")
+    assert data[1] == wire.OPEN and data[20:24] == b"\0\0\0\0"  # timeout 0: the master's default
+    assert data[24:28] == bytes([4, 4, 0, 0]) and data.endswith(wire.encode_octets(b"libvirt-exporter"))
+    reg = wire.register_pdu(7, 2, mib_vm.VM_ROOT)
     assert reg[4:8] == struct.pack("!I", 7) and reg[20:24] == bytes([0, 127, 0, 0])
-    assert reg[24:] == agentx.encode_oid(mib.VM_ROOT)
+    assert reg[24:] == wire.encode_oid(mib_vm.VM_ROOT)
 
 
 @pytest.mark.parametrize(("address", "parsed"), [
@@ -185,7 +188,7 @@ def _steady(values: dict[str, str]) -> dict[str, str]:
 def test_walks_through_snmpd_match_the_standalone_agent(setup) -> None:
     master, _, standalone, _ = setup
     via_master = ["-v2c", "-c", COMMUNITY]
-    for root in (LVX, ".".join(map(str, mib.LIBVIRT_ROOT)), ".".join(map(str, mib.VM_ROOT))):
+    for root in (LVX, ".".join(map(str, mib_libvirt.LIBVIRT_ROOT)), ".".join(map(str, mib_vm.VM_ROOT))):
         direct = _steady(_walk("snmpbulkwalk", standalone, snmp.V2_ARGS, root))
         assert len(direct) > 10, root
         assert _steady(_walk("snmpbulkwalk", master.target, via_master, root)) == direct, root  # GETBULK
@@ -264,6 +267,58 @@ def test_snmpd_restart_and_a_killed_subagent(setup, tmp_path: Path) -> None:
         assert answer == '"web1"', f"web1 not served through snmpd: {answer}"
 
 
+def _udp_sockets(pid: int) -> list[str]:
+    """The UDP sockets process ``pid`` holds, as ``udp 0100007F:1F90`` (table and local address, from /proc)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:["):-1])
+    found = []
+    for table in ("udp", "udp6"):
+        path = Path(f"/proc/{pid}/net/{table}")
+        for line in path.read_text().splitlines()[1:] if path.exists() else ():
+            fields = line.split()
+            if fields[9] in inodes:  # sl, local, remote, st, queues, timer, retransmits, uid, timeout, inode
+                found.append(f"{table} {fields[1]}")
+    return found
+
+
+def test_agentx_only_builds_no_udp_agent(setup, tmp_path: Path) -> None:
+    """snmp.mode = "agentx": the SNMP model answers GETs and SETs through snmpd, and no UDP agent is built: the
+    process holds no UDP socket, nothing answers on the standalone listen address, and the fast path's counters
+    stay at zero (as they always read in this mode)."""
+    master, exp, _, _ = setup
+    exp.stop()  # the mode-both exporter (killed already, when the module runs in order): its subtrees go with it
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as mine:  # the /proc reading sees a UDP socket
+        mine.bind(("127.0.0.1", 0))
+        assert _udp_sockets(os.getpid()), "no UDP socket found for this very test"
+    port = snmp.free_udp_port()
+    extra = f'[snmp.agentx]\nsocket = "{master.socket}"\n[control]\nenabled = true\n'
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", f"127.0.0.1:{port}", extra, mode="agentx")
+    via_master = ["-v2c", "-c", COMMUNITY, "-t", "0.3", "-r", "0", "-Oqv", master.target]
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}"], log=tmp_path / "log") as only:
+        only.wait_output("registered 3 subtrees")
+        name = poll_until(lambda: snmp.run("snmpget", *via_master, f"{LVX}.1.2.1.2.5", mibs=False).stdout.strip(),
+                          lambda a: a == '"web1"', 30, every=0.1)
+        assert name == '"web1"', f"web1 not served through snmpd: {name}"
+        admin, oper = f"{LVX}.1.2.1.27.6", f"{LVX}.1.2.1.5.6"  # web2
+        snmp.ok("snmpset", *RW_USER, master.target, admin, "i", "2", mibs=False)  # pause, planned without pysnmp
+        assert snmp.ok("snmpget", *via_master, oper, mibs=False).strip() == "3"
+        assert _udp_sockets(only.proc.pid) == []
+        direct = snmp.run("snmpget", *snmp.V2_ARGS, "-t", "0.3", "-r", "0", f"127.0.0.1:{port}", "1.3.6.1.2.1.1.3.0",
+                          mibs=False)
+        assert direct.returncode != 0 and "Timeout" in direct.stderr, direct.stdout + direct.stderr
+        metrics = only.scrape()
+        assert metrics.get("libvirt_exporter_snmp_fast_path_requests_total") == 0
+        assert metrics.get("libvirt_exporter_snmp_dropped_packets_total") == 0
+        assert "serving SNMP on udp" not in only.output() and "domain=web2 action=suspend result=success" in \
+            only.output()
+
+
 class _Table(agentx.Handlers):
     """Three instances, for driving a session by hand (no libvirt, no snmpd: the PDUs are the subject)."""
 
@@ -272,16 +327,16 @@ class _Table(agentx.Handlers):
     def uptime_ticks(self) -> int:
         return 42
 
-    def get(self, oid: agentx.Oid) -> agentx.VarBind:
+    def get(self, oid: wire.Oid) -> wire.VarBind:
         if oid in self.OIDS:
-            return agentx.VarBind(agentx.INTEGER, oid, oid[-1])
-        return agentx.VarBind(agentx.NO_SUCH_OBJECT, oid)
+            return wire.VarBind(wire.INTEGER, oid, oid[-1])
+        return wire.VarBind(wire.NO_SUCH_OBJECT, oid)
 
-    def next(self, start: agentx.Oid, include: bool, end: agentx.Oid) -> agentx.VarBind:
+    def next(self, start: wire.Oid, include: bool, end: wire.Oid) -> wire.VarBind:
         for oid in self.OIDS:
             if (oid >= start if include else oid > start) and (not end or oid < end):
-                return agentx.VarBind(agentx.INTEGER, oid, oid[-1])
-        return agentx.VarBind(agentx.END_OF_MIB_VIEW, start)
+                return wire.VarBind(wire.INTEGER, oid, oid[-1])
+        return wire.VarBind(wire.END_OF_MIB_VIEW, start)
 
 
 def test_a_session_by_hand(tmp_path: Path) -> None:
@@ -291,22 +346,21 @@ def test_a_session_by_hand(tmp_path: Path) -> None:
 
     async def scenario() -> None:
         path = str(tmp_path / "master.sock")
-        seen: list[agentx.Pdu] = []
-        replies: asyncio.Queue[agentx.Pdu] = asyncio.Queue()
+        seen: list[wire.Pdu] = []
+        replies: asyncio.Queue[wire.Pdu] = asyncio.Queue()
         ready = asyncio.Event()
         streams: dict[str, object] = {}
 
-        async def read_pdu(reader: asyncio.StreamReader) -> agentx.Pdu:
-            header = agentx.decode_header(await reader.readexactly(agentx.HEADER))
-            return agentx.split_pdu(header, await reader.readexactly(header.payload_length))
+        async def read_pdu(reader: asyncio.StreamReader) -> wire.Pdu:
+            header = wire.decode_header(await reader.readexactly(wire.HEADER))
+            return wire.split_pdu(header, await reader.readexactly(header.payload_length))
 
         async def master(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             streams["writer"] = writer
             for _ in range(4):  # Open, then three Registers
                 pdu = await read_pdu(reader)
                 seen.append(pdu)
-                writer.write(agentx.response_pdu(agentx.Header(agentx.RESPONSE, 0, 77, 0, pdu.header.packet_id, 0),
-                                                 0))
+                writer.write(wire.response_pdu(wire.Header(wire.RESPONSE, 0, 77, 0, pdu.header.packet_id, 0), 0))
             ready.set()
             while True:
                 try:
@@ -319,49 +373,49 @@ def test_a_session_by_hand(tmp_path: Path) -> None:
         session = agentx.Subagent(path, subtrees, _Table(), ident=(1, 3, 6, 1, 4, 1, 99), ping_s=0.3)
         session.start()
         await asyncio.wait_for(ready.wait(), 5)
-        assert [p.header.type for p in seen] == [agentx.OPEN, agentx.REGISTER, agentx.REGISTER, agentx.REGISTER]
-        assert all(p.header.flags & agentx.NETWORK_BYTE_ORDER for p in seen)
-        assert [agentx.decode_oid(p.payload, 4, True)[0] for p in seen[1:]] == subtrees
+        assert [p.header.type for p in seen] == [wire.OPEN, wire.REGISTER, wire.REGISTER, wire.REGISTER]
+        assert all(p.header.flags & wire.NETWORK_BYTE_ORDER for p in seen)
+        assert [wire.decode_oid(p.payload, 4, True)[0] for p in seen[1:]] == subtrees
         assert all(p.header.session_id == 77 for p in seen[1:])  # the session ID the master gave
         writer = streams["writer"]
 
-        async def ask(data: bytes) -> agentx.Pdu:
+        async def ask(data: bytes) -> wire.Pdu:
             writer.write(data)
             while True:
                 pdu = await asyncio.wait_for(replies.get(), 5)
-                if pdu.header.type == agentx.RESPONSE:
+                if pdu.header.type == wire.RESPONSE:
                     return pdu
-                assert pdu.header.type == agentx.PING  # the session pings while idle: answer it
-                writer.write(agentx.response_pdu(pdu.header, 0))
+                assert pdu.header.type == wire.PING  # the session pings while idle: answer it
+                writer.write(wire.response_pdu(pdu.header, 0))
 
         a, b, c = _Table.OIDS
-        ranges = (agentx.encode_oid(a, include=True) + agentx.encode_oid(())
-                  + agentx.encode_oid(a) + agentx.encode_oid(()))
-        _, error, _, binds = agentx.decode_response(await ask(agentx.build(agentx.GETNEXT, ranges, 77, 1, 10)))
+        ranges = (wire.encode_oid(a, include=True) + wire.encode_oid(())
+                  + wire.encode_oid(a) + wire.encode_oid(()))
+        _, error, _, binds = wire.decode_response(await ask(wire.build(wire.GETNEXT, ranges, 77, 1, 10)))
         assert error == 0 and [v.name for v in binds] == [a, b]  # include: the start itself; without: the next
-        bulk = struct.pack("!HH", 1, 3) + agentx.encode_oid(b) + agentx.encode_oid(()) + agentx.encode_oid(a) \
-            + agentx.encode_oid(c)
-        response = await ask(agentx.build(agentx.GETBULK, bulk, 77, 2, 11))
+        bulk = struct.pack("!HH", 1, 3) + wire.encode_oid(b) + wire.encode_oid(()) + wire.encode_oid(a) \
+            + wire.encode_oid(c)
+        response = await ask(wire.build(wire.GETBULK, bulk, 77, 2, 11))
         assert response.header.packet_id == 11 and response.header.transaction_id == 2
-        _, _, _, binds = agentx.decode_response(response)
+        _, _, _, binds = wire.decode_response(response)
         assert [(v.type, v.name) for v in binds] == [
-            (agentx.INTEGER, c),  # the non-repeater
-            (agentx.INTEGER, b),  # then the repeater, bounded by its end (c): b, and the end of the view
-            (agentx.END_OF_MIB_VIEW, b),
+            (wire.INTEGER, c),  # the non-repeater
+            (wire.INTEGER, b),  # then the repeater, bounded by its end (c): b, and the end of the view
+            (wire.END_OF_MIB_VIEW, b),
         ]
-        little = bytes([1, agentx.GET, 0, 0]) + struct.pack("<IIII", 77, 3, 12, 24) \
+        little = bytes([1, wire.GET, 0, 0]) + struct.pack("<IIII", 77, 3, 12, 24) \
             + bytes([4, 4, 0, 0]) + struct.pack("<4I", 1, 99, 1, 2) + bytes(4)  # a Get in little-endian order
-        uptime, error, _, binds = agentx.decode_response(await ask(little))
-        assert (uptime, error, binds) == (42, 0, [agentx.VarBind(agentx.INTEGER, b, 2)])
-        pong = await ask(agentx.build(agentx.PING, b"", 77, 5, 14))  # a ping from the master is answered too
-        assert pong.header.packet_id == 14 and agentx.decode_response(pong)[1] == 0
-        _, error, _, _ = agentx.decode_response(await ask(agentx.build(agentx.TESTSET, b"", 77, 4, 13)))
-        assert error == agentx.GEN_ERR  # the base handlers refuse SETs
+        uptime, error, _, binds = wire.decode_response(await ask(little))
+        assert (uptime, error, binds) == (42, 0, [wire.VarBind(wire.INTEGER, b, 2)])
+        pong = await ask(wire.build(wire.PING, b"", 77, 5, 14))  # a ping from the master is answered too
+        assert pong.header.packet_id == 14 and wire.decode_response(pong)[1] == 0
+        _, error, _, _ = wire.decode_response(await ask(wire.build(wire.TESTSET, b"", 77, 4, 13)))
+        assert error == wire.GEN_ERR  # the base handlers refuse SETs
         await session.stop()
         closing = await asyncio.wait_for(replies.get(), 5)
-        while closing.header.type == agentx.PING:
+        while closing.header.type == wire.PING:
             closing = await asyncio.wait_for(replies.get(), 5)
-        assert closing.header.type == agentx.CLOSE and closing.payload[0] == agentx.CLOSE_SHUTDOWN
+        assert closing.header.type == wire.CLOSE and closing.payload[0] == wire.CLOSE_SHUTDOWN
         server.close()
 
     asyncio.run(scenario())

@@ -13,7 +13,7 @@ import pytest
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
 
-from exporter.snmp import mib
+from exporter.snmp import mib, mib_lvx
 from tests.conftest import ROOT, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
@@ -23,7 +23,7 @@ WRITER = "admin"
 WRITER_ARGS = ["-v3", "-l", "authPriv", "-u", WRITER, "-a", "SHA-512", "-A", "admin-auth-key", "-x", "AES-256",
                "-X", "admin-priv-key"]
 WRITE_COMMUNITY = "write-community-for-tests"
-LVX = ".".join(map(str, mib.LVX_ROOT))
+LVX = ".".join(map(str, mib_lvx.LVX_ROOT))
 
 CONTROL = f"""
 [control]

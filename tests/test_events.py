@@ -23,7 +23,8 @@ from exporter.poller import Poller
 from exporter.prometheus import Exposition
 from exporter.snapshot import STATE_PAUSED, STATE_RUNNING, Domain, Snapshot
 from exporter.snmp import mib
-from exporter.snmp.agent import SnmpAgent
+from exporter.snmp.model import SnmpModel
+from exporter.snmp.view import MibView
 from exporter.source import PollResult, Source, start_event_loop
 from tests.support.process import parse_exposition
 from tests.support.wait import async_wait_until
@@ -74,7 +75,7 @@ def _config(tmp_path: Path) -> Config:
                             "snmp": {"communities": [{"name": "public"}]}})
 
 
-def _served(agent: SnmpAgent, exposition: Exposition, name: str) -> tuple[int | None, int | None]:
+def _served(agent: SnmpModel, exposition: Exposition, name: str) -> tuple[int | None, int | None]:
     """The state of domain ``name`` in the SNMP domain table and in /metrics (None where it is missing)."""
     view = agent.view()
     index = None
@@ -101,7 +102,7 @@ async def _until(condition: Callable[[], object], what: str, timeout: float = 30
     await async_wait_until(condition, timeout, what, every=0.01)
 
 
-def _run(config: Config, body: Callable[[Poller, HeldSource, SnmpAgent, Exposition], Awaitable[None]]) -> None:
+def _run(config: Config, body: Callable[[Poller, HeldSource, SnmpModel, Exposition], Awaitable[None]]) -> None:
     sources: list[HeldSource] = []
 
     def factory() -> HeldSource:
@@ -112,7 +113,7 @@ def _run(config: Config, body: Callable[[Poller, HeldSource, SnmpAgent, Expositi
 
     async def main() -> None:
         poller = Poller(config, source_factory=factory)
-        agent = SnmpAgent(config, lambda: poller.snapshot)
+        agent = SnmpModel(config, lambda: poller.snapshot)
         poller.listeners.append(agent.on_snapshot)
         exposition = Exposition(lambda: poller.snapshot, config.collectors)
         stop = asyncio.Event()
@@ -134,7 +135,7 @@ def test_new_domain_is_served_at_its_event_with_its_definition(host: libvirt.vir
     in /metrics at once, with the memory and vCPUs of its definition; suspended, it is paused in both;
     undefined after a stop, it is gone from both."""
 
-    async def body(poller: Poller, _source: HeldSource, agent: SnmpAgent, exposition: Exposition) -> None:
+    async def body(poller: Poller, _source: HeldSource, agent: SnmpModel, exposition: Exposition) -> None:
         dom = host.defineXML(_xml("fresh", 384))
         dom.create()
         await _until(lambda: _served(agent, exposition, "fresh") == (STATE_RUNNING, STATE_RUNNING),
@@ -158,7 +159,7 @@ def test_poll_result_never_undoes_later_events(host: libvirt.virConnect, tmp_pat
     the result keeps the added one (with its definition) and does not bring back the removed one."""
     old = host.defineXML(_xml("old"))
 
-    async def body(poller: Poller, source: HeldSource, agent: SnmpAgent, exposition: Exposition) -> None:
+    async def body(poller: Poller, source: HeldSource, agent: SnmpModel, exposition: Exposition) -> None:
         await _until(lambda: _domain(poller.snapshot, "old") is not None, "the old domain polled")
         source.hold = True
         taken = poller.snapshot.taken_at
@@ -207,11 +208,11 @@ def test_patched_snmp_view_equals_a_rebuilt_one(tmp_path: Path) -> None:
 
     snap = Snapshot(up=True, taken_at=time.time(), host=Host(driver="TEST"), domains=tuple(
         devices(Domain(name=f"d{i:04d}", uuid=uuid(i), id=i, state=STATE_RUNNING, active=True)) for i in range(30)))
-    agent = SnmpAgent(_config(tmp_path), lambda: snap)
+    agent = SnmpModel(_config(tmp_path), lambda: snap)
     agent.on_snapshot(snap, Update())
     agent.view()
 
-    def served(view: mib.MibView) -> list[tuple[tuple[int, ...], object]]:
+    def served(view: MibView) -> list[tuple[tuple[int, ...], object]]:
         return [(oid, value(0) if callable(value) else value) for oid, (_, value) in view.items()]
 
     later = 30

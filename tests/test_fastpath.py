@@ -13,7 +13,9 @@ from pysnmp.proto.api import v2c
 
 from exporter.poller import snapshot_of
 from exporter.snapshot import ALL_GROUPS
-from exporter.snmp import fastpath, mib
+from exporter.snmp import fastpath, mib, mib_libvirt, mib_lvx, mib_system, mib_vm
+from exporter.snmp.syntax import C64, G32, INT, OID, STR, TICKS, U32
+from exporter.snmp.view import MibView
 from exporter.source import Source
 from tests.conftest import ROOT
 
@@ -22,7 +24,7 @@ EVERYTHING = ((1, 3, 6, 1),)
 
 
 @pytest.fixture(scope="module")
-def view() -> mib.MibView:
+def view() -> MibView:
     source = Source(f"test://{ROOT}/examples/demo-host.xml")
     source.open()
     try:
@@ -32,10 +34,10 @@ def view() -> mib.MibView:
     indexes = mib.Indexes({d.uuid: n for n, d in enumerate(snap.domains, start=1)},
                           {p.uuid: n for n, p in enumerate(snap.pools, start=1)},
                           {x.uuid: n for n, x in enumerate(snap.networks, start=1)})
-    return mib.build_view(snap, indexes, mib.SystemInfo("c", "l", time.time() - 5, connected_at=time.time()))
+    return mib.build_view(snap, indexes, mib_system.SystemInfo("c", "l", time.time() - 5, connected_at=time.time()))
 
 
-def _fast(view: mib.MibView, subtrees: fastpath.Subtrees = EVERYTHING) -> fastpath.FastPath:
+def _fast(view: MibView, subtrees: fastpath.Subtrees = EVERYTHING) -> fastpath.FastPath:
     return fastpath.FastPath({COMMUNITY: subtrees}, lambda: view, time.time)
 
 
@@ -67,7 +69,7 @@ def _response(data: bytes | None) -> tuple[int, list[tuple[tuple[int, ...], obje
     return int(v2c.apiPDU.get_error_status(pdu)), [(tuple(n), v) for n, v in v2c.apiPDU.get_varbinds(pdu)]
 
 
-def _visible(view: mib.MibView, subtrees: fastpath.Subtrees) -> Iterator[tuple[int, ...]]:
+def _visible(view: MibView, subtrees: fastpath.Subtrees) -> Iterator[tuple[int, ...]]:
     for oid, _ in view.items():
         if any(oid[:len(s)] == s for s in subtrees):
             yield oid
@@ -78,7 +80,7 @@ def test_value_encodings_match_pyasn1() -> None:
     ints = [0, 1, -1, 127, 128, -128, -129, 255, 256, 2**31 - 1, -(2**31)] + [rng.randint(-2**31, 2**31 - 1)
                                                                                 for _ in range(200)]
     for value in ints:
-        ours = fastpath.value_tlv(mib.INT, value)
+        ours = fastpath.value_tlv(INT, value)
         decoded, rest = decoder.decode(ours, asn1Spec=rfc1902.Integer32())
         assert int(decoded) == value and rest == b"", value
         if value >= 0:  # pyasn1 pads some negatives with a redundant 0xff; ours are minimal (DER)
@@ -86,21 +88,21 @@ def test_value_encodings_match_pyasn1() -> None:
         else:
             assert len(ours) <= len(encoder.encode(rfc1902.Integer32(value))), value
     for value in [0, 1, 127, 128, 255, 256, 2**32 - 1] + [rng.randint(0, 2**32 - 1) for _ in range(200)]:
-        assert fastpath.value_tlv(mib.G32, value) == encoder.encode(rfc1902.Gauge32(value)), value
-        assert fastpath.value_tlv(mib.U32, value) == encoder.encode(rfc1902.Unsigned32(value)), value
-        assert fastpath.value_tlv(mib.TICKS, value) == encoder.encode(rfc1902.TimeTicks(value)), value
+        assert fastpath.value_tlv(G32, value) == encoder.encode(rfc1902.Gauge32(value)), value
+        assert fastpath.value_tlv(U32, value) == encoder.encode(rfc1902.Unsigned32(value)), value
+        assert fastpath.value_tlv(TICKS, value) == encoder.encode(rfc1902.TimeTicks(value)), value
     for value in [0, 2**63, 2**64 - 1] + [rng.randint(0, 2**64 - 1) for _ in range(200)]:
-        assert fastpath.value_tlv(mib.C64, value) == encoder.encode(rfc1902.Counter64(value)), value
+        assert fastpath.value_tlv(C64, value) == encoder.encode(rfc1902.Counter64(value)), value
     for text in ["", "a", "x" * 200, "é-ünïcode", "y" * 300]:
-        assert fastpath.value_tlv(mib.STR, text) == encoder.encode(rfc1902.OctetString(text.encode()))
+        assert fastpath.value_tlv(STR, text) == encoder.encode(rfc1902.OctetString(text.encode()))
     for oid in [(0, 0), (1, 3, 6, 1, 4, 1, 8072, 9999, 9999), (2, 999, 3), (1, 3, 2**32 - 1, 16384, 128, 127)]:
-        assert fastpath.value_tlv(mib.OID, oid) == encoder.encode(rfc1902.ObjectIdentifier(oid)), oid
+        assert fastpath.value_tlv(OID, oid) == encoder.encode(rfc1902.ObjectIdentifier(oid)), oid
     # saturation as on the pysnmp path
-    assert fastpath.value_tlv(mib.G32, 2**40) == encoder.encode(rfc1902.Gauge32(2**32 - 1))
-    assert fastpath.value_tlv(mib.C64, -5) == encoder.encode(rfc1902.Counter64(0))
+    assert fastpath.value_tlv(G32, 2**40) == encoder.encode(rfc1902.Gauge32(2**32 - 1))
+    assert fastpath.value_tlv(C64, -5) == encoder.encode(rfc1902.Counter64(0))
 
 
-def test_get_next_and_bulk_answer_like_the_view(view: mib.MibView) -> None:
+def test_get_next_and_bulk_answer_like_the_view(view: MibView) -> None:
     fast = _fast(view)
     oids = list(_visible(view, EVERYTHING))
     assert len(oids) == len(view) > 300
@@ -116,8 +118,8 @@ def test_get_next_and_bulk_answer_like_the_view(view: mib.MibView) -> None:
             if not callable(raw):
                 assert encoder.encode(binds[0][1]) == fastpath.value_tlv(syntax, raw)
     # GET of served, unserved-instance and unknown objects
-    status, binds = _response(fast.answer(_request("get", [oids[10], mib.LVX_ROOT + (1, 2, 1, 13, 999),
-                                                           mib.LVX_ROOT + (77, 0)])))
+    status, binds = _response(fast.answer(_request("get", [oids[10], mib_lvx.LVX_ROOT + (1, 2, 1, 13, 999),
+                                                           mib_lvx.LVX_ROOT + (77, 0)])))
     assert status == 0 and binds[0][0] == oids[10]
     assert binds[1][1].tagSet == v2c.NoSuchInstance.tagSet and binds[2][1].tagSet == v2c.NoSuchObject.tagSet
     # GETBULK: one non-repeater, two repeaters, to the end of the view
@@ -129,7 +131,7 @@ def test_get_next_and_bulk_answer_like_the_view(view: mib.MibView) -> None:
     assert [n for n, _ in repeated[1::2]] == oids[1:6]
 
 
-def test_a_whole_bulk_walk_fits_the_message_limit(view: mib.MibView) -> None:
+def test_a_whole_bulk_walk_fits_the_message_limit(view: MibView) -> None:
     fast = _fast(view)
     seen: list[tuple[int, ...]] = []
     cursor: tuple[int, ...] = (1, 3)
@@ -147,11 +149,11 @@ def test_a_whole_bulk_walk_fits_the_message_limit(view: mib.MibView) -> None:
 
 @pytest.mark.parametrize("subtrees", [
     ((1, 3, 6, 1, 2, 1, 1),),
-    (mib.LVX_DOMAIN_ENTRY + (2, 3), mib.LVX_DOMAIN_ENTRY + (5,), mib.VM_ENTRY + (2, 1)),  # single instances
-    (mib.LVX_ROOT + (1, 5, 1, 9, 2), mib.LIBVIRT_ROOT),  # part of a column, another MIB
+    (mib_lvx.LVX_DOMAIN_ENTRY + (2, 3), mib_lvx.LVX_DOMAIN_ENTRY + (5,), mib_vm.VM_ENTRY + (2, 1)),  # single instances
+    (mib_lvx.LVX_ROOT + (1, 5, 1, 9, 2), mib_libvirt.LIBVIRT_ROOT),  # part of a column, another MIB
     ((1, 3, 6, 1, 4, 1, 99999),),  # nothing
 ])
-def test_views_decided_per_column_match_per_instance_checks(view: mib.MibView, subtrees: fastpath.Subtrees) -> None:
+def test_views_decided_per_column_match_per_instance_checks(view: MibView, subtrees: fastpath.Subtrees) -> None:
     fast = _fast(view, subtrees)
     expected = list(_visible(view, subtrees))
     walked: list[tuple[int, ...]] = []
@@ -169,7 +171,7 @@ def test_views_decided_per_column_match_per_instance_checks(view: mib.MibView, s
     assert binds[0][1].tagSet == v2c.NoSuchObject.tagSet
 
 
-def test_everything_else_is_left_to_pysnmp(view: mib.MibView) -> None:
+def test_everything_else_is_left_to_pysnmp(view: MibView) -> None:
     fast = _fast(view)
     good = _request("get", [(1, 3, 6, 1, 2, 1, 1, 1, 0)])
     assert fast.answer(good) is not None

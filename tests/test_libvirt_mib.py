@@ -45,8 +45,6 @@ from pathlib import Path
 
 import libvirt
 import pytest
-from pysnmp.proto import rfc1902
-from pysnmp.smi import error as smi_error
 
 from exporter.control import Controller
 from exporter.poller import Poller
@@ -60,9 +58,9 @@ from exporter.snapshot import (
     Host,
     Snapshot,
 )
-from exporter.snmp import mib, setreq
-from exporter.snmp.agent import SnmpAgent
-from exporter.snmp.mib import NotificationDef
+from exporter.snmp import mib, mib_libvirt, mib_lvx, mib_system, mib_vm, setreq
+from exporter.snmp.model import SnmpModel
+from exporter.snmp.syntax import BYTES, C64, G32, INT, STR, U32, NotificationDef
 from tests.conftest import DEMO_HOST, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
@@ -70,8 +68,8 @@ from tests.support.trapd import Trapd
 from tests.support.wait import poll_until
 from tests.test_events import HeldSource, _config, _run, _until, _xml, host  # noqa: F401 (host: a fixture)
 
-GUEST = ".".join(map(str, mib.LIBVIRT_GUEST_ENTRY))
-NOTIF = ".".join(map(str, mib.LIBVIRT_ROOT + (0, 1)))
+GUEST = ".".join(map(str, mib_libvirt.LIBVIRT_GUEST_ENTRY))
+NOTIF = ".".join(map(str, mib_libvirt.LIBVIRT_ROOT + (0, 1)))
 COLUMNS = {"UUID": 1, "Name": 2, "State": 3, "CpuCount": 4, "MemoryCurrent": 5, "MemoryLimit": 6, "CpuTime": 7,
            "RowStatus": 9}
 _TRAPD_HEADER = re.compile(r"->\[127\.0\.0\.1\]:\d+")  # the first line of each notification snmptrapd logs
@@ -115,35 +113,36 @@ def _guest(dom: Domain) -> tuple[int, ...]:
 
 def _plan(*binds: tuple[str, Domain, int]) -> setreq.Plan:
     controller = Controller(lambda: None, timeout_s=1.0, reply_within_s=1.0)
-    var_binds = [(rfc1902.ObjectName(mib.BY_NAME[column].oid + (_guest(dom) if column.startswith("libvirt")
-                                                                 else (INDEXES[dom.uuid],))),
-                  rfc1902.Integer32(value)) for column, dom, value in binds]
+    var_binds = [setreq.SetBind(mib.BY_NAME[column].oid + (_guest(dom) if column.startswith("libvirt")
+                                                           else (INDEXES[dom.uuid],)),
+                                setreq.Syntax.INTEGER, value) for column, dom, value in binds]
     return setreq.plan(var_binds, SNAP, {n: u for u, n in INDEXES.items()}, controller, 0)
 
 
 def test_shut_off_domains_have_guest_rows() -> None:
     """Point 1: a shut-off domain has its libvirtGuestTable row: shutoff(5), active(1), name, vCPUs, memory in
     MiB and CPU time 0, as virDomainGetInfo gives libvirt-snmp for an inactive domain."""
-    view = mib.build_view(SNAP, mib.Indexes(dict(INDEXES), {}, {}), mib.SystemInfo())
-    row = {column: view.get(mib.LIBVIRT_GUEST_ENTRY + (number,) + _guest(OFF)) for column, number in COLUMNS.items()}
+    view = mib.build_view(SNAP, mib.Indexes(dict(INDEXES), {}, {}), mib_system.SystemInfo())
+    entry = mib_libvirt.LIBVIRT_GUEST_ENTRY
+    row = {column: view.get(entry + (number,) + _guest(OFF)) for column, number in COLUMNS.items()}
     assert row == {"UUID": None,  # accessible-for-notify: never read
-                   "Name": (mib.STR, "off"), "State": (mib.INT, 5), "CpuCount": (mib.U32, 3),
-                   "MemoryCurrent": (mib.G32, 1024), "MemoryLimit": (mib.U32, 2048), "CpuTime": (mib.C64, 0),
-                   "RowStatus": (mib.INT, 1)}
-    names = [v for oid, (_, v) in view.items() if oid[:len(mib.LIBVIRT_GUEST_ENTRY) + 1] ==
-             mib.LIBVIRT_GUEST_ENTRY + (2,)]
+                   "Name": (STR, "off"), "State": (INT, 5), "CpuCount": (U32, 3),
+                   "MemoryCurrent": (G32, 1024), "MemoryLimit": (U32, 2048), "CpuTime": (C64, 0),
+                   "RowStatus": (INT, 1)}
+    names = [v for oid, (_, v) in view.items() if oid[:len(mib_libvirt.LIBVIRT_GUEST_ENTRY) + 1] ==
+             mib_libvirt.LIBVIRT_GUEST_ENTRY + (2,)]
     assert sorted(names) == ["off", "paused", "pms", "run"]  # every domain, in UUID order
-    assert view.get(mib.LIBVIRT_GUEST_ENTRY + (7,) + _guest(RUN)) == (mib.C64, 5)
+    assert view.get(mib_libvirt.LIBVIRT_GUEST_ENTRY + (7,) + _guest(RUN)) == (C64, 5)
 
 
 def test_guest_state_to_the_state_it_has_is_inconsistent() -> None:
     """Point 2: libvirtGuestState running -> running and paused -> paused are inconsistentValue, as
     libvirtGuestState_check_value answers; lvxDomainAdminState keeps its idempotent success."""
     for dom, state in ((RUN, 1), (PAUSED, 3)):
-        with pytest.raises(smi_error.InconsistentValueError):
+        with pytest.raises(setreq.SetError, match=r"^inconsistentValue "):
             _plan(("libvirtGuestState", dom, state))
     # pmsuspended reads as paused(3) but is not libvirt's paused: libvirt-snmp's check allows nothing from it.
-    with pytest.raises(smi_error.InconsistentValueError):
+    with pytest.raises(setreq.SetError, match=r"^inconsistentValue "):
         _plan(("libvirtGuestState", PMS, 1))
     assert [s.verb for s in _plan(("libvirtGuestState", RUN, 3)).steps] == ["suspend"]
     assert [s.verb for s in _plan(("libvirtGuestState", PAUSED, 1)).steps] == ["resume"]
@@ -159,9 +158,9 @@ def test_create_and_go_with_a_state_is_inconsistent() -> None:
     for state in (3, 1):
         for binds, failed in (((("libvirtGuestRowStatus", OFF, 4), ("libvirtGuestState", OFF, state)), 1),
                               ((("libvirtGuestState", OFF, state), ("libvirtGuestRowStatus", OFF, 4)), 0)):
-            with pytest.raises(smi_error.InconsistentValueError) as refused:
+            with pytest.raises(setreq.SetError, match=r"^inconsistentValue ") as refused:
                 _plan(*binds)
-            assert refused.value.get("idx") == failed
+            assert refused.value.index == failed
     assert [s.verb for s in _plan(("libvirtGuestRowStatus", OFF, 4)).steps] == ["start"]
 
 
@@ -178,16 +177,16 @@ def test_libvirt_guest_notif_varbinds_are_instance_zero() -> None:
     column = {name: mib.BY_NAME[name].oid for name in ("libvirtGuestName", "libvirtGuestUUID", "libvirtGuestState",
                                                         "libvirtGuestRowStatus")}
     assert sent["libvirt"].var_binds == (
-        (column["libvirtGuestName"] + (0,), (mib.STR, "run")),
-        (column["libvirtGuestUUID"] + (0,), (mib.BYTES, uuidlib.UUID(RUN.uuid).bytes)),
-        (column["libvirtGuestState"] + (0,), (mib.INT, 3)),
-        (column["libvirtGuestRowStatus"] + (0,), (mib.INT, 1)),
+        (column["libvirtGuestName"] + (0,), (STR, "run")),
+        (column["libvirtGuestUUID"] + (0,), (BYTES, uuidlib.UUID(RUN.uuid).bytes)),
+        (column["libvirtGuestState"] + (0,), (INT, 3)),
+        (column["libvirtGuestRowStatus"] + (0,), (INT, 1)),
     )
     assert all(oid[-1] == 7 for oid, _ in sent["libvirt-exporter"].var_binds + sent["vm"].var_binds)
     # RowStatus by state, as libvirt-snmp: notInService for shutdown, shutoff and crashed, whatever "active" says
     for kind, state, row in (("shutdown", 4, 2), ("stopped", 5, 2), ("crashed", 6, 2), ("started", 1, 1),
                              ("pmsuspended", 7, 1)):
-        assert _kinds(kind, state)["libvirt"].var_binds[3][1] == (mib.INT, row), kind
+        assert _kinds(kind, state)["libvirt"].var_binds[3][1] == (INT, row), kind
 
 
 def test_undefined_sends_no_libvirt_guest_notif() -> None:
@@ -195,8 +194,8 @@ def test_undefined_sends_no_libvirt_guest_notif() -> None:
     lvxDomainUndefined and VM-MIB's vmDeleted are still sent."""
     sent = _kinds("undefined", STATE_SHUTOFF)
     assert sorted(sent) == ["libvirt-exporter", "vm"]
-    assert sent["libvirt-exporter"].trap_oid == mib.LVX_ROOT + (0, 8)
-    assert sent["vm"].trap_oid == mib.VM_ROOT + (0, 10)
+    assert sent["libvirt-exporter"].trap_oid == mib_lvx.LVX_ROOT + (0, 8)
+    assert sent["vm"].trap_oid == mib_vm.VM_ROOT + (0, 10)
 
 
 class _Recorder:
@@ -224,21 +223,21 @@ def test_defined_domain_notification_is_shutoff_not_in_service(host: libvirt.vir
     def sent(mib_name: str) -> list[NotificationDef]:
         return [n for n in recorder.sent if n.mib == mib_name]
 
-    async def body(_poller: Poller, _source: HeldSource, agent: SnmpAgent, _exposition: Exposition) -> None:
+    async def body(_poller: Poller, _source: HeldSource, agent: SnmpModel, _exposition: Exposition) -> None:
         agent.notifier = recorder  # type: ignore[assignment]
         dom = host.defineXML(xml)
         await _until(lambda: len(sent("libvirt")) == 1, "the libvirtGuestNotif of the defined event")
         (notif,) = sent("libvirt")
-        assert notif.trap_oid == mib.LIBVIRT_ROOT + (0, 1)
+        assert notif.trap_oid == mib_libvirt.LIBVIRT_ROOT + (0, 1)
         assert notif.var_binds == (
-            (mib.BY_NAME["libvirtGuestName"].oid + (0,), (mib.STR, "newly")),
-            (mib.BY_NAME["libvirtGuestUUID"].oid + (0,), (mib.BYTES, uuidlib.UUID(uuid).bytes)),
-            (mib.BY_NAME["libvirtGuestState"].oid + (0,), (mib.INT, 5)),  # shutoff
-            (mib.BY_NAME["libvirtGuestRowStatus"].oid + (0,), (mib.INT, 2)),  # notInService
+            (mib.BY_NAME["libvirtGuestName"].oid + (0,), (STR, "newly")),
+            (mib.BY_NAME["libvirtGuestUUID"].oid + (0,), (BYTES, uuidlib.UUID(uuid).bytes)),
+            (mib.BY_NAME["libvirtGuestState"].oid + (0,), (INT, 5)),  # shutoff
+            (mib.BY_NAME["libvirtGuestRowStatus"].oid + (0,), (INT, 2)),  # notInService
         )
         dom.undefine()
-        await _until(lambda: any(n.trap_oid == mib.VM_ROOT + (0, 10) for n in recorder.sent), "vmDeleted")
-        await _until(lambda: any(n.trap_oid == mib.LVX_ROOT + (0, 8) for n in recorder.sent), "lvxDomainUndefined")
+        await _until(lambda: any(n.trap_oid == mib_vm.VM_ROOT + (0, 10) for n in recorder.sent), "vmDeleted")
+        await _until(lambda: any(n.trap_oid == mib_lvx.LVX_ROOT + (0, 8) for n in recorder.sent), "lvxDomainUndefined")
         await asyncio.sleep(0.2)
         assert len(sent("libvirt")) == 1  # still only the defined one
 

@@ -166,9 +166,9 @@ def test_audit_names_principals_without_secrets(caplog: pytest.LogCaptureFixture
     admin_state = mib.BY_NAME["lvxDomainAdminState"].oid
     web1 = Domain(name="web1", uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", id=1, state=1)
     snap = Snapshot(up=True, taken_at=0.0, domains=(web1,))
-    described = setreq.describe([(spin_lock, None), (admin_state + (5,), None)], snap, {5: web1.uuid})
+    described = setreq.describe([spin_lock, admin_state + (5,)], snap, {5: web1.uuid})
     assert described == "web1"
-    nothing_there = setreq.describe([(admin_state + (9,), None)], snap, {5: web1.uuid})
+    nothing_there = setreq.describe([admin_state + (9,)], snap, {5: web1.uuid})
     assert nothing_there == "lvxDomainAdminState.9"
     with caplog.at_level(logging.INFO, logger="exporter.audit"):
         control.audit(control.principal_name("community1", 2), "127.0.0.1:5000", "web1", "set",

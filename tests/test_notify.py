@@ -18,10 +18,9 @@ from pyasn1.codec.ber import encoder as ber_encoder
 from pysnmp.proto import api, rfc1902
 
 from exporter.config import ListenAddress, NotifyTarget
-from exporter.snmp import mib
 from exporter.snmp.engine import encode
-from exporter.snmp.mib import NotificationDef
 from exporter.snmp.notify import DropLog, Notifier, notifier_engine_id
+from exporter.snmp.syntax import BYTES, C64, G32, INT, OID, STR, TICKS, U32, NotificationDef
 from exporter.snmp.v2send import (
     INFORM_PDU,
     SNMP_TRAP_OID,
@@ -197,16 +196,16 @@ V2C = api.PROTOCOL_MODULES[api.SNMP_VERSION_2C]
 LVX_OID = tuple(int(x) for x in LVX.split("."))
 #: A notification with a value of every syntax, some at or past their range (saturated or wrapped on encoding).
 SAMPLE = NotificationDef("libvirt-exporter", LVX_OID + (0, 3), (
-    (LVX_OID + (1, 2, 1, 2, 7), (mib.STR, "wéb-1")),
-    (LVX_OID + (1, 2, 1, 5, 7), (mib.INT, -129)),
-    (LVX_OID + (1, 2, 1, 6, 7), (mib.INT, 2**40)),
-    (LVX_OID + (1, 2, 1, 9, 7), (mib.BYTES, b"\x00\xff\x80")),
-    (LVX_OID + (1, 2, 1, 10, 7), (mib.C64, 2**64 - 1)),
-    (LVX_OID + (1, 2, 1, 11, 7), (mib.G32, 2**32 + 5)),
-    (LVX_OID + (1, 2, 1, 12, 7), (mib.U32, 128)),
-    (LVX_OID + (1, 2, 1, 13, 7), (mib.TICKS, 2**32 + 3)),
-    (LVX_OID + (1, 2, 1, 14, 7), (mib.OID, (1, 3, 6, 1, 4, 1, 200000, 0))),
-    (LVX_OID + (1, 2, 1, 15, 7), (mib.STR, "")),
+    (LVX_OID + (1, 2, 1, 2, 7), (STR, "wéb-1")),
+    (LVX_OID + (1, 2, 1, 5, 7), (INT, -129)),
+    (LVX_OID + (1, 2, 1, 6, 7), (INT, 2**40)),
+    (LVX_OID + (1, 2, 1, 9, 7), (BYTES, b"\x00\xff\x80")),
+    (LVX_OID + (1, 2, 1, 10, 7), (C64, 2**64 - 1)),
+    (LVX_OID + (1, 2, 1, 11, 7), (G32, 2**32 + 5)),
+    (LVX_OID + (1, 2, 1, 12, 7), (U32, 128)),
+    (LVX_OID + (1, 2, 1, 13, 7), (TICKS, 2**32 + 3)),
+    (LVX_OID + (1, 2, 1, 14, 7), (OID, (1, 3, 6, 1, 4, 1, 200000, 0))),
+    (LVX_OID + (1, 2, 1, 15, 7), (STR, "")),
 ))
 
 
@@ -391,8 +390,8 @@ def test_notifier_counts_every_drop(tmp_path: Path, caplog: pytest.LogCaptureFix
 
 
 def _numbered(i: int, mib_name: str = "libvirt-exporter") -> NotificationDef:
-    return NotificationDef(mib_name, LVX_OID + (0, 3), ((LVX_OID + (1, 2, 1, 2, 1), (mib.STR, f"n{i}")),
-                                                        (LVX_OID + (1, 2, 1, 5, 1), (mib.INT, i))))
+    return NotificationDef(mib_name, LVX_OID + (0, 3), ((LVX_OID + (1, 2, 1, 2, 1), (STR, f"n{i}")),
+                                                        (LVX_OID + (1, 2, 1, 5, 1), (INT, i))))
 
 
 async def _until(condition: Callable[[], object], what: str, timeout: float = 30.0, every: float = 0.005) -> None:

@@ -11,6 +11,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter import docs
 from exporter.poller import ERROR_GROUPS
 from exporter.prometheus import SPECS, Exposition, SnapshotCollector, snapshot_text
 from exporter.snapshot import ALL_GROUPS, Snapshot, frozen_map
@@ -128,7 +129,11 @@ def _readme_metrics() -> dict[str, tuple[str, str]]:
 
 
 def test_readme_table_matches_exported_metrics() -> None:
-    """Every exported family is in the README table with its type and labels, and nothing else is."""
+    """Every exported family is in the README table with its type and labels, and nothing else is; the table
+    is exactly what the declarations make of it (`python -m exporter.docs` rewrites it)."""
+    text = (ROOT / "README.md").read_text()
+    start, end = docs.table_span(text)
+    assert text[start:end] == docs.metrics_table(), "README's metrics table is stale: run python -m exporter.docs"
     rows = _readme_metrics()
     specs = {s.name: s for s in SPECS}
     assert set(rows) == set(specs), (set(rows) ^ set(specs))

@@ -17,7 +17,7 @@ import uuid as uuidlib
 import libvirt
 import pytest
 
-from exporter.snmp import mib
+from exporter.snmp import mib, mib_lvx
 from tests.conftest import RealHost, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
@@ -326,7 +326,7 @@ def test_wrong_sets_leave_a_real_domain_untouched(real_host: RealHost, tmp_path)
     with exp:
         exp.wait_for(lambda m: _domain_count(m) == 2, what="both domains")
         index = snmp.domain_index(target, name)
-        lvx = ".".join(map(str, mib.LVX_ROOT))
+        lvx = ".".join(map(str, mib_lvx.LVX_ROOT))
         cases = [
             (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.{index}", "s", "off"], "wrongType"),
             (snmp.OPERATOR_ARGS, [f"{lvx}.1.2.1.27.{index}", "i", "0"], "wrongValue"),
@@ -599,7 +599,7 @@ class _Load:
     def _walk(self, target: str) -> None:
         while not self._stop.is_set():
             result = snmp.run("snmpbulkwalk", *snmp.V2_ARGS, "-On", "-t", "5", "-r", "1", target,
-                              ".".join(map(str, mib.LVX_ROOT)), mibs=False)
+                              ".".join(map(str, mib_lvx.LVX_ROOT)), mibs=False)
             if result.returncode != 0:
                 self.errors.append(f"walk: {result.stderr.strip()}")
             self.done += 1

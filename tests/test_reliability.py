@@ -13,7 +13,7 @@ import pytest
 from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto.api import v2c
 
-from exporter.snmp import mib
+from exporter.snmp import mib_lvx, mib_vm
 from tests.conftest import DEMO_HOST, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
@@ -132,9 +132,9 @@ def test_ten_thousand_malformed_snmp_packets(agent: tuple[Exporter, int]) -> Non
     exp, port = agent
     seeds = [
         _v2c(v2c.GetRequestPDU, [SYS_DESCR]),
-        _v2c(v2c.GetNextRequestPDU, [mib.LVX_ROOT]),
-        _v2c(v2c.GetBulkRequestPDU, [mib.LVX_ROOT, mib.VM_ROOT]),
-        _v2c(v2c.SetRequestPDU, [mib.LVX_ROOT + (1, 2, 1, 27, 1)]),
+        _v2c(v2c.GetNextRequestPDU, [mib_lvx.LVX_ROOT]),
+        _v2c(v2c.GetBulkRequestPDU, [mib_lvx.LVX_ROOT, mib_vm.VM_ROOT]),
+        _v2c(v2c.SetRequestPDU, [mib_lvx.LVX_ROOT + (1, 2, 1, 27, 1)]),
         _v2c(v2c.GetRequestPDU, [SYS_DESCR], version=0),  # SNMPv1
         _v2c(v2c.GetRequestPDU, [SYS_DESCR], version=2),  # no such version
         _v2c(v2c.GetRequestPDU, [SYS_DESCR], version=3),  # v3 number, v2c body

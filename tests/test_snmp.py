@@ -11,13 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from exporter import fields
 from exporter.hostgen import HostShape
-from exporter.snmp import mib
+from exporter.snmp import mib, mib_libvirt, mib_lvx, mib_vm
+from exporter.snmp.syntax import BYTES, C64, G32, INT, OID, RC, RO, RW, STR, TICKS, U32, ObjectDef
 from tests.conftest import ROOT, require, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter
 
-LVX = ".".join(map(str, mib.LVX_ROOT))
+LVX = ".".join(map(str, mib_lvx.LVX_ROOT))
 
 
 @pytest.fixture(scope="module")
@@ -39,35 +41,29 @@ def _walk(target: str, oid: str, *extra: str) -> dict[str, str]:
     return snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-Oe", "-OU", *extra, target, oid))
 
 
-NS = 1e-9
-# Column -> how /metrics shows the same value: ("metric", family, factor) means
-# SNMP value x factor == sample; ("label", family, label) means the value is that
-# label of the family's series; ("none", reason) means /metrics has no counterpart.
-COLUMN_METRICS: dict[str, tuple] = {
+def _field_metrics() -> dict[str, tuple]:
+    """The columns the field table gives a family: ("metric", family, factor), SNMP value x factor == sample,
+    or ("truth", family) for a TruthValue shown as 0/1."""
+    found: dict[str, tuple] = {}
+    for f in fields.FIELDS:
+        if f.column is None or f.family is None or f.table == "host":  # host scalars: checked one by one below
+            continue
+        if f.unit == "bool":
+            found[f.column.name] = ("truth", f.family.name)
+        else:
+            found[f.column.name] = ("metric", f.family.name, f.metric_value(2**20) / f.column_value(2**20))
+    return found
+
+
+# Column -> how /metrics shows the same value: the field table's columns (above), and these: ("label",
+# family, label) means the value is that label of the family's series; ("none", reason) means /metrics has
+# no counterpart.
+COLUMN_METRICS: dict[str, tuple] = _field_metrics() | {
     "lvxDomainName": ("label", "libvirt_domain_info", "domain"),
     "lvxDomainUUID": ("label", "libvirt_domain_info", "uuid"),
     "lvxDomainId": ("none", "the hypervisor's run-time id is not exported to Prometheus"),
-    "lvxDomainOperState": ("metric", "libvirt_domain_state_code", 1),
-    "lvxDomainStateReason": ("metric", "libvirt_domain_state_reason_code", 1),
     "lvxDomainPersistent": ("label", "libvirt_domain_info", "persistent"),
     "lvxDomainAutostart": ("label", "libvirt_domain_info", "autostart"),
-    "lvxDomainVcpus": ("metric", "libvirt_domain_info_virtual_cpus", 1),
-    "lvxDomainVcpusMax": ("metric", "libvirt_domain_vcpu_maximum", 1),
-    "lvxDomainMemory": ("metric", "libvirt_domain_info_memory_usage_bytes", 1024),
-    "lvxDomainMemoryMax": ("metric", "libvirt_domain_info_maximum_memory_bytes", 1024),
-    "lvxDomainCpuTime": ("metric", "libvirt_domain_info_cpu_time_seconds_total", NS),
-    "lvxDomainCpuUserTime": ("metric", "libvirt_domain_cpu_user_seconds_total", NS),
-    "lvxDomainCpuSystemTime": ("metric", "libvirt_domain_cpu_system_seconds_total", NS),
-    "lvxDomainBalloonActual": ("metric", "libvirt_domain_memory_stats_actual_balloon_bytes", 1024),
-    "lvxDomainMemAvailable": ("metric", "libvirt_domain_memory_stats_available_bytes", 1024),
-    "lvxDomainMemUnused": ("metric", "libvirt_domain_memory_stats_unused_bytes", 1024),
-    "lvxDomainMemUsable": ("metric", "libvirt_domain_memory_stats_usable_bytes", 1024),
-    "lvxDomainMemRss": ("metric", "libvirt_domain_memory_stats_rss_bytes", 1024),
-    "lvxDomainMemDiskCaches": ("metric", "libvirt_domain_memory_stats_disk_cache_bytes", 1024),
-    "lvxDomainSwapIn": ("metric", "libvirt_domain_memory_stats_swap_in_bytes_total", 1024),
-    "lvxDomainSwapOut": ("metric", "libvirt_domain_memory_stats_swap_out_bytes_total", 1024),
-    "lvxDomainMajorFaults": ("metric", "libvirt_domain_memory_stats_major_fault_total", 1),
-    "lvxDomainMinorFaults": ("metric", "libvirt_domain_memory_stats_minor_fault_total", 1),
     "lvxDomainUptime": ("none", "uptime is not exported to Prometheus"),
     "lvxDomainAdminState": ("none", "control column"),
     "lvxDomainAction": ("none", "control column"),
@@ -75,71 +71,38 @@ COLUMN_METRICS: dict[str, tuple] = {
     "lvxDomainLastActionResult": ("none", "control column"),
     "lvxDomainLastActionError": ("none", "control column"),
     "lvxDomainLastActionTime": ("none", "control column"),
-    "lvxDomainStatsTimedOut": ("truth", "libvirt_domain_timed_out"),
     "lvxDomainStatsAge": ("none", "a live age; test_realqemu's stuck-domain test holds it against /metrics"),
-    "lvxVcpuState": ("metric", "libvirt_domain_vcpu_state", 1),
-    "lvxVcpuTime": ("metric", "libvirt_domain_vcpu_time_seconds_total", NS),
-    "lvxVcpuPhysicalCpu": ("metric", "libvirt_domain_vcpu_cpu", 1),
-    "lvxVcpuWait": ("metric", "libvirt_domain_vcpu_wait_seconds_total", NS),
-    "lvxVcpuDelay": ("metric", "libvirt_domain_vcpu_delay_seconds_total", NS),
     "lvxBlockTarget": ("label", "libvirt_domain_block_stats_info", "target_device"),
     "lvxBlockSource": ("label", "libvirt_domain_block_stats_info", "source_file"),
     "lvxBlockBus": ("label", "libvirt_domain_block_stats_info", "target_bus"),
     "lvxBlockDriverType": ("label", "libvirt_domain_block_stats_info", "driver_type"),
-    "lvxBlockCapacity": ("metric", "libvirt_domain_block_stats_capacity_bytes", 1),
-    "lvxBlockAllocation": ("metric", "libvirt_domain_block_stats_allocation_bytes", 1),
-    "lvxBlockPhysical": ("metric", "libvirt_domain_block_stats_physical_bytes", 1),
-    "lvxBlockReadRequests": ("metric", "libvirt_domain_block_stats_read_requests_total", 1),
-    "lvxBlockReadBytes": ("metric", "libvirt_domain_block_stats_read_bytes_total", 1),
-    "lvxBlockReadTime": ("metric", "libvirt_domain_block_stats_read_time_seconds_total", NS),
-    "lvxBlockWriteRequests": ("metric", "libvirt_domain_block_stats_write_requests_total", 1),
-    "lvxBlockWriteBytes": ("metric", "libvirt_domain_block_stats_write_bytes_total", 1),
-    "lvxBlockWriteTime": ("metric", "libvirt_domain_block_stats_write_time_seconds_total", NS),
-    "lvxBlockFlushRequests": ("metric", "libvirt_domain_block_stats_flush_requests_total", 1),
-    "lvxBlockFlushTime": ("metric", "libvirt_domain_block_stats_flush_time_seconds_total", NS),
-    "lvxBlockErrors": ("metric", "libvirt_domain_block_stats_errors_total", 1),
     "lvxInterfaceTarget": ("label", "libvirt_domain_interface_stats_info", "target_device"),
     "lvxInterfaceMac": ("label", "libvirt_domain_interface_stats_info", "mac_address"),
     "lvxInterfaceModel": ("label", "libvirt_domain_interface_stats_info", "model_type"),
     "lvxInterfaceType": ("label", "libvirt_domain_interface_stats_info", "interface_type"),
     "lvxInterfaceSource": ("label", "libvirt_domain_interface_stats_info", "source_bridge|source_network"),
-    "lvxInterfaceReceiveBytes": ("metric", "libvirt_domain_interface_stats_receive_bytes_total", 1),
-    "lvxInterfaceReceivePackets": ("metric", "libvirt_domain_interface_stats_receive_packets_total", 1),
-    "lvxInterfaceReceiveErrors": ("metric", "libvirt_domain_interface_stats_receive_errors_total", 1),
-    "lvxInterfaceReceiveDrops": ("metric", "libvirt_domain_interface_stats_receive_drops_total", 1),
-    "lvxInterfaceTransmitBytes": ("metric", "libvirt_domain_interface_stats_transmit_bytes_total", 1),
-    "lvxInterfaceTransmitPackets": ("metric", "libvirt_domain_interface_stats_transmit_packets_total", 1),
-    "lvxInterfaceTransmitErrors": ("metric", "libvirt_domain_interface_stats_transmit_errors_total", 1),
-    "lvxInterfaceTransmitDrops": ("metric", "libvirt_domain_interface_stats_transmit_drops_total", 1),
     "lvxPoolName": ("label", "libvirt_storage_pool_state", "storage_pool"),
     "lvxPoolUUID": ("label", "libvirt_storage_pool_state", "uuid"),
-    "lvxPoolState": ("metric", "libvirt_storage_pool_state", 1),
-    "lvxPoolAutostart": ("truth", "libvirt_storage_pool_autostart"),
-    "lvxPoolCapacity": ("metric", "libvirt_storage_pool_capacity_bytes", 1),
-    "lvxPoolAllocation": ("metric", "libvirt_storage_pool_allocation_bytes", 1),
-    "lvxPoolAvailable": ("metric", "libvirt_storage_pool_available_bytes", 1),
     "lvxNetworkName": ("label", "libvirt_network_info", "network"),
     "lvxNetworkUUID": ("label", "libvirt_network_info", "uuid"),
-    "lvxNetworkActive": ("truth", "libvirt_network_active"),
-    "lvxNetworkAutostart": ("truth", "libvirt_network_autostart"),
     "lvxNetworkBridge": ("label", "libvirt_network_info", "bridge"),
 }
-TABLES = (mib.DOMAIN_OBJECTS, mib.VCPU_OBJECTS, mib.BLOCK_OBJECTS, mib.INTERFACE_OBJECTS, mib.POOL_OBJECTS,
-          mib.NETWORK_OBJECTS)
+TABLES = (mib_lvx.DOMAIN_OBJECTS, mib_lvx.VCPU_OBJECTS, mib_lvx.BLOCK_OBJECTS, mib_lvx.INTERFACE_OBJECTS,
+          mib_lvx.POOL_OBJECTS, mib_lvx.NETWORK_OBJECTS)
 
 
-def _row_labels(obj: mib.ObjectDef, index: tuple[int, ...], row: dict[str, str]) -> dict[str, str]:
+def _row_labels(obj: ObjectDef, index: tuple[int, ...], row: dict[str, str]) -> dict[str, str]:
     """The /metrics labels that pick the series of one SNMP row."""
-    if obj in mib.POOL_OBJECTS:
+    if obj in mib_lvx.POOL_OBJECTS:
         return {"storage_pool": row["lvxPoolName"], "uuid": row["lvxPoolUUID"]}
-    if obj in mib.NETWORK_OBJECTS:
+    if obj in mib_lvx.NETWORK_OBJECTS:
         return {"network": row["lvxNetworkName"], "uuid": row["lvxNetworkUUID"]}
     labels = {"domain": row["domain"], "uuid": row["uuid"]}
-    if obj in mib.VCPU_OBJECTS:
+    if obj in mib_lvx.VCPU_OBJECTS:
         labels["vcpu"] = str(index[1])
-    elif obj in mib.BLOCK_OBJECTS:
+    elif obj in mib_lvx.BLOCK_OBJECTS:
         labels["target_device"] = row["lvxBlockTarget"]
-    elif obj in mib.INTERFACE_OBJECTS:
+    elif obj in mib_lvx.INTERFACE_OBJECTS:
         labels["target_device"] = row["lvxInterfaceTarget"]
     return labels
 
@@ -229,7 +192,7 @@ def test_libvirt_mib_guest_table(agent: tuple[Exporter, str]) -> None:
 
 def test_libvirt_state_mapping() -> None:
     """States outside libvirt-snmp's enumeration map onto declared values."""
-    assert [mib.libvirt_guest_state(s) for s in range(8)] == [2, 1, 2, 3, 4, 5, 6, 3]
+    assert [mib_libvirt.libvirt_guest_state(s) for s in range(8)] == [2, 1, 2, 3, 4, 5, 6, 3]
 
 
 def test_system_group_and_named_lookup(agent: tuple[Exporter, str]) -> None:
@@ -285,10 +248,10 @@ def test_unknown_oids(agent: tuple[Exporter, str]) -> None:
 def test_every_set_is_refused_for_read_only_principals(agent: tuple[Exporter, str]) -> None:
     """No principal can write by default: v2c and v3 SETs of every writable object fail."""
     _, target = agent
-    writable = [o for o in mib.OBJECTS if o.access in (mib.RW, mib.RC)]
+    writable = [o for o in mib.OBJECTS if o.access in (RW, RC)]
     assert writable
     for obj in writable:
-        oid = ".".join(map(str, obj.oid)) + (".0" if obj.oid[:len(mib.LVX_HOST)] == mib.LVX_HOST else ".1")
+        oid = ".".join(map(str, obj.oid)) + (".0" if obj.oid[:len(mib_lvx.LVX_HOST)] == mib_lvx.LVX_HOST else ".1")
         for args in (snmp.V2_ARGS, snmp.V3_ARGS):
             result = snmp.run("snmpset", *args, "-t", "2", "-r", "0", target, oid, "i", "1")
             assert result.returncode != 0, (obj.name, result.stdout)
@@ -331,7 +294,7 @@ def test_thousand_domains_walk_in_order(make_host, tmp_path) -> None:
     with Exporter(["--config.file", str(cfg), "--libvirt.uri", uri, "--libvirt.poll-interval", "1h"],
                   log=tmp_path / "log") as exp:
         exp.wait_for(lambda m: m.get("libvirt_domains_number") == 1000, timeout=60, what="1000 domains")
-        vm = ".".join(map(str, mib.VM_ROOT))
+        vm = ".".join(map(str, mib_vm.VM_ROOT))
         for root, rows in ((LVX + ".1.2.1.2", 1000), ("1.3.6.1.4.1.36957.1.1.1.2", 1000), (vm + ".1.4.1.2", 1000),
                            ("1.3.6.1.4.1.36957", None), (vm, None), (LVX, None)):
             out = snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-Cr50", f"127.0.0.1:{port}", root, timeout=300)
@@ -396,7 +359,7 @@ def test_engine_id_fixed_and_boots_persisted(tmp_path) -> None:
 
 def test_snmptranslate_resolves_every_node() -> None:
     """Every node of our MIB texts, objects and notifications alike, resolves to its OID with snmptranslate."""
-    modules = _compiled()
+    modules = snmp.compiled_mibs()
     for module in ("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB"):
         nodes = {name: node["oid"] for name, node in modules[module].items()
                  if isinstance(node, dict) and "oid" in node}
@@ -418,44 +381,22 @@ def test_smilint_clean() -> None:
     assert compat.stdout + compat.stderr == ""
 
 
-def _compiled() -> dict[str, dict]:
-    """Our MIBs compiled by pysmi from local files only (never the network)."""
-    import json
-
-    from pysmi.codegen.jsondoc import JsonCodeGen
-    from pysmi.compiler import MibCompiler
-    from pysmi.parser.dialect import smi_v1_relaxed
-    from pysmi.parser.smi import parserFactory
-    from pysmi.reader.localfile import FileReader
-    from pysmi.searcher.stub import StubSearcher
-    from pysmi.writer.callback import CallbackWriter
-
-    out: dict[str, str] = {}
-    compiler = MibCompiler(parserFactory(**smi_v1_relaxed)(), JsonCodeGen(),
-                           CallbackWriter(lambda name, data, ctx: out.__setitem__(name, data)))
-    compiler.add_sources(FileReader(str(snmp.BASE_MIBS)), FileReader(str(ROOT / "mibs")))
-    compiler.add_searchers(StubSearcher(*JsonCodeGen.baseMibs))
-    status = compiler.compile("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB", "SNMPv2-MIB", rebuild=True, genTexts=False)
-    assert status["LIBVIRT-EXPORTER-MIB"] == "compiled" and status["LIBVIRT-MIB"] == "compiled", status
-    return {name: json.loads(text) for name, text in out.items()}
-
-
 _SYNTAX = {
-    mib.INT: {"Integer32", "INTEGER", "TruthValue", "TestAndIncr", "RowStatus", "LvxDomainState"},
-    mib.STR: {"DisplayString", "OCTET STRING", "OctetString"},
-    mib.BYTES: {"MacAddress", "UUID"},
-    mib.U32: {"Unsigned32"},
-    mib.G32: {"Gauge32"},
-    mib.C64: {"Counter64", "LvxGauge64"},
-    mib.TICKS: {"TimeTicks", "TimeStamp"},
-    mib.OID: {"OBJECT IDENTIFIER", "ObjectIdentifier"},
+    INT: {"Integer32", "INTEGER", "TruthValue", "TestAndIncr", "RowStatus", "LvxDomainState"},
+    STR: {"DisplayString", "OCTET STRING", "OctetString"},
+    BYTES: {"MacAddress", "UUID"},
+    U32: {"Unsigned32"},
+    G32: {"Gauge32"},
+    C64: {"Counter64", "LvxGauge64"},
+    TICKS: {"TimeTicks", "TimeStamp"},
+    OID: {"OBJECT IDENTIFIER", "ObjectIdentifier"},
 }
 
 
 def test_mib_and_code_agree() -> None:
     """Every object the code serves is in the MIBs with the same OID, syntax and access, and vice versa."""
     require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
-    modules = _compiled()
+    modules = snmp.compiled_mibs()
     in_mibs = {}
     for module in ("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB"):
         for name, node in modules[module].items():
@@ -465,13 +406,13 @@ def test_mib_and_code_agree() -> None:
     system = {n: v for n, v in modules["SNMPv2-MIB"].items() if isinstance(v, dict)
               and v.get("oid", "").startswith("1.3.6.1.2.1.1.") and v.get("nodetype") == "scalar"
               and v["oid"].count(".") == 7}
-    served = {o.name: o for o in mib.OBJECTS if o not in mib.VM_MIB_OBJECTS}  # VM-MIB: see test_vm_mib_facts
+    served = {o.name: o for o in mib.OBJECTS if o not in mib_vm.OBJECTS}  # VM-MIB: see test_vm_mib_facts
     assert set(served) - set(system) == set(in_mibs), set(served) - set(system) ^ set(in_mibs)
     for name, node in {**in_mibs, **{k: v for k, v in system.items() if k in served}}.items():
         obj = served[name]
         assert ".".join(map(str, obj.oid)) == node["oid"], name
         if name in ("sysContact", "sysName", "sysLocation"):
-            assert obj.access == mib.RO  # read-write in SNMPv2-MIB; served read-only, set in the config
+            assert obj.access == RO  # read-write in SNMPv2-MIB; served read-only, set in the config
         else:
             assert node["maxaccess"] == obj.access, name
         assert node["syntax"]["type"] in _SYNTAX[obj.syntax], (name, node["syntax"])
@@ -572,20 +513,20 @@ RFC7666_ADMIN_STATE = {"running": 1, "suspended": 2, "paused": 3, "shutdown": 4}
 
 def test_vm_mib_facts() -> None:
     """Our VM-MIB objects have the RFC's OIDs and access; libvirt states map to the RFC's enumerations."""
-    ours = {o.name: o for o in mib.VM_MIB_OBJECTS}
-    assert set(ours) | set(mib.VM_MIB_NOT_SERVED) >= set(RFC7666_FACTS)
+    ours = {o.name: o for o in mib_vm.OBJECTS}
+    assert set(ours) | set(mib_vm.NOT_SERVED) >= set(RFC7666_FACTS)
     for name, (oid, access) in RFC7666_FACTS.items():
         assert ".".join(map(str, ours[name].oid)) == oid, name
         if access == "read-write":
-            assert ours[name].access == mib.RO  # served read-only: set in the configuration
+            assert ours[name].access == RO  # served read-only: set in the configuration
         else:
             assert ours[name].access == access, name
     oper = RFC7666_OPER_STATE
-    assert [mib.vm_oper_state(s) for s in range(8)] == [
+    assert [mib_vm.vm_oper_state(s) for s in range(8)] == [
         oper["unknown"], oper["running"], oper["running"], oper["paused"], oper["shuttingdown"], oper["shutdown"],
         oper["crashed"], oper["suspended"]]
     admin = RFC7666_ADMIN_STATE
-    assert [mib.vm_admin_state(s) for s in range(8)] == [
+    assert [mib_vm.vm_admin_state(s) for s in range(8)] == [
         admin["shutdown"], admin["running"], admin["running"], admin["paused"], admin["shutdown"],
         admin["shutdown"], admin["shutdown"], admin["suspended"]]
 

@@ -8,11 +8,10 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
-from exporter import domxml
 from exporter.errors import ConnectionLost
 from exporter.hostgen import HostShape, domain_name, runstate
 from exporter.snapshot import ALL_GROUPS, STATE_PAUSED, STATE_RUNNING, STATE_SHUTOFF
-from exporter.source import Source
+from exporter.source import Source, domxml
 
 
 def _poll(uri: str, groups=ALL_GROUPS, keep=lambda _n: True):
@@ -231,12 +230,57 @@ def test_failing_group_is_counted_and_the_poll_goes_on(demo_uri: str) -> None:
     assert len(result.domains) == 6
 
 
+#: The pure parsers of the boundary: they take plain dicts, tuples and ints and must never import libvirt,
+#: directly or through another exporter module (tests/test_parse.py feeds them recorded answers).
+PURE_MODULES = ("exporter.source.parse", "exporter.source.domain", "exporter.source.domxml")
+
+
+def _module_imports(path) -> tuple[set[str], set[str]]:  # type: ignore[no-untyped-def]
+    """(libvirt modules, exporter modules) that ``path`` imports anywhere: top level, functions, TYPE_CHECKING."""
+    import ast
+
+    libvirt_mods: set[str] = set()
+    exporter_mods: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        libvirt_mods.update(n for n in names if n.split(".")[0].startswith("libvirt"))
+        exporter_mods.update(n for n in names if n.split(".")[0] == "exporter")
+    return libvirt_mods, exporter_mods
+
+
 def test_only_source_imports_libvirt() -> None:
-    """exporter/source.py is the single libvirt boundary of the package."""
+    """The exporter/source/ package is the single libvirt boundary, and its pure parsers stay libvirt-free."""
     import re
     from pathlib import Path
 
-    package = Path(__file__).resolve().parents[1] / "exporter"
-    importers = sorted(p.name for p in package.rglob("*.py")
-                       if re.search(r"^\s*(import libvirt|from libvirt)", p.read_text(), re.M))
-    assert importers == ["source.py"]
+    root = Path(__file__).resolve().parents[1]
+    package = root / "exporter"
+    modules = {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in package.rglob("*.py")}
+    imports = {name: _module_imports(path) for name, path in modules.items()}
+    importers = {name for name, (libvirt_mods, _) in imports.items() if libvirt_mods}
+    # The same by text, so that an import the AST walk would miss (importlib, __import__) is caught too.
+    importers |= {name for name, path in modules.items()
+                  if re.search(r"^\s*(import libvirt|from libvirt)|import_module\(.libvirt|__import__\(.libvirt",
+                               path.read_text(encoding="utf-8"), re.M)}
+    outside = sorted(n for n in importers if not n.startswith("exporter.source."))
+    assert outside == [], f"only exporter/source/ may import libvirt: {outside}"
+    assert "exporter.source.connection" in importers  # the check does see a real importer
+
+    for pure in PURE_MODULES:
+        assert pure in modules, pure
+        trail, todo, reached = {pure: [pure]}, [pure], set()
+        while todo:
+            current = todo.pop()
+            reached.add(current)
+            for imported in imports[current][1]:
+                if imported in modules and imported not in trail:
+                    trail[imported] = [*trail[current], imported]
+                    todo.append(imported)
+        dirty = sorted(" -> ".join(trail[m]) for m in reached if m in importers)
+        assert dirty == [], f"{pure} must not import libvirt, even indirectly: {dirty}"

@@ -20,7 +20,7 @@ from pysnmp.entity import engine as snmp_engine
 from pysnmp.proto import rfc1902
 
 from exporter.config import V3User
-from exporter.snmp import mib
+from exporter.snmp.syntax import BYTES, C64, G32, INT, OID, STR, TICKS, U32, Value, resolve
 
 _AUTH = {
     "SHA-224": snmp_config.USM_AUTH_HMAC128_SHA224,
@@ -67,15 +67,15 @@ def priv_protocol(user: V3User) -> Any:
 
 
 _PYSNMP_TYPES = {
-    mib.INT: rfc1902.Integer32, mib.STR: rfc1902.OctetString, mib.BYTES: rfc1902.OctetString,
-    mib.C64: rfc1902.Counter64, mib.G32: rfc1902.Gauge32, mib.U32: rfc1902.Unsigned32,
-    mib.TICKS: rfc1902.TimeTicks, mib.OID: rfc1902.ObjectIdentifier,
+    INT: rfc1902.Integer32, STR: rfc1902.OctetString, BYTES: rfc1902.OctetString,
+    C64: rfc1902.Counter64, G32: rfc1902.Gauge32, U32: rfc1902.Unsigned32,
+    TICKS: rfc1902.TimeTicks, OID: rfc1902.ObjectIdentifier,
 }
 
 
-def encode(value: mib.Value, now: float) -> Any:
+def encode(value: Value, now: float) -> Any:
     """A view value as a pysnmp protocol object."""
-    syntax, raw = mib.resolve(value, now)
+    syntax, raw = resolve(value, now)
     return _PYSNMP_TYPES[syntax](raw)
 
 

@@ -19,7 +19,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from exporter.snmp import mib
+from exporter.snmp.syntax import BYTES, C64, G32, INT, OID, STR, TICKS, U32, resolve
+from exporter.snmp.view import MibView, Missing, _Column, bulk_rounds
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _INTEGER = 0x02
 _OCTETS = 0x04
 _OID = 0x06
 _GET, _GETNEXT, _RESPONSE, _GETBULK = 0xA0, 0xA1, 0xA2, 0xA5
-_MISSING = {mib.Missing.NO_SUCH_OBJECT: b"\x80\x00", mib.Missing.NO_SUCH_INSTANCE: b"\x81\x00"}
+_MISSING = {Missing.NO_SUCH_OBJECT: b"\x80\x00", Missing.NO_SUCH_INSTANCE: b"\x81\x00"}
 _END_OF_MIB_VIEW = b"\x82\x00"
 _TOO_BIG = 1
 #: Largest response: a UDP datagram's payload limit, as pysnmp's own default.
@@ -91,18 +92,18 @@ def oid_content(oid: tuple[int, ...]) -> bytes:
     return arcs((oid[0] * 40 + oid[1],) + oid[2:])
 
 
-_TAGS = {mib.INT: 0x02, mib.STR: 0x04, mib.BYTES: 0x04, mib.C64: 0x46, mib.G32: 0x42, mib.U32: 0x42,
-         mib.TICKS: 0x43, mib.OID: 0x06}
+_TAGS = {INT: 0x02, STR: 0x04, BYTES: 0x04, C64: 0x46, G32: 0x42, U32: 0x42,
+         TICKS: 0x43, OID: 0x06}
 
 
 def value_tlv(syntax: str, raw: Any, now: float = 0.0) -> bytes:
-    """One value of the view, BER-encoded (resolved as on every other path: mib.resolve)."""
-    syntax, raw = mib.resolve((syntax, raw), now)
-    if syntax == mib.INT:
+    """One value of the view, BER-encoded (resolved as on every other path: resolve)."""
+    syntax, raw = resolve((syntax, raw), now)
+    if syntax == INT:
         content = signed(raw)
-    elif syntax in (mib.STR, mib.BYTES):
+    elif syntax in (STR, BYTES):
         content = raw
-    elif syntax == mib.OID:
+    elif syntax == OID:
         content = oid_content(raw)
     else:
         content = unsigned(raw)
@@ -221,12 +222,12 @@ def decode(data: bytes) -> Request:
 class FastPath:
     """Answers SNMPv2c reads for the configured communities, or returns None to leave them to pysnmp."""
 
-    def __init__(self, communities: Mapping[bytes, Subtrees], get_view: Callable[[], mib.MibView],
+    def __init__(self, communities: Mapping[bytes, Subtrees], get_view: Callable[[], MibView],
                  clock: Callable[[], float]) -> None:
         self._communities = dict(communities)
         self._get_view = get_view
         self._clock = clock
-        self._view: mib.MibView | None = None
+        self._view: MibView | None = None
         self._column_names: list[bytes] = []
         self._access: dict[Subtrees, list[int]] = {}
         self._failed_logged = False
@@ -252,7 +253,7 @@ class FastPath:
         return reply
 
     # The view's columns, each with its OID's BER content, and per community which columns it may read.
-    def _prepare(self) -> mib.MibView:
+    def _prepare(self) -> MibView:
         view = self._get_view()
         if view is not self._view:
             self._column_names = [oid_content(col.oid) for col in view.columns]
@@ -260,7 +261,7 @@ class FastPath:
             self._view = view
         return view
 
-    def _classes(self, view: mib.MibView, subtrees: Subtrees) -> list[int]:
+    def _classes(self, view: MibView, subtrees: Subtrees) -> list[int]:
         classes = self._access.get(subtrees)
         if classes is None:
             classes = []
@@ -287,15 +288,15 @@ class FastPath:
             return self._message(request, binds, too_big_ok=False)
         return self._bulk(view, classes, subtrees, request, now)
 
-    def _get(self, view: mib.MibView, name: tuple[int, ...], subtrees: Subtrees, now: float) -> bytes:
+    def _get(self, view: MibView, name: tuple[int, ...], subtrees: Subtrees, now: float) -> bytes:
         if any(name[:len(s)] == s for s in subtrees):
             found = view.lookup(name)
-            if isinstance(found, mib.Missing):
+            if isinstance(found, Missing):
                 return _bind(oid_content(name), _MISSING[found])
             return _bind(oid_content(name), value_tlv(*found, now))
-        return _bind(oid_content(name), _MISSING[mib.Missing.NO_SUCH_OBJECT])
+        return _bind(oid_content(name), _MISSING[Missing.NO_SUCH_OBJECT])
 
-    def _next(self, view: mib.MibView, classes: list[int], subtrees: Subtrees, name: tuple[int, ...],
+    def _next(self, view: MibView, classes: list[int], subtrees: Subtrees, name: tuple[int, ...],
               now: float) -> tuple[tuple[int, ...] | None, bytes]:
         """(the instance found or None, its varbind) for the first readable instance after ``name``."""
         columns = view.columns
@@ -325,7 +326,7 @@ class FastPath:
         return None, _bind(oid_content(name), _END_OF_MIB_VIEW)
 
     @staticmethod
-    def _skip(col: mib._Column, full: tuple[int, ...], subtrees: Subtrees, row: int) -> int:
+    def _skip(col: _Column, full: tuple[int, ...], subtrees: Subtrees, row: int) -> int:
         """The first row at or after the next subtree start beyond ``full`` (or past the end)."""
         n = len(col.oid)
         later = [s for s in subtrees if s > full and s[:n] == col.oid]
@@ -333,7 +334,7 @@ class FastPath:
             return len(col.rows)
         return max(row + 1, bisect.bisect_left(col.rows, min(later)[n:]))
 
-    def _bulk(self, view: mib.MibView, classes: list[int], subtrees: Subtrees, request: Request,
+    def _bulk(self, view: MibView, classes: list[int], subtrees: Subtrees, request: Request,
               now: float) -> bytes:
         names = request.names
         non_repeaters = min(max(request.a, 0), len(names))
@@ -342,7 +343,7 @@ class FastPath:
         size = sum(map(len, binds))
         if size > budget:
             return self._message(request, [], status=_TOO_BIG)
-        for row in mib.bulk_rounds(names[non_repeaters:], max(request.b, 0),
+        for row in bulk_rounds(names[non_repeaters:], max(request.b, 0),
                                    lambda name: self._next(view, classes, subtrees, name, now)):
             for bind in row:  # fewer repetitions than asked, to fit the message, is allowed (RFC 3416 4.2.3)
                 if size + len(bind) > budget:

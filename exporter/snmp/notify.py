@@ -49,8 +49,9 @@ from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget
 from pysnmp.proto import rfc1902
 
 from exporter.config import NotifyTarget
+from exporter.snmp.droplog import DropLog
 from exporter.snmp.engine import auth_protocol, encode, new_engine, priv_protocol
-from exporter.snmp.mib import NotificationDef
+from exporter.snmp.syntax import NotificationDef
 from exporter.snmp.v2send import SNMP_TRAP_OID, SYS_UP_TIME, TRAP_RATE, WINDOW, V2cSender
 
 __all__ = ["SNMP_TRAP_OID", "SYS_UP_TIME", "DropLog", "Notifier", "Send", "notifier_engine_id"]
@@ -65,26 +66,15 @@ SEND_DEADLINE_S = SEND_TIMEOUT_S * (SEND_RETRIES + 1) + 2.0
 #: (each is matched by its own message ID); on loopback pysnmp's CPU per message is the limit and a window gains
 #: nothing (bench/NOTIFY.md), but it keeps a remote receiver's round trips from bounding the rate.
 PYSNMP_WINDOW = 4
-#: Drops are logged with their count at most once per this many seconds per target.
-DROP_LOG_INTERVAL_S = 60.0
 
 
 #: Sends one notification; returns None once delivered (acknowledged, for informs), else what went wrong.
 Send = Callable[[NotificationDef], Awaitable[str | None]]
-#: Runs a callback after a delay (seconds); returns something with ``cancel()``.
-Schedule = Callable[[float, Callable[[], None]], Any]
 
 
 def notifier_engine_id(agent_engine_id: bytes) -> bytes:
     """The notification engine's ID: the agent's, with the last byte flipped."""
     return agent_engine_id[:-1] + bytes([agent_engine_id[-1] ^ 0x01])
-
-
-def _call_later(delay: float, callback: Callable[[], None]) -> Any:
-    try:
-        return asyncio.get_running_loop().call_later(delay, callback)
-    except RuntimeError:  # no loop running: the next drop, or flush(), reports
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,76 +86,6 @@ class TargetStatus:
     sent: int
     dropped: int
     retries: int
-
-
-class DropLog:
-    """One target's queue-full drops in the log, with counts.
-
-    The first drop logs at once (with the count of everything unreported).
-    Drops within ``interval`` seconds of the last line are summed, and the
-    sum is logged when the interval has passed (a timer, so a burst that
-    ends is reported too); so at most one line per interval, and no drop
-    goes unreported (:meth:`flush` reports what is left at shutdown).
-    """
-
-    def __init__(self, name: str, capacity: int, clock: Callable[[], float] = time.monotonic,
-                 interval: float = DROP_LOG_INTERVAL_S, schedule: Schedule = _call_later,
-                 queued: Callable[[], int] = lambda: 0) -> None:
-        self.name = name
-        self.capacity = capacity
-        self._clock = clock
-        self._interval = interval
-        self._schedule = schedule
-        self._queued = queued
-        self.total = 0  # drops so far
-        self.unreported = 0  # drops not in a log line yet
-        self._last_line: float | None = None
-        self._timer: Any = None
-
-    def dropped(self) -> None:
-        now = self._clock()
-        self.total += 1
-        self.unreported += 1
-        if self._last_line is None or now - self._last_line >= self._interval:
-            log.error("notification queue for %s is full (%d); dropped %d, dropping new notifications until it "
-                      "has room (%d dropped in all)", self.name, self.capacity, self.unreported, self.total)
-            self._reported(now)
-        elif self._timer is None:
-            self._timer = self._schedule(self._last_line + self._interval - now, self.due)
-
-    def due(self) -> None:
-        """The timer: report the sum if the interval has passed (else wait for the rest of it)."""
-        self._timer = None
-        if not self.unreported:
-            return
-        now = self._clock()
-        assert self._last_line is not None
-        if now - self._last_line < self._interval:
-            self._timer = self._schedule(self._last_line + self._interval - now, self.due)
-            return
-        self._summary(now)
-
-    def flush(self) -> None:
-        """Report whatever is unreported now (at shutdown: no count may be lost)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self.unreported:
-            self._summary(self._clock())
-
-    def _summary(self, now: float) -> None:
-        since = now - self._last_line if self._last_line is not None else 0.0
-        log.error("notifications to %s: %d more dropped in the last %.0fs, queue full (%d dropped in all; "
-                  "%d of %d queued now)", self.name, self.unreported, since, self.total, self._queued(),
-                  self.capacity)
-        self._reported(now)
-
-    def _reported(self, now: float) -> None:
-        self.unreported = 0
-        self._last_line = now
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class _Target:

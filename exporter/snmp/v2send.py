@@ -47,7 +47,7 @@ from exporter.snmp.fastpath import (
     unsigned,
     value_tlv,
 )
-from exporter.snmp.mib import NotificationDef
+from exporter.snmp.syntax import NotificationDef
 
 log = logging.getLogger(__name__)
 

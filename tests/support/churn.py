@@ -44,8 +44,9 @@ from random import Random
 import libvirt
 
 from exporter.snapshot import STATE_NAMES as SNAPSHOT_STATE_NAMES
-from exporter.snmp import mib
-from exporter.source import _EVENT_NAMES, start_event_loop
+from exporter.snmp import mib_lvx
+from exporter.source import start_event_loop
+from exporter.source.connection import EVENT_NAMES
 from tests.support import snmp
 from tests.support.libvirtd import PrivateLibvirtd
 from tests.support.process import Exporter, Metrics
@@ -54,14 +55,14 @@ from tests.support.wait import poll_until
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
-KINDS = _EVENT_NAMES  # libvirt's lifecycle event codes by the exporter's names for them
+KINDS = EVENT_NAMES  # libvirt's lifecycle event codes by the exporter's names for them
 STATE_NAMES = dict(SNAPSHOT_STATE_NAMES)
-LVX = ".".join(map(str, mib.LVX_ROOT))
-DOMAIN_ENTRY = ".".join(map(str, mib.LVX_DOMAIN_ENTRY))
+LVX = ".".join(map(str, mib_lvx.LVX_ROOT))
+DOMAIN_ENTRY = ".".join(map(str, mib_lvx.LVX_DOMAIN_ENTRY))
 UUID_COLUMN = f"{DOMAIN_ENTRY}.3"  # lvxDomainUUID
 STATE_COLUMN = f"{DOMAIN_ENTRY}.5"  # lvxDomainOperState
 _TRAP_UUID = re.compile(re.escape(f".{UUID_COLUMN}.") + r'\d+ = STRING: "([0-9a-f-]{36})"')
-_CODE_KIND = {code: kind for kind, code in mib.LVX_NOTIFICATIONS.items()}
+_CODE_KIND = {code: kind for kind, code in mib_lvx.LVX_NOTIFICATIONS.items()}
 TRAP_COMMUNITY = "churn-trap"
 INFORM_COMMUNITY = "churn-inform"
 
@@ -735,7 +736,7 @@ def check_notifications(trapd: Trapd, port: int, events: list[Event]) -> tuple[i
     expected: dict[str, list[str]] = {}
     names: dict[str, str] = {}
     for e in events:
-        if e.kind in mib.LVX_NOTIFICATIONS:
+        if e.kind in mib_lvx.LVX_NOTIFICATIONS:
             expected.setdefault(e.uuid, []).append(e.kind)
             names[e.uuid] = e.name
     got: dict[str, list[str]] = {}
@@ -770,7 +771,7 @@ def check_notifications(trapd: Trapd, port: int, events: list[Event]) -> tuple[i
 
 def expected_notifications(events: Iterable[Event]) -> int:
     """One libvirt-exporter notification per lifecycle event of a kind LVX_NOTIFICATIONS knows."""
-    return sum(1 for e in events if e.kind in mib.LVX_NOTIFICATIONS)
+    return sum(1 for e in events if e.kind in mib_lvx.LVX_NOTIFICATIONS)
 
 
 def _settle(rig: ChurnRig, log: EventLog, base: Metrics, timeout: float) -> tuple[bool, Metrics]:

@@ -111,3 +111,25 @@ def wait_outcome(target: str, index: str, timeout: float = 30) -> str:
         return ok("snmpget", *V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainLastActionResult.{index}").strip()
 
     return poll_until(outcome, lambda result: result != "2", timeout, every=0.2)
+
+
+def compiled_mibs() -> dict[str, dict]:
+    """Our MIBs compiled by pysmi from local files only (never the network)."""
+    import json
+
+    from pysmi.codegen.jsondoc import JsonCodeGen
+    from pysmi.compiler import MibCompiler
+    from pysmi.parser.dialect import smi_v1_relaxed
+    from pysmi.parser.smi import parserFactory
+    from pysmi.reader.localfile import FileReader
+    from pysmi.searcher.stub import StubSearcher
+    from pysmi.writer.callback import CallbackWriter
+
+    out: dict[str, str] = {}
+    compiler = MibCompiler(parserFactory(**smi_v1_relaxed)(), JsonCodeGen(),
+                           CallbackWriter(lambda name, data, ctx: out.__setitem__(name, data)))
+    compiler.add_sources(FileReader(str(BASE_MIBS)), FileReader(str(ROOT / "mibs")))
+    compiler.add_searchers(StubSearcher(*JsonCodeGen.baseMibs))
+    status = compiler.compile("LIBVIRT-EXPORTER-MIB", "LIBVIRT-MIB", "SNMPv2-MIB", rebuild=True, genTexts=False)
+    assert status["LIBVIRT-EXPORTER-MIB"] == "compiled" and status["LIBVIRT-MIB"] == "compiled", status
+    return {name: json.loads(text) for name, text in out.items()}

@@ -1,0 +1,266 @@
+"""Pure parsers: what libvirt answers, turned into :mod:`exporter.snapshot` values.
+
+Two kinds of answer are read here:
+
+- a bulk-stats record, one domain's dict from ``getAllDomainStats`` or
+  ``domainListGetStats`` (keys ``state.*``, ``cpu.*``, ``balloon.*``,
+  ``vcpu.*``, ``block.N.*``, ``net.N.*``);
+- the results of the older per-domain and node calls (``info()``,
+  ``vcpus()``, ``blockStats()``, ``blockInfo()``, ``interfaceStats()``,
+  ``memoryStats()``, ``getCPUStats()``, the node's ``getInfo()`` ...), as the
+  tuples, lists and dicts libvirt-python returns.
+
+Nothing here imports libvirt or makes a call: every function takes plain
+dicts, sequences and ints, so recorded answers (tests/data/) can be fed in.
+A value libvirt did not report stays ``None``, never 0.  Units: the bulk keys
+and the calls give nanoseconds, KiB (memory) and bytes (devices) as the
+snapshot stores them; node memory comes in KiB and is stored in bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
+
+from exporter.snapshot import Block, Host, Interface, Memory, Vcpu, frozen_map
+from exporter.source.domxml import DomainConfig
+
+T = TypeVar("T")
+
+#: One domain's bulk-stats record: libvirt's typed parameters as a dict.
+Stats = Mapping[str, Any]
+#: A vCPU's (state, cpu time in ns, physical CPU or -1) by vCPU number, from ``vcpus()``.
+Placement = Mapping[int, tuple[int, int, int]]
+
+_NET_FIELDS = (
+    "receive_bytes", "receive_packets", "receive_errors", "receive_drops",
+    "transmit_bytes", "transmit_packets", "transmit_errors", "transmit_drops",
+)
+#: Bulk ``net.N.`` key suffixes in the order of ``interfaceStats()``'s tuple (and of _NET_FIELDS).
+_NET_KEYS = ("rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs", "tx.drop")
+#: Block fields and their bulk ``block.N.`` key suffixes.
+_BLOCK_KEYS = (
+    ("read_requests", "rd.reqs"), ("read_bytes", "rd.bytes"), ("read_time_ns", "rd.times"),
+    ("write_requests", "wr.reqs"), ("write_bytes", "wr.bytes"), ("write_time_ns", "wr.times"),
+    ("flush_requests", "fl.reqs"), ("flush_time_ns", "fl.times"),
+    ("capacity_bytes", "capacity"), ("allocation_bytes", "allocation"), ("physical_bytes", "physical"),
+)
+
+
+def opt_int(value: Any) -> int | None:
+    """An int, or None for a value that is absent or not a number."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def nonneg(value: int) -> int | None:
+    """libvirt reports -1 for "not available" in the old tuple-returning calls."""
+    return value if value >= 0 else None
+
+
+def replace(obj: T, **changes: Any) -> T:
+    return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+
+
+# -- state, CPU, memory -------------------------------------------------------
+
+
+def state_from_bulk(stats: Stats) -> tuple[int, int] | None:
+    """(state, reason) from the ``state`` group; None when the record lacks it."""
+    if "state.state" not in stats:
+        return None
+    return int(stats["state.state"]), int(stats.get("state.reason", 0))
+
+
+def cpu_split_from_call(cpu_stats: Sequence[Mapping[str, Any]] | None) -> tuple[int | None, int | None]:
+    """(user, system) nanoseconds from ``getCPUStats(True)``'s one-element list; (None, None) if empty."""
+    if not cpu_stats:
+        return None, None
+    return opt_int(cpu_stats[0].get("user_time")), opt_int(cpu_stats[0].get("system_time"))
+
+
+def _memory(get: Any, actual_key: str, last_update_key: str) -> Memory:
+    return Memory(
+        actual_kib=get(actual_key),
+        available_kib=get("available"),
+        unused_kib=get("unused"),
+        usable_kib=get("usable"),
+        rss_kib=get("rss"),
+        disk_caches_kib=get("disk_caches"),
+        swap_in_kib=get("swap_in"),
+        swap_out_kib=get("swap_out"),
+        major_faults=get("major_fault"),
+        minor_faults=get("minor_fault"),
+        last_update_s=get(last_update_key) or None,  # 0: the guest has no balloon driver reporting
+    )
+
+
+def memory_from_bulk(stats: Stats) -> Memory:
+    """The ``balloon.*`` keys (``balloon.current`` is the balloon's actual size)."""
+    return _memory(lambda key: opt_int(stats.get("balloon." + key)), "current", "last-update")
+
+
+def memory_from_call(stats: Mapping[str, Any]) -> Memory:
+    """``memoryStats()``'s dict (``actual``, ``rss``, ``last_update`` ...)."""
+    return _memory(lambda key: opt_int(stats.get(key)), "actual", "last_update")
+
+
+# -- vCPUs ---------------------------------------------------------------------
+
+
+def placement_from_call(vcpus: Sequence[Any] | None) -> dict[int, tuple[int, int, int]]:
+    """``vcpus()`` answers (per-vCPU (number, state, cpu time, physical CPU), CPU maps): the first part, by number."""
+    placement: dict[int, tuple[int, int, int]] = {}
+    if vcpus:
+        for number, state, time_ns, cpu in vcpus[0]:
+            placement[number] = (state, time_ns, cpu)
+    return placement
+
+
+def vcpus_from_bulk(stats: Stats, placement: Placement, current: int | None) -> tuple[Vcpu, ...]:
+    """The ``vcpu.N.*`` keys, with the physical CPU (which the bulk group lacks) from ``placement``."""
+    count = opt_int(stats.get("vcpu.maximum")) or current or 0
+    result = []
+    for n in range(count):
+        prefix = f"vcpu.{n}."
+        if prefix + "state" not in stats:
+            continue
+        cpu = placement.get(n, (0, 0, -1))[2]
+        result.append(
+            Vcpu(
+                number=n,
+                state=opt_int(stats.get(prefix + "state")),
+                time_ns=opt_int(stats.get(prefix + "time")),
+                wait_ns=opt_int(stats.get(prefix + "wait")),
+                delay_ns=opt_int(stats.get(prefix + "delay")),
+                physical_cpu=cpu if cpu >= 0 else None,
+            )
+        )
+    return tuple(result)
+
+
+def vcpus_from_placement(placement: Placement) -> tuple[Vcpu, ...]:
+    """vCPUs from ``vcpus()`` alone (no wait or delay figures there)."""
+    return tuple(
+        Vcpu(number=n, state=s, time_ns=t, physical_cpu=c if c >= 0 else None)
+        for n, (s, t, c) in sorted(placement.items())
+    )
+
+
+# -- block devices -----------------------------------------------------------------
+
+
+def configured_blocks(cfg: DomainConfig) -> dict[str, Block]:
+    """The disks of the definition, by target, without counters."""
+    return {
+        d.target: Block(
+            target=d.target, device=d.device, disk_type=d.disk_type, bus=d.bus, source=d.source,
+            driver_type=d.driver_type, readonly=d.readonly,
+        )
+        for d in cfg.disks
+    }
+
+
+def blocks_from_bulk(stats: Stats, configured: Mapping[str, Block]) -> dict[str, Block]:
+    """The ``block.N.*`` keys laid over the configured disks; a disk only the stats know is added."""
+    result = dict(configured)
+    for n in range(opt_int(stats.get("block.count")) or 0):
+        p = f"block.{n}."
+        target = stats.get(p + "name")
+        if not target:
+            continue
+        path = str(stats.get(p + "path", ""))
+        base = result.get(target) or Block(target=target, source=path)
+        counters = {name: opt_int(stats.get(p + key)) for name, key in _BLOCK_KEYS}
+        result[target] = replace(base, source=base.source or path, **counters)
+    return result
+
+
+def block_from_calls(base: Block, io: Sequence[int] | None, size: Sequence[int] | None) -> Block:
+    """``blockStats()`` (rd_req, rd_bytes, wr_req, wr_bytes, errs; -1 unknown) and ``blockInfo()``
+    (capacity, allocation, physical), either None when its call failed."""
+    changes: dict[str, int | None] = {}
+    if io is not None:
+        rd_req, rd_bytes, wr_req, wr_bytes, errs = io
+        changes.update(
+            read_requests=nonneg(rd_req), read_bytes=nonneg(rd_bytes),
+            write_requests=nonneg(wr_req), write_bytes=nonneg(wr_bytes), errors=nonneg(errs),
+        )
+    if size is not None:
+        changes.update(capacity_bytes=size[0], allocation_bytes=size[1], physical_bytes=size[2])
+    return replace(base, **changes)
+
+
+# -- interfaces --------------------------------------------------------------------
+
+
+def net_counters(*values: Any) -> dict[str, int | None]:
+    """Eight counters in ``interfaceStats()`` order; -1 and absent values become None."""
+    return {n: (nonneg(int(v)) if v is not None else None) for n, v in zip(_NET_FIELDS, values, strict=True)}
+
+
+def configured_interfaces(cfg: DomainConfig) -> dict[str, Interface]:
+    """The NICs of the definition that have a host-side target, by target, without counters."""
+    return {
+        n.target: Interface(target=n.target, mac=n.mac, model=n.model, interface_type=n.interface_type,
+                            bridge=n.bridge, network=n.network)
+        for n in cfg.nics if n.target
+    }
+
+
+def interfaces_from_bulk(stats: Stats, configured: Mapping[str, Interface]) -> dict[str, Interface]:
+    """The ``net.N.*`` keys laid over the configured NICs; a NIC only the stats know is added."""
+    result = dict(configured)
+    for n in range(opt_int(stats.get("net.count")) or 0):
+        p = f"net.{n}."
+        target = stats.get(p + "name")
+        if not target:
+            continue
+        base = result.get(target) or Interface(target=target)
+        result[target] = replace(base, **net_counters(*(stats.get(p + key) for key in _NET_KEYS)))
+    return result
+
+
+def interface_from_call(base: Interface, io: Sequence[int]) -> Interface:
+    """``interfaceStats()``: (rx bytes, packets, errs, drop, tx bytes, packets, errs, drop)."""
+    return replace(base, **net_counters(*io))
+
+
+# -- the node ----------------------------------------------------------------------
+
+
+def node_memory(info: Sequence[Any] | None, mem: Mapping[str, int] | None) -> tuple[int | None, int | None]:
+    """(total, free) bytes from ``getMemoryStats(-1)`` (KiB), total falling back to ``getInfo()`` (MiB).
+
+    Free counts buffers and cache as free.  A None free means: ask ``getFreeMemory()``.
+    """
+    total: int | None = None
+    free: int | None = None
+    if mem:
+        total = mem.get("total", 0) * 1024 if "total" in mem else None
+        if "free" in mem:
+            free = (mem.get("free", 0) + mem.get("buffers", 0) + mem.get("cached", 0)) * 1024
+    if total is None and info:
+        total = int(info[1]) * 1024 * 1024
+    return total, free
+
+
+def node_host(
+    static: Host, info: Sequence[Any] | None, cpu: Mapping[str, Any] | None, total: int | None, free: int | None
+) -> Host:
+    """The connection's fixed facts with ``getInfo()`` (model, memory MiB, CPUs, MHz ...) and ``getCPUStats(-1)``."""
+    cpu_times = {k: int(v) for k, v in cpu.items()} if cpu else {}
+    return replace(
+        static,
+        cpu_model=str(info[0]) if info else "",
+        cpus=int(info[2]) if info else None,
+        cpu_mhz=int(info[3]) if info else None,
+        memory_total_bytes=total,
+        memory_free_bytes=free,
+        cpu_time_ns=frozen_map(cpu_times),
+    )
