@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import cpu_model  # noqa: E402
-from exporter.config import ListenAddress, NotifyTarget, V3User  # noqa: E402
+from exporter.config.snmp import NotifyTarget, V3User  # noqa: E402
+from exporter.config.values import ListenAddress  # noqa: E402
 from exporter.snmp import mib  # noqa: E402
 from exporter.snmp.notify import PYSNMP_WINDOW, Notifier, notifier_engine_id  # noqa: E402
 from exporter.snmp.syntax import NotificationDef  # noqa: E402

@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
+from exporter.exposition import Exposition  # noqa: E402
 from exporter.hostgen import HostShape, domain_xml  # noqa: E402
 from exporter.poller import snapshot_of  # noqa: E402
-from exporter.prometheus import Exposition  # noqa: E402
 from exporter.snapshot import ALL_GROUPS  # noqa: E402
 from exporter.source import Source  # noqa: E402
 from tests.support.libvirtd import PrivateLibvirtd, kvm_usable  # noqa: E402

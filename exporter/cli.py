@@ -16,11 +16,11 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from exporter import __version__, webconfig
-from exporter.config import SETTINGS, Config, check_state_directory, load_file, read_config_path, redact_uri, resolve
+from exporter.config import SETTINGS, Config, check_state_directory, load_file, read_config_path, resolve
+from exporter.config.values import redact_uri
 from exporter.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     limit_malloc_arenas()
     try:
         command, config = load_config(argv, os.environ)
-        web = webconfig.load(config.web_config_file) if config.web_config_file else webconfig.WebConfig()
+        web = webconfig.load(config.web.config_file) if config.web.config_file else webconfig.WebConfig()
         if command == "serve":
             check_state_directory(config.state_directory)
     except ConfigError as exc:
@@ -114,12 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def warn_if_test_driver(config: Config) -> None:
     """The default URI reads libvirt's built-in test driver: say so, whatever the command."""
-    if config.libvirt_uri.startswith("test:"):
+    if config.libvirt.uri.startswith("test:"):
         log.warning("serving libvirt's built-in test driver (%s), whose domains are made up; set libvirt.uri "
-                    "for a real host", redact_uri(config.libvirt_uri))
+                    "for a real host", redact_uri(config.libvirt.uri))
 
 
-#: libvirt's VIR_ERR_NO_CONNECT: no driver took the URI (cli.py does not import libvirt; source.py does).
+#: libvirt's VIR_ERR_NO_CONNECT: no driver took the URI (cli.py does not import libvirt; exporter/source/ does).
 _NO_CONNECT = 5
 
 
@@ -145,24 +145,24 @@ def dump(config: Config) -> int:
     """Poll once and print the exposition; exit 1 if libvirt cannot be read."""
     from prometheus_client import CollectorRegistry, generate_latest
 
+    from exporter.exposition import SnapshotCollector
     from exporter.poller import ERROR_GROUPS, snapshot_of
-    from exporter.prometheus import SnapshotCollector
     from exporter.snapshot import frozen_map
     from exporter.source import Source
 
     warn_if_test_driver(config)
-    source = Source(config.libvirt_uri, keepalive_interval=config.keepalive_interval_s,
-                    keepalive_count=config.keepalive_count)
+    source = Source(config.libvirt.uri, keepalive_interval=config.libvirt.keepalive_interval_s,
+                    keepalive_count=config.libvirt.keepalive_count)
     started = time.time()
     try:
         try:
             source.open()
         except SourceError as exc:
-            print(f"libvirt-exporter: {connect_failure(redact_uri(config.libvirt_uri), exc)}", file=sys.stderr)
+            print(f"libvirt-exporter: {connect_failure(redact_uri(config.libvirt.uri), exc)}", file=sys.stderr)
             return 1
-        result = source.poll(config.collectors, config.keep_domain)
+        result = source.poll(config.libvirt.collectors, config.libvirt.keep_domain)
     except SourceError as exc:
-        print(f"libvirt-exporter: cannot read libvirt at {redact_uri(config.libvirt_uri)}: {exc}", file=sys.stderr)
+        print(f"libvirt-exporter: cannot read libvirt at {redact_uri(config.libvirt.uri)}: {exc}", file=sys.stderr)
         return 1
     finally:
         source.close()
@@ -170,117 +170,24 @@ def dump(config: Config) -> int:
     snap = snapshot_of(result, started, time.time() - started, poll_errors=frozen_map(errors))
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(lambda: snap, config.collectors))
+    registry.register(SnapshotCollector(lambda: snap, config.libvirt.collectors))
     sys.stdout.write(generate_latest(registry).decode())
     return 0
 
 
 async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -> int:
-    from exporter.poller import Poller
-    from exporter.prometheus import Exposition
+    from exporter import app
+    from exporter.indexmap import StateError
     from exporter.source import start_event_loop
-    from exporter.web import StatusPage, WebServer
 
     warn_if_test_driver(config)
     start_event_loop()
-    poller = Poller(config)
-    standalone = config.snmp_mode in ("standalone", "both")
-    use_agentx = config.snmp_mode in ("agentx", "both")
-    snmp_wanted = config.snmp_enabled and (
-        use_agentx or bool(config.snmp_communities or config.snmp_users or config.snmp_notify))
-    notifier = None
-    extra: list[Any] = []  # prometheus_client collectors
-    model: Any = None  # the SNMP model, which every SNMP front end reads
-    agent: Any = None  # the standalone UDP agent (snmp.mode standalone or both)
-    subagent: Any = None
-    if snmp_wanted:
-        from exporter.prometheus import SnmpCollector
-
-        extra.append(SnmpCollector(
-            lambda: agent.packet_stats() if agent is not None else (0, 0) if model is not None else None))
-    if config.snmp_enabled and (config.snmp_notify or use_agentx):
-        from exporter.prometheus import NotificationCollector
-        from exporter.snmp.engine import default_engine_id
-        from exporter.snmp.notify import Notifier
-
-        notifier = Notifier(config.snmp_notify, config.snmp_engine_id or default_engine_id(config.state_directory),
-                            Path(config.state_directory))
-        extra.append(NotificationCollector(notifier.stats))
-    exposition = Exposition(lambda: poller.snapshot, config.collectors, extra=extra)
-
-    def health() -> dict[str, Any]:
-        snap = poller.snapshot
-        return {
-            "status": "ok",
-            "libvirt_up": snap.up,
-            "snapshot_age_seconds": round(time.time() - snap.taken_at, 3) if snap.taken_at else None,
-            "domains": len(snap.domains),
-        }
-
-    page = StatusPage(config, lambda: poller.snapshot, agent_running=lambda: model is not None,
-                      agentx_connected=lambda: subagent is not None and subagent.connected.is_set(),
-                      notifications=notifier.status if notifier is not None else None)
-    web = WebServer(config.listen_addresses, config.telemetry_path,
-                    lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(), health,
-                    web_config, page)
     try:
-        web.start()
-    except OSError as exc:
+        service = app.build(config, web_config)
+        await service.start()
+    except (app.StartError, StateError) as exc:
         log.error("%s", exc)
         return 1
-
-    if config.snmp_enabled and not snmp_wanted:
-        log.info("SNMP agent not started: no community, user or notification target is configured")
-    if snmp_wanted:
-        from exporter.control import Controller
-        from exporter.indexmap import StateError
-        from exporter.snapshot import DomainEvent
-        from exporter.snmp.model import SnmpModel
-
-        controller = None
-        if config.control_enabled:
-            controller = Controller(lambda: poller.source, timeout_s=config.control_timeout_s,
-                                    reply_within_s=config.control_reply_within_s)
-            controller.on_success.append(
-                lambda step, kind: poller.handle_event(DomainEvent(step.uuid, step.name, kind), from_libvirt=False))
-            log.warning("lifecycle control is enabled: principals with write access can start and stop domains")
-        try:
-            Path(config.state_directory).mkdir(parents=True, exist_ok=True)
-            model = SnmpModel(config, lambda: poller.snapshot, controller=controller)
-            if standalone:  # AgentX only: no UDP agent, no pysnmp engine
-                from exporter.snmp.agent import StandaloneAgent
-
-                agent = StandaloneAgent(config, model)
-                agent.start()
-        except (OSError, StateError) as exc:
-            log.error("%s", exc)
-            web.stop()
-            return 1
-        poller.listeners.append(model.on_snapshot)
-        if use_agentx:
-            from exporter.snmp import agentx, mib_lvx
-            from exporter.snmp.agentx_bridge import SUBTREES, Bridge, master_sender
-
-            subagent = agentx.Subagent(config.agentx_socket, SUBTREES, Bridge(model, config.agentx_socket),
-                                       ident=mib_lvx.LVX_ROOT)
-            subagent.start()
-            assert notifier is not None
-            notifier.add_sink(f"agentx@{config.agentx_socket}", config.agentx_notify_mibs,
-                              master_sender(subagent))
-        if notifier is not None:
-            model.notifier = notifier
-            notifier.uptime_ticks = model.uptime_ticks  # notifications carry the agent's sysUpTime
-            try:
-                await notifier.start()
-            except Exception as exc:  # e.g. a target host name that does not resolve
-                log.error("cannot set up SNMP notifications: %s", exc)
-                if subagent is not None:
-                    await subagent.stop()
-                if agent is not None:
-                    agent.stop()
-                web.stop()
-                return 1
-
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -289,14 +196,8 @@ async def serve(config: Config, web_config: webconfig.WebConfig | None = None) -
         signal.SIGHUP, lambda: log.warning("SIGHUP ignored: the configuration is read at start-up only; restart")
     )
     try:
-        await poller.run(stop)
+        await service.run(stop)
     finally:
-        web.stop()
-        if subagent is not None:
-            await subagent.stop()
-        if notifier is not None:
-            await notifier.stop()
-        if agent is not None:
-            agent.stop()
+        await service.stop()
         log.info("stopped")
     return 0

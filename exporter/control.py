@@ -98,6 +98,7 @@ class Controller:
         *,
         timeout_s: float,
         reply_within_s: float,
+        on_success: Sequence[Callable[[Step, str], None]] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._get_source = get_source
@@ -112,7 +113,7 @@ class Controller:
         #: Called whenever a last-action record changes (the SNMP view is rebuilt).
         self.on_change: list[Callable[[], None]] = []
         #: Called with (step, event kind) after an action succeeds, to update the snapshot at once.
-        self.on_success: list[Callable[[Step, str], None]] = []
+        self.on_success: list[Callable[[Step, str], None]] = list(on_success)
 
     def busy(self, uuid: str) -> bool:
         return uuid in self._busy

@@ -13,13 +13,14 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.config import Config, redact_uri
+from exporter.config import LibvirtSettings
+from exporter.config.values import redact_uri
+from exporter.describer import Described, Describer, merged
 from exporter.errors import ConnectionLost, SourceError
 from exporter.events import REDEFINING, apply_event, position, with_definition
-from exporter.snapshot import ALL_GROUPS, EMPTY, FULL_UPDATE, Domain, DomainEvent, Snapshot, Update, frozen_map
+from exporter.snapshot import ALL_GROUPS, EMPTY, FULL_UPDATE, DomainEvent, Snapshot, Update, frozen_map
 from exporter.source import PollResult, Source
 from exporter.threads import in_daemon_thread
 
@@ -37,26 +38,6 @@ def snapshot_of(result: PollResult, started: float, duration: float, **counters:
                     stuck_calls=result.stuck, **counters)  # type: ignore[arg-type]
 
 
-@dataclass(frozen=True, slots=True)
-class _Described:
-    """A domain's definition as read after ``after_poll`` polls had begun."""
-
-    domain: Domain
-    after_poll: int
-
-
-def _merged(domains: tuple[Domain, ...], described: Domain) -> tuple[Domain, ...]:
-    pos = position(domains, described.uuid, described.name)
-    if pos is None:
-        return domains
-    return domains[:pos] + (with_definition(domains[pos], described),) + domains[pos + 1:]
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()  # a late failure of a call given up on is expected, not an error
-
-
 class _Abandoned(SourceError):
     """A connection call was given up on (deadline or shutdown) while still running."""
 
@@ -66,23 +47,26 @@ class Poller:
 
     def __init__(
         self,
-        config: Config,
+        settings: LibvirtSettings,
+        *,
+        read_only: bool = True,
         source_factory: Callable[[], Source] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._config = config
+        """``read_only``: open libvirt read-only (lifecycle control, when enabled, needs it read-write)."""
+        self._settings = settings
         self._source_factory = source_factory or (
             lambda: Source(
-                config.libvirt_uri,
-                read_only=not config.control_enabled,
-                keepalive_interval=config.keepalive_interval_s,
-                keepalive_count=config.keepalive_count,
-                call_timeout=config.domain_deadline_s,
-                poll_timeout=config.poll_deadline_s,
+                settings.uri,
+                read_only=read_only,
+                keepalive_interval=settings.keepalive_interval_s,
+                keepalive_count=settings.keepalive_count,
+                call_timeout=settings.domain_deadline_s,
+                poll_timeout=settings.poll_deadline_s,
             )
         )
         self._clock = clock
-        self._shown_uri = redact_uri(config.libvirt_uri)  # for the log: no credentials
+        self._shown_uri = redact_uri(settings.uri)  # for the log: no credentials
         self._errors: Counter[str] = Counter({g: 0 for g in ERROR_GROUPS})
         # Until the first poll: libvirt_up 0 and every error series at 0, never a missing series.
         self._snapshot: Snapshot = EMPTY.replace(poll_errors=frozen_map(self._errors))
@@ -90,11 +74,11 @@ class Poller:
         self._events = 0
         self._last_success: float | None = None
         # Events, and definitions read, while a poll runs: applied again to its result, which may predate them.
-        self._overlay: list[DomainEvent | _Described] | None = None
+        self._overlay: list[DomainEvent | Described] | None = None
         self._polls_begun = 0
         self._served_poll = 0  # the number (in order begun) of the poll whose result is served
-        self._to_describe: dict[str, None] = {}  # domains whose definition is to be read, in order
-        self._describers = 0
+        self._describer = Describer(lambda: self._source, lambda: settings.collectors, settings.domain_deadline_s,
+                                    lambda: self._polls_begun, self._described)
         self._wake = asyncio.Event()
         self._source: Source | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,7 +88,11 @@ class Poller:
         self._last_poll_end = 0.0
         self._last_poll_duration = 0.0
         self._repoll = False  # poll again at once: a stalled poll returned and its result was dropped
-        self.listeners: list[Callable[[Snapshot, Update], None]] = []
+        self._listeners: list[Callable[[Snapshot, Update], None]] = []
+
+    def subscribe(self, listener: Callable[[Snapshot, Update], None]) -> None:
+        """Call ``listener`` with every snapshot published from now on, and what changed (on the loop)."""
+        self._listeners.append(listener)
 
     @property
     def snapshot(self) -> Snapshot:
@@ -124,7 +112,7 @@ class Poller:
             events=self._events,
             last_success_at=self._last_success,
         )
-        for listener in self.listeners:
+        for listener in self._listeners:
             try:
                 listener(self._snapshot, update)
             except Exception:  # a broken listener must not stop polling
@@ -139,9 +127,9 @@ class Poller:
         served = self._snapshot
         domains = snap.domains
         for item in self._overlay or ():
-            if isinstance(item, _Described):
+            if isinstance(item, Described):
                 if item.after_poll >= number:  # read after this poll began: newer than its definition
-                    domains = _merged(domains, item.domain)
+                    domains = merged(domains, item.domain)
                 continue
             known = None
             if served.up:  # a domain added by an event after the poll began keeps what was learnt of it since
@@ -184,7 +172,7 @@ class Poller:
         """
         if from_libvirt:
             self._events += 1
-        if not self._config.keep_domain(event.name):
+        if not self._settings.keep_domain(event.name):
             return
         if event.kind in REDEFINING and self._source is not None:
             self._source.invalidate(event.uuid)
@@ -199,54 +187,19 @@ class Poller:
         # Listeners (notifications) hear only libvirt's own events, never the expected ones applied early.
         self._publish(snap.replace(domains=applied.domains), Update(event if from_libvirt else None, changes))
         if event.kind in REDEFINING and applied.after is not None:
-            self._describe(event.uuid)
+            self._describer.ask(event.uuid, self._loop)
         if applied.needs_poll:
             self._wake.set()
 
     # -- definitions of domains that events announce (read off the loop) ------
 
-    def _describe(self, uuid: str) -> None:
-        """Read the domain's definition soon, on one of two reader tasks (repeated requests coalesce)."""
-        self._to_describe[uuid] = None
-        if self._describers < 2 and self._loop is not None:
-            self._describers += 1
-            self._loop.create_task(self._describer())
-
-    async def _describer(self) -> None:
-        try:
-            while self._to_describe:
-                uuid = next(iter(self._to_describe))
-                del self._to_describe[uuid]
-                source = self._source
-                if source is None:
-                    self._to_describe.clear()
-                    return
-                begun = self._polls_begun
-                future = in_daemon_thread(source.describe, uuid, self._config.collectors, name="libvirt-describe")
-                try:
-                    # A definition that hangs is left to its thread; the next poll reads the domain anyway.
-                    domain = await asyncio.wait_for(asyncio.shield(future), self._config.domain_deadline_s)
-                except TimeoutError:
-                    future.add_done_callback(_retrieve)
-                    log.debug("reading the definition of %s took longer than %gs; left to the next poll", uuid,
-                              self._config.domain_deadline_s)
-                    continue
-                except SourceError as err:  # gone meanwhile (its event follows), or libvirt lost (the poll sees it)
-                    log.debug("could not read the definition of %s: %s", uuid, err)
-                    continue
-                self._described(_Described(domain, begun))
-        except Exception:  # never let a reader die silently; the next poll reads every domain anyway
-            log.exception("reading a domain definition failed")
-        finally:
-            self._describers -= 1
-
-    def _described(self, item: _Described) -> None:
+    def _described(self, item: Described) -> None:
         if self._overlay is not None:
             self._overlay.append(item)
         if item.after_poll < self._served_poll:  # the served poll began after this read: it is newer
             return
         snap = self._snapshot
-        if not snap.up or not self._config.keep_domain(item.domain.name):
+        if not snap.up or not self._settings.keep_domain(item.domain.name):
             return
         pos = position(snap.domains, item.domain.uuid, item.domain.name)
         if pos is None:
@@ -268,7 +221,7 @@ class Poller:
                 if self._source is None:
                     if not await self._connect(stop):
                         await self._sleep(stop, backoff)
-                        backoff = min(backoff * 2, self._config.reconnect_backoff_max_s)
+                        backoff = min(backoff * 2, self._settings.reconnect_backoff_max_s)
                         continue
                     backoff = 1.0
                 if not await self._poll_once(stop):
@@ -276,7 +229,7 @@ class Poller:
                 if self._repoll:
                     self._repoll = False
                     continue
-                await self._sleep(stop, self._config.poll_interval_s, wakeable=True)
+                await self._sleep(stop, self._settings.poll_interval_s, wakeable=True)
         finally:
             await self._drop_source()
 
@@ -361,7 +314,7 @@ class Poller:
         stop_wait = asyncio.ensure_future(stop.wait())
         try:
             waits: set[asyncio.Future[Any]] = {future, stop_wait}
-            done, _ = await asyncio.wait(waits, timeout=self._config.poll_deadline_s,
+            done, _ = await asyncio.wait(waits, timeout=self._settings.poll_deadline_s,
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop_wait.cancel()
@@ -376,7 +329,7 @@ class Poller:
         future.add_done_callback(late)
         self._stuck = future
         raise _Abandoned("stopping" if stop.is_set() else
-                         f"libvirt did not answer within {self._config.poll_deadline_s:g}s")
+                         f"libvirt did not answer within {self._settings.poll_deadline_s:g}s")
 
     async def _drop_source(self, timeout: float = 2.0) -> None:
         """Close the connection without letting a hung libvirtd block the loop."""
@@ -393,7 +346,7 @@ class Poller:
         self._overlay = []
         self._polls_begun += 1
         number = self._polls_begun
-        config = self._config
+        config = self._settings
         future = in_daemon_thread(source.poll, config.collectors, config.keep_domain)
         stop_wait = asyncio.ensure_future(stop.wait())
         waits: set[asyncio.Future[Any]] = {future, stop_wait}

@@ -1,4 +1,5 @@
-"""Prometheus front end: render the current snapshot as metric families.
+"""Prometheus front end: the metric families, and a snapshot rendered as them (text or prometheus_client
+families).  What a scrape serves, with its caching, is :mod:`exporter.exposition`.
 
 A scrape reads one snapshot reference and never calls libvirt.  Every family
 is declared once: the exporter's own in :data:`SPECS` here, every per-object one in the field table
@@ -15,16 +16,11 @@ Sample output::
 from __future__ import annotations
 
 import operator
-import threading
-import time
-import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__, fields
@@ -114,7 +110,7 @@ class _Sink:
         return spec if spec.group == "exporter" or spec.group in self._groups else None
 
 
-class _Families(_Sink):
+class Families(_Sink):
     """Lazily created prometheus_client metric families, yielded in :data:`SPECS` order."""
 
     def __init__(self, groups: frozenset[str]) -> None:
@@ -151,7 +147,7 @@ def _escape(value: str) -> str:
 
 
 class _TextFamilies(_Sink):
-    """The same families as :class:`_Families`, written straight to exposition text.
+    """The same families as :class:`Families`, written straight to exposition text.
 
     Much faster than building prometheus_client families for tens of thousands
     of series; used for the cached rendering of each snapshot.
@@ -216,7 +212,7 @@ _PLANS = {table: _plan(table) for table in fields.TABLES}
 _INFOS = {table: _info(table) for table in fields.TABLES}
 
 
-def _rows(f: _Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...]) -> None:
+def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...]) -> None:
     """The series of one object of ``table`` (a domain, a vCPU, a device, a pool...) labelled ``ids``."""
     for name, labels in _INFOS[table]:
         f.add(name, ids + tuple(label.get(obj) for label in labels), 1)
@@ -224,7 +220,7 @@ def _rows(f: _Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ..
         f.add(name, ids, value(obj))
 
 
-def _domain_families(f: _Families | _TextFamilies, dom: Domain) -> None:
+def _domain_families(f: Families | _TextFamilies, dom: Domain) -> None:
     ids = (dom.name, dom.uuid)
     _rows(f, "domain", dom, ids)
     for vcpu in dom.vcpus:
@@ -241,7 +237,7 @@ def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float | None)
     ``now`` gives the snapshot's age; with None the age is left out, so that
     the output depends on the snapshot alone and can be cached.
     """
-    f = _Families(groups)
+    f = Families(groups)
     _fill(f, snap, now)
     yield from f
 
@@ -285,12 +281,12 @@ class DomainTexts:
         return result
 
 
-def _behind(snap: Snapshot) -> list[tuple[str, str, float]]:
+def behind(snap: Snapshot) -> list[tuple[str, str, float]]:
     """(name, uuid, stats time) of the domains whose last complete stats are older than the snapshot."""
     return [(d.name, d.uuid, d.stats_at) for d in snap.domains if d.stats_at is not None and d.stats_at < snap.taken_at]
 
 
-def _add_ages(f: _Families | _TextFamilies, snap: Snapshot, behind: list[tuple[str, str, float]], now: float
+def add_ages(f: Families | _TextFamilies, snap: Snapshot, behind: list[tuple[str, str, float]], now: float
               ) -> None:
     """The ages that grow between polls: the snapshot's, and that of each domain behind it."""
     f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
@@ -298,7 +294,7 @@ def _add_ages(f: _Families | _TextFamilies, snap: Snapshot, behind: list[tuple[s
         f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
 
 
-def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None, *, domains: bool = True) -> None:
+def _fill(f: Families | _TextFamilies, snap: Snapshot, now: float | None, *, domains: bool = True) -> None:
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
     f.add("libvirt_versions_info",
@@ -323,7 +319,7 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None, *, do
     for dom in snap.domains if domains else ():
         _domain_families(f, dom)
     if now is not None:
-        _add_ages(f, snap, _behind(snap), now)
+        add_ages(f, snap, behind(snap), now)
 
     if host is not None:
         f.add("libvirt_node_info", (host.hostname, host.cpu_model), 1 if host.cpus is not None else None)
@@ -334,154 +330,3 @@ def _fill(f: _Families | _TextFamilies, snap: Snapshot, now: float | None, *, do
         _rows(f, "pool", pool, (pool.name, pool.uuid))
     for net in snap.networks:
         _rows(f, "network", net, (net.name, net.uuid))
-
-
-class SnapshotCollector(Collector):
-    """prometheus_client collector that reads whatever snapshot is current."""
-
-    def __init__(
-        self,
-        get_snapshot: Callable[[], Snapshot],
-        groups: frozenset[str],
-        clock: Callable[[], float] | None = time.time,
-    ) -> None:
-        self._get_snapshot = get_snapshot
-        self._groups = groups
-        self._clock = clock
-
-    def collect(self) -> Iterator[Metric]:
-        return snapshot_families(self._get_snapshot(), self._groups, self._clock() if self._clock else None)
-
-    def describe(self) -> list[Metric]:
-        return []  # families depend on the snapshot; skip the registration-time collect
-
-
-class _AgeCollector(Collector):
-    """The ages that grow between polls: the snapshot's, and each domain's stats."""
-
-    def __init__(self, get_snapshot: Callable[[], Snapshot], clock: Callable[[], float], groups: frozenset[str]
-                 ) -> None:
-        self._get_snapshot = get_snapshot
-        self._clock = clock
-        self._groups = groups
-        self._behind: tuple[Snapshot | None, list[tuple[str, str, float]]] = (None, [])
-
-    def collect(self) -> Iterator[Metric]:
-        snap = self._get_snapshot()
-        if not snap.up:
-            return
-        seen, behind = self._behind
-        if seen is not snap:  # found once per snapshot, not per scrape
-            behind = _behind(snap)
-            self._behind = (snap, behind)
-        f = _Families(self._groups)
-        _add_ages(f, snap, behind, self._clock())
-        yield from f
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
-class NotificationCollector(Collector):
-    """Counters of the SNMP notifier: ``stats()`` gives (target, sent, dropped, retries, queued) rows."""
-
-    def __init__(self, stats: Callable[[], Iterable[tuple[str, int, int, int, int]]]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterator[Metric]:
-        f = _Families(frozenset())
-        for target, sent, dropped, retries, queued in self._stats():
-            f.add("libvirt_exporter_notifications_sent_total", (target,), sent)
-            f.add("libvirt_exporter_notifications_dropped_total", (target,), dropped)
-            f.add("libvirt_exporter_notification_retries_total", (target,), retries)
-            f.add("libvirt_exporter_notification_queue_length", (target,), queued)
-        yield from f
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
-class SnmpCollector(Collector):
-    """Packet counters of the SNMP agent: ``stats()`` gives (fast path answers, dropped packets), or None."""
-
-    def __init__(self, stats: Callable[[], tuple[int, int] | None]) -> None:
-        self._stats = stats
-
-    def collect(self) -> Iterator[Metric]:
-        stats = self._stats()
-        if stats is None:
-            return
-        f = _Families(frozenset())
-        f.add("libvirt_exporter_snmp_fast_path_requests_total", (), stats[0])
-        f.add("libvirt_exporter_snmp_dropped_packets_total", (), stats[1])
-        yield from f
-
-    def describe(self) -> list[Metric]:
-        return []
-
-
-class Exposition:
-    """Renders ``/metrics``.
-
-    The snapshot's families are rendered once per snapshot and cached (an
-    immutable snapshot always renders the same); the snapshot age and the
-    process metrics are rendered on every scrape.
-    """
-
-    def __init__(
-        self,
-        get_snapshot: Callable[[], Snapshot],
-        groups: frozenset[str],
-        clock: Callable[[], float] = time.time,
-        extra: Iterable[Collector] = (),
-    ) -> None:
-        self._get_snapshot = get_snapshot
-        self._groups = groups
-        self._lock = threading.Lock()
-        self._cached: _Rendered | None = None
-        self._domain_texts = DomainTexts(groups)
-        self.renders = 0  # snapshot renderings so far (for tests and debugging)
-        self._live = CollectorRegistry(auto_describe=False)
-        self._live.register(_AgeCollector(get_snapshot, clock, groups))
-        ProcessCollector(registry=self._live)
-        PlatformCollector(registry=self._live)
-        for collector in extra:
-            self._live.register(collector)
-
-    def _static(self) -> _Rendered:
-        snap = self._get_snapshot()
-        with self._lock:  # concurrent scrapes of a new snapshot render it once
-            cached = self._cached
-            if cached is None or cached.snapshot is not snap:
-                self._cached = None  # let the old rendering go before making the new one
-                self._cached = cached = _Rendered(snap, snapshot_text(snap, self._groups, self._domain_texts))
-                self.renders += 1
-            return cached
-
-    def render(self) -> bytes:
-        """The whole exposition, uncompressed."""
-        return self._static().text + generate_latest(self._live)
-
-    def render_gzip(self) -> bytes:
-        """The whole exposition as one gzip stream; the snapshot's part is compressed once per snapshot."""
-        return self._static().gzip(generate_latest(self._live))
-
-
-class _Rendered:
-    """One snapshot's exposition text, and its gzip compression kept open for the live tail."""
-
-    def __init__(self, snapshot: Snapshot, text: bytes) -> None:
-        self.snapshot = snapshot
-        self.text = text
-        self._lock = threading.Lock()
-        self._head: bytes | None = None
-        self._compressor: Any = None  # zlib's compressor object
-
-    def gzip(self, tail: bytes) -> bytes:
-        with self._lock:
-            if self._head is None:
-                compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
-                self._head = compressor.compress(self.text) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                self._compressor = compressor
-            compressor = self._compressor.copy()
-        return bytes(self._head + compressor.compress(tail) + compressor.flush())

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-# libvirt's virDomainState values.  Kept here (not in source.py) because the
+# libvirt's virDomainState values.  Kept here (not in exporter/source/) because the
 # front ends need them and must not import libvirt.
 STATE_NOSTATE = 0
 STATE_RUNNING = 1

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 import pytest
 
+from exporter.config.snmp import parse_agentx_address
 from exporter.snmp import agentx, mib, mib_libvirt, mib_lvx, mib_vm
 from exporter.snmp import agentx_pdu as wire
 from tests.conftest import DEMO_HOST, require_tool
@@ -135,13 +136,13 @@ def test_open_and_register_payloads() -> None:
     ("tcp:[::1]:705", ("tcp", "::1", 705)),
 ])
 def test_addresses(address: str, parsed: tuple[str, str, int]) -> None:
-    assert agentx.parse_address(address) == parsed
+    assert parse_agentx_address(address) == parsed
 
 
 @pytest.mark.parametrize("address", ["relative/path", "tcp:127.0.0.1", "tcp::705", "udp:1.2.3.4:705"])
 def test_bad_addresses(address: str) -> None:
     with pytest.raises(ValueError):
-        agentx.parse_address(address)
+        parse_agentx_address(address)
 
 
 # -- against a real snmpd ---------------------------------------------------------------

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from exporter.cli import load_config
-from exporter.config import ListenAddress, parse_duration, parse_listen_address, resolve
+from exporter.config import resolve
+from exporter.config.values import ListenAddress, parse_duration, parse_listen_address
 from exporter.errors import ConfigError
 from tests.support.process import ROOT
 
@@ -17,12 +18,12 @@ from tests.support.process import ROOT
 def test_defaults() -> None:
     """With nothing given, every documented default applies."""
     config = resolve({}, {}, {})
-    assert config.libvirt_uri == "test:///default"
-    assert config.poll_interval_s == 15.0
-    assert config.poll_deadline_s == 15.0
-    assert config.listen_addresses == (ListenAddress("", 9177),)
-    assert config.telemetry_path == "/metrics"
-    assert "block" in config.collectors and "pool" in config.collectors
+    assert config.libvirt.uri == "test:///default"
+    assert config.libvirt.poll_interval_s == 15.0
+    assert config.libvirt.poll_deadline_s == 15.0
+    assert config.web.listen_addresses == (ListenAddress("", 9177),)
+    assert config.web.telemetry_path == "/metrics"
+    assert "block" in config.libvirt.collectors and "pool" in config.libvirt.collectors
 
 
 def test_file_then_env_then_cli() -> None:
@@ -32,21 +33,22 @@ def test_file_then_env_then_cli() -> None:
     env = {"LIBVIRT_EXPORTER_LIBVIRT_POLL_INTERVAL": "20s", "LIBVIRT_EXPORTER_WEB_TELEMETRY_PATH": "/m"}
     cli = {"libvirt.poll_interval": "5s"}
     config = resolve(cli, env, file_data)
-    assert config.libvirt_uri == "qemu:///system"  # file only
-    assert config.keepalive_count == 4
-    assert config.telemetry_path == "/m"  # env only
-    assert config.poll_interval_s == 5.0  # cli wins over env and file
-    assert config.listen_addresses == (ListenAddress("127.0.0.1", 9100),)
-    assert resolve({}, env, file_data).poll_interval_s == 20.0  # env wins over file
+    assert config.libvirt.uri == "qemu:///system"  # file only
+    assert config.libvirt.keepalive_count == 4
+    assert config.web.telemetry_path == "/m"  # env only
+    assert config.libvirt.poll_interval_s == 5.0  # cli wins over env and file
+    assert config.web.listen_addresses == (ListenAddress("127.0.0.1", 9100),)
+    assert resolve({}, env, file_data).libvirt.poll_interval_s == 20.0  # env wins over file
 
 
 def test_collectors_and_filters() -> None:
     """Collector switches and the include/exclude filter resolve from every layer."""
     config = resolve({"collectors.block": False}, {"LIBVIRT_EXPORTER_COLLECTORS_POOL": "off"},
                      {"collectors": {"vcpu": False}, "domains": {"include": "web.*", "exclude": "web9"}})
-    assert not {"block", "pool", "vcpu"} & config.collectors
-    assert "interface" in config.collectors
-    assert config.keep_domain("web1") and not config.keep_domain("web9") and not config.keep_domain("db1")
+    assert not {"block", "pool", "vcpu"} & config.libvirt.collectors
+    assert "interface" in config.libvirt.collectors
+    keep = config.libvirt.keep_domain
+    assert keep("web1") and not keep("web9") and not keep("db1")
 
 
 @pytest.mark.parametrize(
@@ -119,10 +121,10 @@ def test_cli_flags_map_to_settings(tmp_path) -> None:
          "--domain.exclude", "tmp-.*"], {}
     )
     assert command == "dump"
-    assert config.libvirt_uri == "qemu:///system"
-    assert config.poll_interval_s == 3.0
-    assert "block" not in config.collectors
-    assert not config.keep_domain("tmp-1")
+    assert config.libvirt.uri == "qemu:///system"
+    assert config.libvirt.poll_interval_s == 3.0
+    assert "block" not in config.libvirt.collectors
+    assert not config.libvirt.keep_domain("tmp-1")
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -173,7 +175,7 @@ def test_version_and_help() -> None:
 )
 def test_uri_forms_accepted(uri: str) -> None:
     """Local, remote and uri_aliases names pass; libvirt resolves aliases itself."""
-    assert resolve({"libvirt.uri": uri}, {}, {}).libvirt_uri == uri
+    assert resolve({"libvirt.uri": uri}, {}, {}).libvirt.uri == uri
 
 
 def test_writing_v3_user_needs_privacy() -> None:
@@ -219,9 +221,9 @@ def test_malloc_arenas_capped_unless_the_environment_says(monkeypatch) -> None:
 def test_domain_timeout_defaults_and_bounds() -> None:
     """libvirt.domain_timeout: 5 s by default (half a short poll timeout), and a clear error when it is too short
     or not shorter than the poll timeout that bounds the whole poll."""
-    assert resolve({}, {}, {}).domain_deadline_s == 5.0
-    assert resolve({}, {}, {"libvirt": {"poll_timeout": "4s"}}).domain_deadline_s == 2.0
-    assert resolve({}, {"LIBVIRT_EXPORTER_LIBVIRT_DOMAIN_TIMEOUT": "2s"}, {}).domain_deadline_s == 2.0
+    assert resolve({}, {}, {}).libvirt.domain_deadline_s == 5.0
+    assert resolve({}, {}, {"libvirt": {"poll_timeout": "4s"}}).libvirt.domain_deadline_s == 2.0
+    assert resolve({}, {"LIBVIRT_EXPORTER_LIBVIRT_DOMAIN_TIMEOUT": "2s"}, {}).libvirt.domain_deadline_s == 2.0
     with pytest.raises(ConfigError, match=r"^libvirt.domain_timeout: must be shorter than the poll timeout \(15s\)"):
         resolve({}, {}, {"libvirt": {"domain_timeout": "15s"}})
     with pytest.raises(ConfigError, match=r"^libvirt.domain_timeout: must be at least 50ms"):
@@ -278,7 +280,7 @@ def test_relative_paths_are_taken_from_the_working_directory(tmp_path, monkeypat
     _, config = load_config(["--config.file", "c.toml", "--web.config.file", "web.yml"], {})
     assert config.config_file == str(tmp_path / "c.toml")
     assert config.state_directory == str(tmp_path / "from-file")
-    assert config.web_config_file == str(tmp_path / "web.yml")
+    assert config.web.config_file == str(tmp_path / "web.yml")
     _, config = load_config([], {"LIBVIRT_EXPORTER_CONFIG_FILE": "c.toml",
                                  "LIBVIRT_EXPORTER_STATE_DIRECTORY": "sub/state"})
     assert config.config_file == str(tmp_path / "c.toml")
@@ -338,3 +340,19 @@ def test_dump_with_a_bogus_uri_says_what_is_wrong() -> None:
     assert lines[0].startswith("libvirt-exporter: cannot connect to libvirt at bogus: 'bogus' is not a libvirt URI "
                                "(like qemu:///system) and no uri_aliases entry in libvirt.conf has that name"), lines
     assert "does not include a driver name" not in result.stderr  # libvirt's two messages run together
+
+
+def test_every_setting_has_a_place_in_its_section() -> None:
+    """Each declared setting lands on an attribute of Config or of its section (a typo fails here, not in use)."""
+    import dataclasses
+
+    from exporter.config import SETTINGS, Config
+
+    config = Config()
+    for setting in SETTINGS:
+        if setting.key.startswith("collectors."):
+            assert not setting.field
+            continue
+        section, _, attr = setting.field.rpartition(".")
+        holder = getattr(config, section) if section else config
+        assert attr in {f.name for f in dataclasses.fields(holder)}, (setting.key, setting.field)

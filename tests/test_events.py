@@ -19,8 +19,8 @@ import libvirt
 import pytest
 
 from exporter.config import Config, resolve
+from exporter.exposition import Exposition
 from exporter.poller import Poller
-from exporter.prometheus import Exposition
 from exporter.snapshot import STATE_PAUSED, STATE_RUNNING, Domain, Snapshot
 from exporter.snmp import mib
 from exporter.snmp.model import SnmpModel
@@ -106,16 +106,16 @@ def _run(config: Config, body: Callable[[Poller, HeldSource, SnmpModel, Expositi
     sources: list[HeldSource] = []
 
     def factory() -> HeldSource:
-        source = HeldSource(URI, read_only=False, call_timeout=config.domain_deadline_s,
-                            poll_timeout=config.poll_deadline_s)
+        source = HeldSource(URI, read_only=False, call_timeout=config.libvirt.domain_deadline_s,
+                            poll_timeout=config.libvirt.poll_deadline_s)
         sources.append(source)
         return source
 
     async def main() -> None:
-        poller = Poller(config, source_factory=factory)
-        agent = SnmpModel(config, lambda: poller.snapshot)
-        poller.listeners.append(agent.on_snapshot)
-        exposition = Exposition(lambda: poller.snapshot, config.collectors)
+        poller = Poller(config.libvirt, read_only=False, source_factory=factory)
+        agent = SnmpModel(config.snmp, Path(config.state_directory), lambda: poller.snapshot)
+        poller.subscribe(agent.on_snapshot)
+        exposition = Exposition(lambda: poller.snapshot, config.libvirt.collectors)
         stop = asyncio.Event()
         task = asyncio.create_task(poller.run(stop))
         try:
@@ -208,7 +208,8 @@ def test_patched_snmp_view_equals_a_rebuilt_one(tmp_path: Path) -> None:
 
     snap = Snapshot(up=True, taken_at=time.time(), host=Host(driver="TEST"), domains=tuple(
         devices(Domain(name=f"d{i:04d}", uuid=uuid(i), id=i, state=STATE_RUNNING, active=True)) for i in range(30)))
-    agent = SnmpModel(_config(tmp_path), lambda: snap)
+    config = _config(tmp_path)
+    agent = SnmpModel(config.snmp, Path(config.state_directory), lambda: snap)
     agent.on_snapshot(snap, Update())
     agent.view()
 

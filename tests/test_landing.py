@@ -9,16 +9,20 @@ import struct
 import subprocess
 import time
 import urllib.request
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporter import __version__
-from exporter.config import Community, Config, ListenAddress, NotifyTarget, V3User
+from exporter.config import Config, LibvirtSettings, SnmpSettings, WebSettings
+from exporter.config.snmp import Community, NotifyTarget, V3User
+from exporter.config.values import ListenAddress, redact_uri
 from exporter.snapshot import EMPTY, STATE_PAUSED, STATE_RUNNING, STATE_SHUTOFF, Domain, Host, Snapshot
 from exporter.snmp.notify import TargetStatus
-from exporter.web import MIB_FILES, StatusPage, load_mibs, mib_directories, redact_uri
+from exporter.web_status import MIB_FILES, StatusPage, load_mibs, mib_directories
 from tests.conftest import DEMO_HOST, ROOT, require_tool
 from tests.support.process import Exporter, http_get
 from tests.support.snmp import free_udp_port
@@ -90,18 +94,20 @@ def test_uri_is_shown_without_credentials(uri: str, shown: str) -> None:
     assert redact_uri(uri) == shown
 
 
-def _config(**changes: object) -> Config:
-    values: dict[str, object] = dict(
-        libvirt_uri=f"qemu+ssh://root:hunter2@kvm1/system?keyfile={KEYFILE}",
-        snmp_listen_addresses=(ListenAddress("127.0.0.1", 1161), ListenAddress("::1", 1161)),
-        snmp_communities=(Community("public"), Community("private-rw", write=True)),
-        snmp_users=(V3User("monitor", "demo-auth-pass", "demo-priv-pass"),),
-        snmp_notify=(NotifyTarget(ListenAddress("192.0.2.7", 162), community=TRAP_COMMUNITY, queue_size=50),
-                     NotifyTarget(ListenAddress("192.0.2.8", 10162), kind="inform", version="v3",
-                                  user=V3User(NOTIFY_USER, NOTIFY_AUTH, NOTIFY_PRIV))),
+def _config(*, libvirt: dict[str, Any] | None = None, web: dict[str, Any] | None = None,
+            snmp: dict[str, Any] | None = None) -> Config:
+    """The page's test configuration, with some settings of a section changed."""
+    snmp_settings = SnmpSettings(
+        listen_addresses=(ListenAddress("127.0.0.1", 1161), ListenAddress("::1", 1161)),
+        communities=(Community("public"), Community("private-rw", write=True)),
+        users=(V3User("monitor", "demo-auth-pass", "demo-priv-pass"),),
+        notify=(NotifyTarget(ListenAddress("192.0.2.7", 162), community=TRAP_COMMUNITY, queue_size=50),
+                NotifyTarget(ListenAddress("192.0.2.8", 10162), kind="inform", version="v3",
+                             user=V3User(NOTIFY_USER, NOTIFY_AUTH, NOTIFY_PRIV))),
     )
-    values.update(changes)
-    return Config(**values)  # type: ignore[arg-type]
+    return Config(
+        libvirt=replace(LibvirtSettings(uri=f"qemu+ssh://root:hunter2@kvm1/system?keyfile={KEYFILE}"), **libvirt or {}),
+        web=replace(WebSettings(), **web or {}), snmp=replace(snmp_settings, **snmp or {}))
 
 
 def _snapshot(now: float) -> Snapshot:
@@ -148,16 +154,17 @@ def test_page_shows_what_a_person_checks_and_no_secret() -> None:
 
 
 def test_page_escapes_what_comes_from_configuration_and_libvirt() -> None:
-    config = _config(libvirt_uri="test:///tmp/<script>alert(1)</script>.xml", telemetry_path='/m"><script>')
+    config = _config(libvirt={"uri": "test:///tmp/<script>alert(1)</script>.xml"},
+                     web={"telemetry_path": '/m"><script>'})
     snap = _snapshot(time.time()).replace(host=Host(hostname="<img src=x onerror=alert(1)>", driver="<i>"))
-    body = StatusPage(config, lambda: snap).render(config.telemetry_path).decode()
+    body = StatusPage(config, lambda: snap).render(config.web.telemetry_path).decode()
     assert "<script" not in body and "<img" not in body and "<i>" not in body
     assert "test:///tmp/&lt;script&gt;alert(1)&lt;/script&gt;.xml" in body
     assert 'href="/m&quot;&gt;&lt;script&gt;"' in body
 
 
 def test_page_when_libvirt_is_not_there() -> None:
-    config = _config(snmp_communities=(), snmp_users=(), snmp_notify=(), snmp_mode="both")
+    config = _config(snmp={"communities": (), "users": (), "notify": (), "mode": "both"})
     text = _parse(StatusPage(config, lambda: EMPTY).render("/metrics").decode()).text
     assert "Status: no poll finished yet; AgentX master not connected" in text
     assert "Connected no" in text and "No domains known: libvirt is not connected." in text
@@ -165,7 +172,7 @@ def test_page_when_libvirt_is_not_there() -> None:
     assert "Agent not started" in text and "AgentX master /var/agentx/master not connected" in text
     assert "Notification targets None configured." in text
     down = EMPTY.replace(taken_at=time.time(), stalled=True, poll_errors={"domain": 2})
-    text = _parse(StatusPage(_config(snmp_enabled=False), lambda: down).render("/metrics").decode()).text
+    text = _parse(StatusPage(_config(snmp={"enabled": False}), lambda: down).render("/metrics").decode()).text
     assert "Status: libvirt not connected; poll running past its deadline" in text
     assert "Poll errors 2 (domain 2)" in text and "Stalled yes" in text
     assert "SNMP is disabled" in text and "2 targets configured, unused: SNMP is disabled." in text

@@ -47,8 +47,8 @@ import libvirt
 import pytest
 
 from exporter.control import Controller
+from exporter.exposition import Exposition
 from exporter.poller import Poller
-from exporter.prometheus import Exposition
 from exporter.snapshot import (
     STATE_PAUSED,
     STATE_PMSUSPENDED,

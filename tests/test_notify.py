@@ -17,7 +17,8 @@ from pyasn1.codec.ber import decoder as ber_decoder
 from pyasn1.codec.ber import encoder as ber_encoder
 from pysnmp.proto import api, rfc1902
 
-from exporter.config import ListenAddress, NotifyTarget
+from exporter.config.snmp import NotifyTarget
+from exporter.config.values import ListenAddress
 from exporter.snmp.engine import encode
 from exporter.snmp.notify import DropLog, Notifier, notifier_engine_id
 from exporter.snmp.syntax import BYTES, C64, G32, INT, OID, STR, TICKS, U32, NotificationDef

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from exporter.events import apply_event, with_definition
 from exporter.snapshot import (
     STATE_PAUSED,
@@ -89,10 +92,15 @@ def test_definition_merge_keeps_state_and_device_counters() -> None:
     assert moved.blocks == (Block("vda", source="/elsewhere"),)
 
 
-def test_libvirt_is_read_only_unless_control_is_enabled() -> None:
+def test_libvirt_is_read_only_unless_control_is_enabled(tmp_path: Path) -> None:
     """The poller opens libvirt read-only; read-write only when control.enabled is set."""
+    from exporter import app
     from exporter.config import resolve
-    from exporter.poller import Poller
 
-    assert Poller(resolve({}, {}, {}))._source_factory().read_only is True
-    assert Poller(resolve({}, {}, {"control": {"enabled": True}}))._source_factory().read_only is False
+    def read_only(file: dict[str, Any]) -> bool:
+        config = resolve({}, {}, {"state": {"directory": str(tmp_path)}} | file)
+        source: Any = app.build(config).poller._source_factory()
+        return bool(source.read_only)
+
+    assert read_only({}) is True
+    assert read_only({"control": {"enabled": True}}) is False

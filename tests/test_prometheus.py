@@ -12,8 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import docs
+from exporter.exposition import Exposition, SnapshotCollector
 from exporter.poller import ERROR_GROUPS
-from exporter.prometheus import SPECS, Exposition, SnapshotCollector, snapshot_text
+from exporter.prometheus import SPECS, snapshot_text
 from exporter.snapshot import ALL_GROUPS, Snapshot, frozen_map
 from exporter.source import Source
 from tests.conftest import ROOT, require_tool

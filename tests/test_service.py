@@ -121,7 +121,7 @@ def test_events_update_snapshot_at_once() -> None:
     """A suspend made through another connection shows in the snapshot well before the next poll."""
     start_event_loop()
     config = resolve({"libvirt.poll_interval": "60s"}, {}, {})
-    poller = Poller(config)
+    poller = Poller(config.libvirt)
     box: dict = {"poller": poller}
     stop = asyncio.Event()
     thread = threading.Thread(target=_run_poller, args=(config, stop, box), daemon=True)

@@ -253,7 +253,8 @@ def test_describe_names_the_domains_of_a_refused_set() -> None:
 
 def _model(tmp_path: Path, control: bool = True) -> SnmpModel:
     config = resolve({}, {}, {"control": {"enabled": control}, "state": {"directory": str(tmp_path / "state")}})
-    model = SnmpModel(config, lambda: SNAP, controller=_Controller())
+    model = SnmpModel(config.snmp, Path(config.state_directory), lambda: SNAP,
+                      controller=_Controller() if config.control.enabled else None)
     model.view()  # indexes for the snapshot's domains, in name order
     return model
 

@@ -24,7 +24,8 @@ from pysnmp.proto import rfc1902, rfc1905
 from pysnmp.smi import error as smi_error
 from pysnmp.smi.instrum import AbstractMibInstrumController
 
-from exporter.config import Config, ListenAddress
+from exporter.config import SnmpSettings
+from exporter.config.values import ListenAddress
 from exporter.snmp.engine import auth_protocol, default_engine_id, encode, new_engine, priv_protocol
 from exporter.snmp.fastpath import FastPath
 from exporter.snmp.model import SnmpModel
@@ -105,29 +106,31 @@ class ViewController(AbstractMibInstrumController):  # type: ignore[misc]  # pys
 class StandaloneAgent:
     """Serves the model's MIB view over UDP: pysnmp's engine, with the fast path in front of it."""
 
-    def __init__(self, config: Config, model: SnmpModel) -> None:
-        self._config = config
+    def __init__(self, settings: SnmpSettings, state_directory: Path, model: SnmpModel, *,
+                 control_enabled: bool) -> None:
+        self._settings = settings
         self.model = model
-        self._state_dir = Path(config.state_directory)
+        self._state_dir = state_directory
+        self._control_enabled = control_enabled  # only to warn about a writer that cannot write
         self._engine: Any = None
         self.fast_path: FastPath | None = None
 
     def start(self) -> None:
         """Bind the listen addresses and register principals; raises OSError on bind failure."""
-        cfg = self._config
+        cfg = self._settings
         self._state_dir.mkdir(parents=True, exist_ok=True)
-        engine_id = cfg.snmp_engine_id or default_engine_id(cfg.state_directory)
+        engine_id = cfg.engine_id or default_engine_id(str(self._state_dir))
         eng = new_engine(engine_id, self._state_dir)
         self._engine = eng
         self.fast_path = FastPath(
-            {c.name.encode("utf-8"): tuple(cfg.snmp_views[c.view]) for c in cfg.snmp_communities},
+            {c.name.encode("utf-8"): tuple(cfg.views[c.view]) for c in cfg.communities},
             self.model.view, self.model.clock)
-        for n, address in enumerate(cfg.snmp_listen_addresses, start=1):
+        for n, address in enumerate(cfg.listen_addresses, start=1):
             self._open(eng, n, address)
 
         level_type = eng.get_mib_builder().import_symbols("SNMP-FRAMEWORK-MIB", "SnmpSecurityLevel")[0]
         snmp_config.add_context(eng, b"")
-        for name, subtrees in cfg.snmp_views.items():
+        for name, subtrees in cfg.views.items():
             for subtree in subtrees:
                 snmp_config.add_vacm_view(eng, f"v-{name}", "included", subtree, b"")
         # An explicit, empty write view: read-only principals must fail on SET.
@@ -139,16 +142,16 @@ class StandaloneAgent:
             snmp_config.add_vacm_access(eng, group, b"", model, level_type(level), "exact", f"v-{view}",
                                         f"v-{view}" if write else _NO_WRITE_VIEW, f"v-{view}")
 
-        for n, community in enumerate(cfg.snmp_communities, start=1):
+        for n, community in enumerate(cfg.communities, start=1):
             sec_name = f"community{n}"  # the community string itself never appears in VACM or logs
             snmp_config.add_v1_system(eng, sec_name, community.name, securityName=sec_name)
             for model in (1, 2):
                 grant(model, sec_name, "noAuthNoPriv", community.view, community.write)
             if community.write:
                 log.warning("SNMP community %d (v1/v2c, cleartext) is allowed to write", n)
-            if community.write and not cfg.control_enabled:
+            if community.write and not self._control_enabled:
                 log.warning("SNMP community %d may write, but control.enabled is off: SETs will fail", n)
-        for user in cfg.snmp_users:
+        for user in cfg.users:
             snmp_config.add_v3_user(eng, user.name, auth_protocol(user), user.auth_key, priv_protocol(user),
                                     user.priv_key or None)
             grant(3, user.name, user.level, user.view, user.write)
@@ -159,7 +162,7 @@ class StandaloneAgent:
         for responder in (cmdrsp.GetCommandResponder, cmdrsp.NextCommandResponder, cmdrsp.BulkCommandResponder):
             responder(eng, snmp_context)
         ControlSetResponder(eng, snmp_context, self.model)
-        if not cfg.snmp_communities and not cfg.snmp_users:
+        if not cfg.communities and not cfg.users:
             log.info("no SNMP community or user is configured: the agent only sends notifications")
 
     def _open(self, eng: Any, n: int, address: ListenAddress) -> None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter import __version__
+from exporter.config.snmp import parse_agentx_address
 from exporter.snmp.agentx_pdu import (
     CLEANUPSET,
     CLOSE,
@@ -93,25 +94,12 @@ class Handlers:
         raise NotImplementedError
 
 
-def parse_address(address: str) -> tuple[str, str, int]:
-    """("unix", path, 0) or ("tcp", host, port) from ``/path``, ``unix:/path`` or ``tcp:HOST:PORT``."""
-    if address.startswith("tcp:"):
-        host, sep, port = address[4:].rpartition(":")
-        if not sep or not port.isdigit() or not host:
-            raise ValueError(f"{address!r}: expected tcp:HOST:PORT")
-        return "tcp", host.strip("[]"), int(port)
-    path = address[5:] if address.startswith("unix:") else address
-    if not path.startswith("/"):
-        raise ValueError(f"{address!r}: expected an absolute socket path, unix:/path or tcp:HOST:PORT")
-    return "unix", path, 0
-
-
 class Subagent:
     """One AgentX session to the master, kept open (reconnecting) until :meth:`stop`."""
 
     def __init__(self, address: str, subtrees: Sequence[Oid], handlers: Handlers, *, ident: Oid,
                  retry_s: float = 1.0, ping_s: float = 10.0, request_timeout_s: float = 5.0) -> None:
-        self._address = parse_address(address)
+        self._address = parse_agentx_address(address)
         self.address = address
         self._subtrees = tuple(subtrees)
         self._handlers = handlers

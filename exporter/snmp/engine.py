@@ -19,7 +19,7 @@ from pysnmp.entity import config as snmp_config
 from pysnmp.entity import engine as snmp_engine
 from pysnmp.proto import rfc1902
 
-from exporter.config import V3User
+from exporter.config.snmp import V3User
 from exporter.snmp.syntax import BYTES, C64, G32, INT, OID, STR, TICKS, U32, Value, resolve
 
 _AUTH = {

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exporter import control
-from exporter.config import Config
+from exporter.config import SnmpSettings
 from exporter.control import Controller
 from exporter.events import position
 from exporter.indexmap import IndexMap, StateError
@@ -40,23 +40,29 @@ class SnmpModel:
 
     def __init__(
         self,
-        config: Config,
+        settings: SnmpSettings,
+        state_directory: Path,
         get_snapshot: Callable[[], Snapshot],
+        *,
         clock: Callable[[], float] = time.time,
+        started_at: float | None = None,
         controller: Controller | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
-        self._config = config
+        """``controller``: lifecycle control, None when it is off (every SET is then refused);
+        ``started_at``: when sysUpTime starts (the notifier's, if it sends them), by default now."""
+        self._settings = settings
         self.controller = controller
         self.spin_lock = 0
-        self.notifier: Notifier | None = None
+        self.notifier = notifier
         self.state_before_action: dict[str, int] = {}  # for VM-MIB's "previous oper state"
         if controller is not None:
             controller.on_change.append(self.invalidate)
             controller.on_failure.append(self._action_failed)
         self._get_snapshot = get_snapshot
         self.clock = clock
-        self.started_at = clock()
-        self._index_map = IndexMap(Path(config.state_directory) / "snmp-indexes.json")  # may raise StateError
+        self.started_at = clock() if started_at is None else started_at
+        self._index_map = IndexMap(state_directory / "snmp-indexes.json")  # may raise StateError
         self._indexes = mib.Indexes({}, {}, {})
         self._indexed_snapshot: Snapshot | None = None  # the last snapshot whose domains have indexes
         self._lock = threading.Lock()
@@ -79,7 +85,7 @@ class SnmpModel:
 
     @property
     def control_enabled(self) -> bool:
-        return self._config.control_enabled and self.controller is not None
+        return self.controller is not None
 
     def current_snapshot(self) -> Snapshot:
         return self._get_snapshot()
@@ -269,9 +275,9 @@ class SnmpModel:
             return view
 
     def _system(self) -> mib_system.SystemInfo:
-        return mib_system.SystemInfo(self._config.snmp_contact, self._config.snmp_location, self.started_at,
-                              connected_at=self._connected_at,
-                              vm_notifications=self.notifier is not None and self.notifier.wants("vm"))
+        return mib_system.SystemInfo(self._settings.contact, self._settings.location, self.started_at,
+                                     connected_at=self._connected_at,
+                                     vm_notifications=self.notifier is not None and self.notifier.wants("vm"))
 
     def _actions(self) -> dict[str, tuple[int, int, str, int]] | None:
         return {u: a.as_tuple() for u, a in self.controller.last.items()} if self.controller else None

@@ -48,7 +48,7 @@ from pysnmp.hlapi.v3arch.asyncio import (
 from pysnmp.hlapi.v3arch.asyncio.transport import Udp6TransportTarget
 from pysnmp.proto import rfc1902
 
-from exporter.config import NotifyTarget
+from exporter.config.snmp import NotifyTarget
 from exporter.snmp.droplog import DropLog
 from exporter.snmp.engine import auth_protocol, encode, new_engine, priv_protocol
 from exporter.snmp.syntax import NotificationDef
@@ -130,8 +130,10 @@ class Notifier:
         engine_id: bytes,
         state_dir: Path,
         *,
+        uptime_ticks: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``uptime_ticks``: the agent's sysUpTime, which every notification carries."""
         names: Counter[str] = Counter()
         self._clock = clock
         self._targets = []
@@ -141,7 +143,7 @@ class Notifier:
             self._targets.append(_Target(name if names[name] == 1 else f"{name}#{names[name]}", cfg.mibs,
                                          cfg.queue_size, cfg.kind == "inform", cfg=cfg, clock=clock))
         #: The agent's sysUpTime in ticks, sent as the first varbind (set by whoever attaches the agent).
-        self.uptime_ticks: Callable[[], int] = lambda: 0
+        self.uptime_ticks = uptime_ticks
         self.engine_id = notifier_engine_id(engine_id)
         self._state_dir = state_dir
         self.sent: Counter[str] = Counter()

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from exporter.config import redact_uri
+from exporter.config.values import redact_uri
 from exporter.errors import ConnectionLost, DomainGone, SourceError, Unsupported
 from exporter.snapshot import DomainEvent, Host
 
