@@ -23,6 +23,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
+from exporter import fields
 from exporter.snapshot import Block, Host, Interface, Memory, Vcpu, frozen_map
 from exporter.source.domxml import DomainConfig
 
@@ -33,19 +34,27 @@ Stats = Mapping[str, Any]
 #: A vCPU's (state, cpu time in ns, physical CPU or -1) by vCPU number, from ``vcpus()``.
 Placement = Mapping[int, tuple[int, int, int]]
 
+#: ``interfaceStats()``'s tuple, in order.
 _NET_FIELDS = (
     "receive_bytes", "receive_packets", "receive_errors", "receive_drops",
     "transmit_bytes", "transmit_packets", "transmit_errors", "transmit_drops",
 )
-#: Bulk ``net.N.`` key suffixes in the order of ``interfaceStats()``'s tuple (and of _NET_FIELDS).
-_NET_KEYS = ("rx.bytes", "rx.pkts", "rx.errs", "rx.drop", "tx.bytes", "tx.pkts", "tx.errs", "tx.drop")
-#: Block fields and their bulk ``block.N.`` key suffixes.
-_BLOCK_KEYS = (
-    ("read_requests", "rd.reqs"), ("read_bytes", "rd.bytes"), ("read_time_ns", "rd.times"),
-    ("write_requests", "wr.reqs"), ("write_bytes", "wr.bytes"), ("write_time_ns", "wr.times"),
-    ("flush_requests", "fl.reqs"), ("flush_time_ns", "fl.times"),
-    ("capacity_bytes", "capacity"), ("allocation_bytes", "allocation"), ("physical_bytes", "physical"),
-)
+
+
+def _numbers(table: str, prefix: str = "") -> tuple[tuple[str, str], ...]:
+    """(attribute, bulk key) of the field table's numbers of ``table`` read from bulk stats; for a nested
+    attribute (``memory.rss_kib``), those under ``prefix`` with it taken off."""
+    return tuple((f.attr.removeprefix(prefix), f.bulk) for f in fields.of_table(table)
+                 if f.bulk and f.unit != "text" and f.attr.startswith(prefix))
+
+
+#: Counters and sizes by their bulk-stats key: block.N.<key>, net.N.<key>, vcpu.N.<key>, balloon.<key>.
+_BLOCK_KEYS = _numbers("block")
+_NET_KEYS = _numbers("interface")
+_VCPU_KEYS = _numbers("vcpu")
+_MEMORY_KEYS = _numbers("domain", "memory.")
+#: ``memoryStats()`` names two figures otherwise than the bulk ``balloon.`` keys; the rest alike.
+_MEMORY_CALL_NAMES = {"current": "actual", "last-update": "last_update"}
 
 
 def opt_int(value: Any) -> int | None:
@@ -84,30 +93,23 @@ def cpu_split_from_call(cpu_stats: Sequence[Mapping[str, Any]] | None) -> tuple[
     return opt_int(cpu_stats[0].get("user_time")), opt_int(cpu_stats[0].get("system_time"))
 
 
-def _memory(get: Any, actual_key: str, last_update_key: str) -> Memory:
-    return Memory(
-        actual_kib=get(actual_key),
-        available_kib=get("available"),
-        unused_kib=get("unused"),
-        usable_kib=get("usable"),
-        rss_kib=get("rss"),
-        disk_caches_kib=get("disk_caches"),
-        swap_in_kib=get("swap_in"),
-        swap_out_kib=get("swap_out"),
-        major_faults=get("major_fault"),
-        minor_faults=get("minor_fault"),
-        last_update_s=get(last_update_key) or None,  # 0: the guest has no balloon driver reporting
-    )
+def _memory(values: dict[str, int | None]) -> Memory:
+    values["last_update_s"] = values.get("last_update_s") or None  # 0: the guest has no balloon driver reporting
+    return Memory(**values)
 
 
 def memory_from_bulk(stats: Stats) -> Memory:
     """The ``balloon.*`` keys (``balloon.current`` is the balloon's actual size)."""
-    return _memory(lambda key: opt_int(stats.get("balloon." + key)), "current", "last-update")
+    return _memory({attr: opt_int(stats.get(key)) for attr, key in _MEMORY_KEYS})
 
 
 def memory_from_call(stats: Mapping[str, Any]) -> Memory:
     """``memoryStats()``'s dict (``actual``, ``rss``, ``last_update`` ...)."""
-    return _memory(lambda key: opt_int(stats.get(key)), "actual", "last_update")
+    def name(key: str) -> str:
+        short = key.removeprefix("balloon.")
+        return _MEMORY_CALL_NAMES.get(short, short)
+
+    return _memory({attr: opt_int(stats.get(name(key))) for attr, key in _MEMORY_KEYS})
 
 
 # -- vCPUs ---------------------------------------------------------------------
@@ -131,16 +133,8 @@ def vcpus_from_bulk(stats: Stats, placement: Placement, current: int | None) -> 
         if prefix + "state" not in stats:
             continue
         cpu = placement.get(n, (0, 0, -1))[2]
-        result.append(
-            Vcpu(
-                number=n,
-                state=opt_int(stats.get(prefix + "state")),
-                time_ns=opt_int(stats.get(prefix + "time")),
-                wait_ns=opt_int(stats.get(prefix + "wait")),
-                delay_ns=opt_int(stats.get(prefix + "delay")),
-                physical_cpu=cpu if cpu >= 0 else None,
-            )
-        )
+        counters = {attr: opt_int(stats.get(prefix + key)) for attr, key in _VCPU_KEYS}
+        result.append(Vcpu(number=n, physical_cpu=cpu if cpu >= 0 else None, **counters))
     return tuple(result)
 
 
@@ -199,9 +193,14 @@ def block_from_calls(base: Block, io: Sequence[int] | None, size: Sequence[int] 
 # -- interfaces --------------------------------------------------------------------
 
 
+def _counter(value: Any) -> int | None:
+    """A NIC counter; -1 and absent values become None."""
+    return nonneg(int(value)) if value is not None else None
+
+
 def net_counters(*values: Any) -> dict[str, int | None]:
     """Eight counters in ``interfaceStats()`` order; -1 and absent values become None."""
-    return {n: (nonneg(int(v)) if v is not None else None) for n, v in zip(_NET_FIELDS, values, strict=True)}
+    return {n: _counter(v) for n, v in zip(_NET_FIELDS, values, strict=True)}
 
 
 def configured_interfaces(cfg: DomainConfig) -> dict[str, Interface]:
@@ -222,7 +221,8 @@ def interfaces_from_bulk(stats: Stats, configured: Mapping[str, Interface]) -> d
         if not target:
             continue
         base = result.get(target) or Interface(target=target)
-        result[target] = replace(base, **net_counters(*(stats.get(p + key) for key in _NET_KEYS)))
+        counters = {attr: _counter(stats.get(p + key)) for attr, key in _NET_KEYS}
+        result[target] = replace(base, **counters)
     return result
 
 
