@@ -259,6 +259,12 @@ FIELDS: tuple[Field, ...] = (
     Field("domain", "memory.minor_faults", "count", "balloon", _c(
         "libvirt_domain_memory_stats_minor_fault_total", "Page faults in the guest served without disk I/O."),
         _col(25, "lvxDomainMinorFaults", C64), "balloon.minor_fault"),
+    Field("domain", "memory.hugetlb_pgalloc", "count", "balloon", _c(
+        "libvirt_domain_memory_stats_hugetlb_pgalloc_total", "Successful huge page allocations in the guest."),
+        _col(35, "lvxDomainHugetlbPgAlloc", C64), "balloon.hugetlb_pgalloc"),
+    Field("domain", "memory.hugetlb_pgfail", "count", "balloon", _c(
+        "libvirt_domain_memory_stats_hugetlb_pgfail_total", "Failed huge page allocations in the guest."),
+        _col(36, "lvxDomainHugetlbPgFail", C64), "balloon.hugetlb_pgfail"),
     Field("domain", "memory.last_update_s", "s", "balloon", _g(
         "libvirt_domain_memory_stats_last_update_timestamp_seconds",
         "Guest timestamp of the last balloon statistics update."), bulk="balloon.last-update"),

@@ -149,6 +149,8 @@ class Memory:
     major_faults: int | None = None
     minor_faults: int | None = None
     last_update_s: int | None = None  # guest-side timestamp of the stats
+    hugetlb_pgalloc: int | None = None  # huge pages the guest allocated
+    hugetlb_pgfail: int | None = None  # huge page allocations that failed
 
 
 @dataclass(frozen=True, slots=True)

@@ -217,7 +217,8 @@ def test_test_driver_domain_without_bulk_groups(test_driver: dict[str, Any]) -> 
     assert dom.memory == Memory(
         actual_kib=m["actual"], available_kib=m["available"], unused_kib=m["unused"], usable_kib=m["usable"],
         rss_kib=m["rss"], disk_caches_kib=m["disk_caches"], swap_in_kib=m["swap_in"], swap_out_kib=m["swap_out"],
-        major_faults=m["major_fault"], minor_faults=m["minor_fault"], last_update_s=m["last_update"])
+        major_faults=m["major_fault"], minor_faults=m["minor_fault"], last_update_s=m["last_update"],
+        hugetlb_pgalloc=m["hugetlb_pgalloc"], hugetlb_pgfail=m["hugetlb_pgfail"])
     assert [(v.number, v.state, v.time_ns, v.physical_cpu) for v in dom.vcpus] == [
         tuple(v) for v in web1["vcpus"][0]]
     assert [b.target for b in dom.blocks] == targets
@@ -332,3 +333,19 @@ def test_node_memory_units_and_fallbacks() -> None:
     assert (host.memory_total_bytes, host.memory_free_bytes, dict(host.cpu_time_ns)) == (1, 2, {"user": 7})
     bare = parse.node_host(Host(), None, None, None, None)
     assert (bare.cpu_model, bare.cpus, bare.cpu_mhz, dict(bare.cpu_time_ns)) == ("", None, None, {})
+
+
+def test_every_balloon_figure_from_bulk_and_from_the_call() -> None:
+    """Each balloon figure of the field table, from its bulk key and from memoryStats()'s name for it (which
+    differs only for the actual size and the update time)."""
+    bulk = {"balloon.current": 1, "balloon.available": 2, "balloon.unused": 3, "balloon.usable": 4,
+            "balloon.rss": 5, "balloon.disk_caches": 6, "balloon.swap_in": 7, "balloon.swap_out": 8,
+            "balloon.major_fault": 9, "balloon.minor_fault": 10, "balloon.hugetlb_pgalloc": 11,
+            "balloon.hugetlb_pgfail": 12, "balloon.last-update": 13}
+    call = {key.removeprefix("balloon."): value for key, value in bulk.items()
+            if key not in ("balloon.current", "balloon.last-update")} | {"actual": 1, "last_update": 13}
+    expected = Memory(actual_kib=1, available_kib=2, unused_kib=3, usable_kib=4, rss_kib=5, disk_caches_kib=6,
+                      swap_in_kib=7, swap_out_kib=8, major_faults=9, minor_faults=10, hugetlb_pgalloc=11,
+                      hugetlb_pgfail=12, last_update_s=13)
+    assert parse.memory_from_bulk(bulk) == expected
+    assert parse.memory_from_call(call) == expected
