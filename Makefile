@@ -30,7 +30,7 @@ NET_SNMP_NPM := net-snmp@3.29.2
 # into build/, not installed, so that no service of it starts and takes port 9177.
 KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
 
-.PHONY: demo demo-control test bench load system-deps venv base-mibs clean
+.PHONY: demo demo-control test test-busy bench load system-deps venv base-mibs clean
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -85,6 +85,13 @@ demo-control: venv base-mibs
 
 test: venv base-mibs $(KUMINA)
 	$(BIN)/python -m pytest
+
+# The whole suite on a busy machine: two CPU hogs (stress-ng --cpu 2) run for as long as it does.
+test-busy: venv base-mibs $(KUMINA)
+	@command -v stress-ng >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends stress-ng; } || { echo "error: stress-ng is needed" >&2; exit 1; }
+	stress-ng --cpu 2 --quiet & hogs=$$!; trap 'kill $$hogs 2>/dev/null; wait $$hogs 2>/dev/null' EXIT; \
+		$(BIN)/python -m pytest
 
 $(KUMINA): | system-deps
 	rm -rf build/kumina-deb && mkdir -p build/kumina-deb

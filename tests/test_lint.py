@@ -26,6 +26,13 @@ def test_mypy_strict_is_clean() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def test_no_module_over_400_lines() -> None:
+    """Every module of the package stays small enough to read in one go."""
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "exporter").rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"
+
+
 def _imports(path: Path) -> set[str]:
     """The exporter modules that ``path`` imports anywhere (top level, functions, TYPE_CHECKING blocks)."""
     import ast

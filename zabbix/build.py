@@ -3,7 +3,7 @@
     python zabbix/build.py          # rewrite the template
     python zabbix/build.py --check  # exit 1 if it is not what this script makes
 
-Every OID comes from exporter/snmp/mib.py, the same declarations the agent
+Every OID comes from exporter/snmp/mib.py (the MIB modules it puts together), the same declarations the agent
 serves, and the UUIDs are derived from names so that a rebuild changes
 nothing.  It discovers domains, disks and NICs by SNMP walk (low-level
 discovery with ``discovery[...]`` OIDs) and has items, triggers and graphs.
