@@ -20,7 +20,7 @@ snapshot stores them; node memory comes in KiB and is stored in bytes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from exporter import fields
@@ -129,7 +129,7 @@ def vcpus_from_bulk(stats: Stats, placement: Placement, current: int | None) -> 
     count = opt_int(stats.get("vcpu.maximum")) or current or 0
     result = []
     for n in range(count):
-        prefix = f"vcpu.{n}."
+        prefix = fields.TABLES["vcpu"].bulk_prefix.format(n=n)
         if prefix + "state" not in stats:
             continue
         cpu = placement.get(n, (0, 0, -1))[2]
@@ -160,14 +160,22 @@ def configured_blocks(cfg: DomainConfig) -> dict[str, Block]:
     }
 
 
+def _bulk_devices(stats: Stats, table: str) -> Iterator[tuple[str, str]]:
+    """(key prefix, target) of each device of ``table`` in a bulk record (``block.N.``, ``net.N.``) that names
+    its target; ``block.count`` (``net.count``) says how many there are."""
+    template = fields.TABLES[table].bulk_prefix
+    group = template.split(".", 1)[0]
+    for n in range(opt_int(stats.get(f"{group}.count")) or 0):
+        prefix = template.format(n=n)
+        target = stats.get(prefix + "name")
+        if target:
+            yield prefix, str(target)
+
+
 def blocks_from_bulk(stats: Stats, configured: Mapping[str, Block]) -> dict[str, Block]:
     """The ``block.N.*`` keys laid over the configured disks; a disk only the stats know is added."""
     result = dict(configured)
-    for n in range(opt_int(stats.get("block.count")) or 0):
-        p = f"block.{n}."
-        target = stats.get(p + "name")
-        if not target:
-            continue
+    for p, target in _bulk_devices(stats, "block"):
         path = str(stats.get(p + "path", ""))
         base = result.get(target) or Block(target=target, source=path)
         counters = {name: opt_int(stats.get(p + key)) for name, key in _BLOCK_KEYS}
@@ -215,11 +223,7 @@ def configured_interfaces(cfg: DomainConfig) -> dict[str, Interface]:
 def interfaces_from_bulk(stats: Stats, configured: Mapping[str, Interface]) -> dict[str, Interface]:
     """The ``net.N.*`` keys laid over the configured NICs; a NIC only the stats know is added."""
     result = dict(configured)
-    for n in range(opt_int(stats.get("net.count")) or 0):
-        p = f"net.{n}."
-        target = stats.get(p + "name")
-        if not target:
-            continue
+    for p, target in _bulk_devices(stats, "interface"):
         base = result.get(target) or Interface(target=target)
         counters = {attr: _counter(stats.get(p + key)) for attr, key in _NET_KEYS}
         result[target] = replace(base, **counters)
