@@ -63,7 +63,7 @@ _NUMBER = re.compile(r'STRING: "bench(\d+)"')
 def notification(i: int) -> NotificationDef:
     """lvxDomainSuspended for domain ``bench<i>``: what a lifecycle event sends (six varbinds of its own)."""
     (lvx, *_) = [n for n in mib.lifecycle_notifications(
-        "suspended", f"bench{i}", f"4d1f0a52-0c6c-4c3e-9b1a-{i:012d}", 1 + i % 5000, 3, 1, active=True,
+        "suspended", f"bench{i}", f"4d1f0a52-0c6c-4c3e-9b1a-{i:012d}", 1 + i % 5000, 3, 1,
         persistent=True, previous_state=1) if n.mib == "libvirt-exporter"]
     return lvx
 
