@@ -17,7 +17,9 @@ import sys
 import uuid as uuidlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
+
+from exporter.snapshot import NovaInstance
 
 _NAMESPACE = uuidlib.UUID("a4a7c1de-52b5-4c44-9d6c-6c1b7e0f0000")
 
@@ -31,6 +33,7 @@ class HostShape:
     memory_mib: int = 1024
     mixed_states: bool = True
     prefix: str = "vm"
+    nova: bool = False  # give most domains OpenStack Nova's metadata (see nova_instance)
 
 
 def domain_name(shape: HostShape, index: int) -> str:
@@ -39,6 +42,30 @@ def domain_name(shape: HostShape, index: int) -> str:
 
 def domain_uuid(shape: HostShape, index: int) -> str:
     return str(uuidlib.uuid5(_NAMESPACE, domain_name(shape, index)))
+
+
+#: Nova's metadata namespace as recent releases write it.
+NOVA_NAMESPACE = "http://openstack.org/xmlns/libvirt/nova/1.1"
+
+
+def nova_instance(shape: HostShape, index: int) -> NovaInstance | None:
+    """The Nova metadata of domain ``index``: every fourth domain has none (not every domain is Nova's)."""
+    if not shape.nova or index % 4 == 3:
+        return None
+    project = index % 3
+    return NovaInstance(name=f"server-{index}", flavor=("m1.small", "m1.large")[index % 2],
+                        user_name=f"user{project}", user_id=str(uuidlib.uuid5(_NAMESPACE, f"user{project}")),
+                        project_name=f"project{project}", project_id=str(uuidlib.uuid5(_NAMESPACE, f"p{project}")))
+
+
+def _nova_xml(nova: NovaInstance | None) -> str:
+    if nova is None:
+        return ""
+    return (f"<metadata><nova:instance xmlns:nova={quoteattr(NOVA_NAMESPACE)}>"
+            f"<nova:name>{escape(nova.name)}</nova:name><nova:flavor name={quoteattr(nova.flavor)}/><nova:owner>"
+            f"<nova:user uuid={quoteattr(nova.user_id)}>{escape(nova.user_name)}</nova:user>"
+            f"<nova:project uuid={quoteattr(nova.project_id)}>{escape(nova.project_name)}</nova:project>"
+            "</nova:owner></nova:instance></metadata>")
 
 
 def runstate(shape: HostShape, index: int) -> int:
@@ -74,7 +101,7 @@ def domain_xml(shape: HostShape, index: int, *, domain_type: str = "test", with_
     return (
         f"<domain type='{domain_type}'{ns}><name>{name}</name><uuid>{domain_uuid(shape, index)}</uuid>"
         f"<memory unit='MiB'>{shape.memory_mib}</memory><vcpu>{shape.vcpus}</vcpu>"
-        f"<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        f"<os><type arch='x86_64' machine='pc'>hvm</type></os>{_nova_xml(nova_instance(shape, index))}"
         f"<devices>{disks}{nics}<memballoon model='virtio'/></devices>{extra}</domain>"
     )
 
@@ -95,12 +122,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nics", type=int, default=2)
     parser.add_argument("--vcpus", type=int, default=4)
     parser.add_argument("--all-running", action="store_true")
+    parser.add_argument("--nova", action="store_true", help="give most domains OpenStack Nova's metadata")
     parser.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     args = parser.parse_args(argv)
     for name in ("domains", "disks", "nics", "vcpus"):
         if getattr(args, name) < (1 if name in ("domains", "vcpus") else 0):
             parser.error(f"--{name} is too small")
-    shape = HostShape(args.domains, args.disks, args.nics, args.vcpus, mixed_states=not args.all_running)
+    shape = HostShape(args.domains, args.disks, args.nics, args.vcpus, mixed_states=not args.all_running,
+                      nova=args.nova)
     text = node_xml(shape)
     if args.output == "-":
         sys.stdout.write(text)

@@ -15,7 +15,7 @@ Sample output::
 
 from __future__ import annotations
 
-import operator
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__, fields
+from exporter.fieldtypes import InfoFamily
 from exporter.snapshot import Domain, Snapshot, version_text
 
 NS = 1e-9
@@ -137,13 +138,14 @@ class Families(_Sink):
                 yield family
 
 
-def _sample_value(value: float) -> str:
-    """A sample value as the Prometheus text format writes it (prometheus_client's own rules)."""
-    return str(_go_float(value))  # type: ignore[no-untyped-call]
-
-
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+@functools.lru_cache(maxsize=8)
+def _enabled_specs(groups: frozenset[str]) -> dict[str, Spec]:
+    """The families that ``groups`` (the enabled collectors) export, by name."""
+    return {s.name: s for s in SPECS if s.group == "exporter" or s.group in groups}
 
 
 class _TextFamilies(_Sink):
@@ -157,19 +159,24 @@ class _TextFamilies(_Sink):
         super().__init__(groups)
         self._lines: dict[str, list[str]] = {}
         self._label_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._enabled = _enabled_specs(groups)
 
     def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
-        spec = self._wanted(name, value)
-        if spec is None or value is None:
+        if value is None:
             return
-        values = tuple(labels)
+        spec = self._enabled.get(name)
+        if spec is None:
+            return
+        values = labels if isinstance(labels, tuple) else tuple(labels)
         key = (spec.labels, values)
         text = self._label_cache.get(key)
         if text is None:
             text = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(spec.labels, values, strict=True))
             self._label_cache[key] = text
-        lines = self._lines.setdefault(name, [])
-        number = _sample_value(value)
+        lines = self._lines.get(name)
+        if lines is None:
+            lines = self._lines[name] = []
+        number = _go_float(value)  # type: ignore[no-untyped-call]
         lines.append(f"{name}{{{text}}} {number}\n" if text else f"{name} {number}\n")
 
     def fragment(self) -> tuple[bytes, ...]:
@@ -196,16 +203,12 @@ _Plan = tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
 def _plan(table: str) -> _Plan:
-    """(family, value of an object of ``table`` in the family's unit) for the table's fields with a family."""
-    def value(f: fields.Field) -> Callable[[Any], Any]:
-        get = operator.attrgetter(f.attr)
-        return lambda obj: f.metric_value(get(obj))
-
-    return tuple((f.family.name, value(f)) for f in fields.of_table(table) if f.family is not None)
+    """(family, reader of an object of ``table`` giving the family's value) for the table's fields."""
+    return tuple((f.family.name, f.metric_reader()) for f in fields.of_table(table) if f.family is not None)
 
 
-def _info(table: str) -> tuple[tuple[str, tuple[fields.Label, ...]], ...]:
-    return tuple((i.family.name, i.labels) for i in fields.INFO_FAMILIES if i.table == table)
+def _info(table: str) -> tuple[InfoFamily, ...]:
+    return tuple(i for i in fields.INFO_FAMILIES if i.table == table)
 
 
 _PLANS = {table: _plan(table) for table in fields.TABLES}
@@ -214,10 +217,12 @@ _INFOS = {table: _info(table) for table in fields.TABLES}
 
 def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...]) -> None:
     """The series of one object of ``table`` (a domain, a vCPU, a device, a pool...) labelled ``ids``."""
-    for name, labels in _INFOS[table]:
-        f.add(name, ids + tuple(label.get(obj) for label in labels), 1)
-    for name, value in _PLANS[table]:
-        f.add(name, ids, value(obj))
+    for info in _INFOS[table]:
+        if info.present is None or info.present(obj):
+            f.add(info.family.name, ids + tuple([label.get(obj) for label in info.labels]), 1)
+    add = f.add
+    for name, read in _PLANS[table]:
+        add(name, ids, read(obj))
 
 
 def _domain_families(f: Families | _TextFamilies, dom: Domain) -> None:

@@ -154,6 +154,19 @@ class Memory:
 
 
 @dataclass(frozen=True, slots=True)
+class NovaInstance:
+    """OpenStack Nova's ``<nova:instance>`` element in a domain's ``<metadata>``: who owns the instance and
+    what it is (the instance's UUID is the domain's)."""
+
+    name: str = ""  # nova:name, the instance's display name
+    flavor: str = ""  # nova:flavor's name attribute
+    user_name: str = ""
+    user_id: str = ""
+    project_name: str = ""
+    project_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Domain:
     name: str
     uuid: str
@@ -177,6 +190,7 @@ class Domain:
     vcpus: tuple[Vcpu, ...] = ()
     blocks: tuple[Block, ...] = ()
     interfaces: tuple[Interface, ...] = ()
+    nova: NovaInstance | None = None  # the domain's OpenStack Nova metadata, if it has any
     # Running, paused or otherwise started.  Usually id >= 0, but after a
     # "started" event the new id is unknown until the next poll.
     active: bool = False

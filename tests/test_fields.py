@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import fields
+from exporter.fieldtypes import COUNTER
 from exporter.prometheus import SPEC_BY_NAME, snapshot_text
 from exporter.snapshot import ALL_GROUPS, Block, Domain, Host, Interface, Memory, Network, Snapshot, StoragePool, Vcpu
 from exporter.snmp import mib, mib_lvx, mib_system
@@ -43,7 +44,7 @@ def test_table_is_consistent() -> None:
         assert f.family is not None or f.column is not None, f"{f.attr}: in no front end"
         if f.family is not None:
             assert re.fullmatch(r"libvirt_[a-z_]+", f.family.name), f.family.name
-            assert f.family.name.endswith("_total") == (f.family.kind == fields.COUNTER), f.family.name
+            assert f.family.name.endswith("_total") == (f.family.kind == COUNTER), f.family.name
             if f.unit == "ns":
                 assert "_seconds" in f.family.name, f.family.name
             if f.unit in ("kib", "bytes"):

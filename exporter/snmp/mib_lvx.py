@@ -7,8 +7,7 @@ The columns that carry a snapshot value come from the field table (:mod:`exporte
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter import fields
@@ -26,6 +25,7 @@ LVX_BLOCK_ENTRY = LVX_ROOT + (1, 5, 1)
 LVX_IF_ENTRY = LVX_ROOT + (1, 6, 1)
 LVX_POOL_ENTRY = LVX_ROOT + (1, 7, 1)
 LVX_NET_ENTRY = LVX_ROOT + (1, 8, 1)
+LVX_METADATA_ENTRY = LVX_ROOT + (1, 9, 1)
 
 #: The entry (or, for the host, the group) of each field table's MIB table.
 ENTRIES: dict[str, OidT] = {
@@ -44,6 +44,8 @@ DOMAIN_LAST_ACTION_RESULT, DOMAIN_LAST_ACTION_ERROR, DOMAIN_LAST_ACTION_TIME, DO
 NAME_INDEX, NAME_OPER_STATE = 2, 3
 # lvxInterfaceTable columns not in the field table
 INTERFACE_MAC, INTERFACE_SOURCE = 3, 6
+# lvxMetadataTable
+METADATA_LABEL, METADATA_VALUE = 2, 3
 
 MAX_NAME_KEY = 100  # longest domain name listed in lvxDomainNameTable
 
@@ -75,6 +77,8 @@ def _objects(table: str) -> tuple[ObjectDef, ...]:
 
 HOST_OBJECTS = _objects("host")
 DOMAIN_OBJECTS = _objects("domain")
+METADATA_OBJECTS = defs(LVX_METADATA_ENTRY, [(METADATA_LABEL, "lvxMetadataLabel", STR, RO),
+                                             (METADATA_VALUE, "lvxMetadataValue", STR, RO)])
 NAME_OBJECTS = defs(LVX_NAME_ENTRY, [(NAME_INDEX, "lvxDomainNameIndex", INT, RO),
                                      (NAME_OPER_STATE, "lvxDomainNameOperState", INT, RO)])
 VCPU_OBJECTS = _objects("vcpu")
@@ -83,25 +87,22 @@ INTERFACE_OBJECTS = _objects("interface")
 POOL_OBJECTS = _objects("pool")
 NETWORK_OBJECTS = _objects("network")
 OBJECTS = (HOST_OBJECTS + DOMAIN_OBJECTS + NAME_OBJECTS + VCPU_OBJECTS + BLOCK_OBJECTS + INTERFACE_OBJECTS
-           + POOL_OBJECTS + NETWORK_OBJECTS)
+           + POOL_OBJECTS + NETWORK_OBJECTS + METADATA_OBJECTS)
 
 _Cells = tuple[tuple[int, str, Callable[[Any], Any]], ...]
 
 
 def _cells(table: str) -> _Cells:
-    """(column, syntax, value of an object of ``table`` as the column holds it) for the table's fields."""
-    def value(f: fields.Field) -> Callable[[Any], Any]:
-        get = operator.attrgetter(f.attr)
-        return lambda obj: f.column_value(get(obj))
-
-    return tuple((f.column.number, f.column.syntax, value(f)) for f in fields.of_table(table) if f.column)
+    """(column, syntax, reader of an object of ``table`` giving the column's value) for the table's fields."""
+    return tuple((f.column.number, f.column.syntax, f.column_reader()) for f in fields.of_table(table) if f.column)
 
 
 _CELLS = {table: _cells(table) for table in ENTRIES}
 
 
-def field_cells(table: str, obj: Any) -> Iterator[tuple[int, str, Any]]:
-    return ((number, syntax, value(obj)) for number, syntax, value in _CELLS[table])
+def put_fields(b: Builder, table: str, index: OidT, obj: Any) -> None:
+    """``obj``'s row of ``table``: the columns the field table gives it."""
+    b.read(ENTRIES[table], index, _CELLS[table], obj)
 
 
 def _mac(text: str) -> bytes | None:
@@ -145,8 +146,7 @@ def put_scalars(b: Builder, snap: Snapshot, table_last_change_ticks: int, spin_l
         put(HOST_DRIVER, STR, host.driver)
         put(HOST_DRIVER_VERSION, STR, version_text(host.hypervisor_version))
         put(HOST_LIBVIRT_VERSION, STR, version_text(host.libvirt_version))
-        for number, syntax, value in field_cells("host", host):
-            put(number, syntax, value)
+        put_fields(b, "host", (0,), host)
 
 
 def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
@@ -156,7 +156,7 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
     idx = (index,)
     last_action, result, error, when = action or (1, 1, "", 0)
     uptime = _age_since(started) if started is not None and dom.active else None
-    b.columns(LVX_DOMAIN_ENTRY, idx, field_cells("domain", dom))
+    put_fields(b, "domain", idx, dom)
     b.columns(LVX_DOMAIN_ENTRY, idx, (
         (DOMAIN_UPTIME, U32, uptime), (DOMAIN_ADMIN_STATE, INT, admin_state(dom.state)), (DOMAIN_ACTION, INT, 1),
         (DOMAIN_LAST_ACTION, INT, last_action), (DOMAIN_LAST_ACTION_RESULT, INT, result),
@@ -167,11 +167,15 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
     if key is not None:
         b.columns(LVX_NAME_ENTRY, key, ((NAME_INDEX, INT, index), (NAME_OPER_STATE, INT, dom.state)))
     for vcpu in dom.vcpus:
-        b.columns(LVX_VCPU_ENTRY, (index, vcpu.number), field_cells("vcpu", vcpu))
+        put_fields(b, "vcpu", (index, vcpu.number), vcpu)
     for pos, blk in enumerate(dom.blocks, start=1):
-        b.columns(LVX_BLOCK_ENTRY, (index, pos), field_cells("block", blk))
+        put_fields(b, "block", (index, pos), blk)
+    if fields.OPENSTACK.present is not None and fields.OPENSTACK.present(dom):
+        for pos, label in enumerate(fields.OPENSTACK.labels, start=1):
+            b.columns(LVX_METADATA_ENTRY, (index, pos), ((METADATA_LABEL, STR, label.name),
+                                                         (METADATA_VALUE, STR, label.get(dom))))
     for pos, nic in enumerate(dom.interfaces, start=1):
-        b.columns(LVX_IF_ENTRY, (index, pos), field_cells("interface", nic))
+        put_fields(b, "interface", (index, pos), nic)
         b.columns(LVX_IF_ENTRY, (index, pos), ((INTERFACE_MAC, BYTES, _mac(nic.mac)),
                                                (INTERFACE_SOURCE, STR, nic.bridge or nic.network)))
 
@@ -179,7 +183,7 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
 def domain_ranges(dom: Domain, index: int) -> list[tuple[OidT, OidT, OidT]]:
     """(table entry, first row, end row) of every row range ``dom`` may have in these tables."""
     ranges: list[tuple[OidT, OidT, OidT]] = [(entry, (index,), (index + 1,))
-              for entry in (LVX_DOMAIN_ENTRY, LVX_VCPU_ENTRY, LVX_BLOCK_ENTRY, LVX_IF_ENTRY)]
+              for entry in (LVX_DOMAIN_ENTRY, LVX_VCPU_ENTRY, LVX_BLOCK_ENTRY, LVX_IF_ENTRY, LVX_METADATA_ENTRY)]
     key = name_key(dom.name)
     if key is not None:
         ranges.append((LVX_NAME_ENTRY, key, key + (0,)))  # exactly the key: a longer name sorts after key + (0,)
@@ -190,14 +194,14 @@ def put_pools(b: Builder, pools: Iterable[StoragePool], indexes: Mapping[str, in
     for pool in pools:
         index = indexes.get(pool.uuid)
         if index is not None:
-            b.columns(LVX_POOL_ENTRY, (index,), field_cells("pool", pool))
+            put_fields(b, "pool", (index,), pool)
 
 
 def put_networks(b: Builder, networks: Iterable[Network], indexes: Mapping[str, int]) -> None:
     for net in networks:
         index = indexes.get(net.uuid)
         if index is not None:
-            b.columns(LVX_NET_ENTRY, (index,), field_cells("network", net))
+            put_fields(b, "network", (index,), net)
 
 
 # -- notifications ---------------------------------------------------------------

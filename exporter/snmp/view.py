@@ -196,29 +196,47 @@ def bulk_rounds(cursors: Sequence[C], rounds: int, step: Callable[[C], tuple[C |
 
 
 class Builder:
+    """Collects instances column by column (a snapshot's, or one domain's for a patch)."""
+
     def __init__(self) -> None:
         self._columns: dict[OidT, tuple[str, list[OidT], list[Any]]] = {}
-        self._keys: dict[tuple[OidT, int], OidT] = {}
+        self._slots: dict[tuple[OidT, int], tuple[list[OidT], list[Any]]] = {}  # (entry, column) -> its lists
 
-    def _append(self, obj: OidT, index: OidT, syntax: str, value: Any) -> None:
+    def _slot(self, obj: OidT, syntax: str) -> tuple[list[OidT], list[Any]]:
         col = self._columns.get(obj)
         if col is None:
             col = self._columns[obj] = (syntax, [], [])
-        col[1].append(index)
-        col[2].append(value)
+        return col[1], col[2]
 
     def put(self, obj: OidT, index: OidT, syntax: str, value: Any) -> None:
         if value is not None:
-            self._append(obj, index, syntax, value)
+            rows, values = self._slot(obj, syntax)
+            rows.append(index)
+            values.append(value)
 
     def columns(self, entry: OidT, index: OidT, cells: Iterable[tuple[int, str, Any]]) -> None:
-        keys = self._keys
+        """One row's cells of the table under ``entry``: (column, syntax, value), None values left out."""
+        slots = self._slots
         for column, syntax, value in cells:
             if value is not None:
-                obj = keys.get((entry, column))
-                if obj is None:
-                    obj = keys[(entry, column)] = entry + (column,)
-                self._append(obj, index, syntax, value)
+                slot = slots.get((entry, column))
+                if slot is None:
+                    slot = slots[(entry, column)] = self._slot(entry + (column,), syntax)
+                slot[0].append(index)
+                slot[1].append(value)
+
+    def read(self, entry: OidT, index: OidT, readers: Iterable[tuple[int, str, Callable[[Any], Any]]],
+             obj: Any) -> None:
+        """One row whose cells are read from ``obj``: (column, syntax, reader), None values left out."""
+        slots = self._slots
+        for column, syntax, reader in readers:
+            value = reader(obj)
+            if value is not None:
+                slot = slots.get((entry, column))
+                if slot is None:
+                    slot = slots[(entry, column)] = self._slot(entry + (column,), syntax)
+                slot[0].append(index)
+                slot[1].append(value)
 
     def cells(self) -> Iterator[tuple[OidT, tuple[str, list[OidT], list[Any]]]]:
         return iter(self._columns.items())

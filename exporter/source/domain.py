@@ -152,6 +152,7 @@ def build_domain(
         arch=cfg.arch,
         machine=cfg.machine,
         title=cfg.title,
+        nova=cfg.nova,
         max_memory_kib=max_kib,
         memory_kib=cur_kib,
         vcpus_current=vcpus_current,

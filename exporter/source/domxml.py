@@ -10,6 +10,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from exporter.snapshot import NovaInstance
+
+#: Nova's metadata namespace; every version (1.0, 1.1, ...) has this prefix.
+NOVA_NAMESPACE = "http://openstack.org/xmlns/libvirt/nova/"
+
 _UNITS = {
     "b": 1,
     "bytes": 1,
@@ -61,6 +66,7 @@ class DomainConfig:
     vcpus_current: int | None = None
     disks: tuple[DiskConfig, ...] = ()
     nics: tuple[NicConfig, ...] = ()
+    nova: NovaInstance | None = None
 
     def disk(self, target: str) -> DiskConfig | None:
         for disk in self.disks:
@@ -103,6 +109,31 @@ def _disk_source(source: ET.Element | None) -> str:
                 return f"{source.get('pool')}/{value}"
             return value
     return ""
+
+
+def _nova(metadata: ET.Element | None) -> NovaInstance | None:
+    """The first ``<instance>`` child of ``<metadata>`` in a Nova namespace, whatever its version."""
+    if metadata is None:
+        return None
+    for child in metadata:
+        namespace, _, local = child.tag.rpartition("}")
+        if local == "instance" and namespace.lstrip("{").startswith(NOVA_NAMESPACE):
+            return _nova_instance(child, namespace + "}")
+    return None
+
+
+def _nova_instance(instance: ET.Element, ns: str) -> NovaInstance:
+    def text(path: str) -> str:
+        return (instance.findtext(path.replace("nova:", ns)) or "").strip()
+
+    def attr(path: str, name: str) -> str:
+        elem = instance.find(path.replace("nova:", ns))
+        return (elem.get(name) or "").strip() if elem is not None else ""
+
+    return NovaInstance(name=text("nova:name"), flavor=attr("nova:flavor", "name"),
+                        user_name=text("nova:owner/nova:user"), user_id=attr("nova:owner/nova:user", "uuid"),
+                        project_name=text("nova:owner/nova:project"),
+                        project_id=attr("nova:owner/nova:project", "uuid"))
 
 
 def parse(xml: str) -> DomainConfig:
@@ -160,4 +191,5 @@ def parse(xml: str) -> DomainConfig:
         vcpus_current=vcpus_current if vcpus_current is not None else vcpus_max,
         disks=tuple(disks),
         nics=tuple(nics),
+        nova=_nova(root.find("metadata")),
     )

@@ -1,0 +1,140 @@
+"""Cloud metadata: OpenStack Nova's instance element in a domain's XML, as libvirt_domain_openstack_info (inovex's
+family and labels, plus uuid) and as LIBVIRT-EXPORTER-MIB's lvxMetadataTable."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import fields, hostgen
+from exporter.poller import snapshot_of
+from exporter.prometheus import snapshot_text
+from exporter.snapshot import ALL_GROUPS, NovaInstance
+from exporter.snmp import mib, mib_lvx, mib_system
+from exporter.source import Source, domxml
+from tests.conftest import DEMO_HOST, require
+from tests.support import snmp
+from tests.support.process import Exporter
+
+INOVEX_LABELS = ["domain", "instance_name", "instance_id", "flavor_name", "user_name", "user_id", "project_name",
+                 "project_id"]
+
+
+def _xml(metadata: str) -> str:
+    return f"<domain type='kvm'><name>i-1</name><uuid>00000000-0000-4000-8000-000000000001</uuid>" \
+           f"<metadata>{metadata}</metadata></domain>"
+
+
+def _nova(version: str) -> str:
+    return (f'<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/{version}">'
+            "<nova:package version='27.1.0'/><nova:name>srv</nova:name><nova:flavor name='m1.tiny'><nova:vcpus>1"
+            "</nova:vcpus></nova:flavor><nova:owner><nova:user uuid='u-1'>alice</nova:user>"
+            "<nova:project uuid='p-1'>demo</nova:project></nova:owner></nova:instance>")
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+def test_nova_metadata_of_every_version(version: str) -> None:
+    assert domxml.parse(_xml(_nova(version))).nova == NovaInstance("srv", "m1.tiny", "alice", "u-1", "demo", "p-1")
+
+
+def test_other_metadata_is_not_novas() -> None:
+    """Another manager's element named instance, an empty <metadata>, none at all: no Nova metadata."""
+    other = "<x:instance xmlns:x='http://example.org/ns'><x:name>srv</x:name></x:instance>"
+    assert domxml.parse(_xml(other)).nova is None
+    assert domxml.parse(_xml("")).nova is None
+    assert domxml.parse("<domain><name>n</name></domain>").nova is None
+    partial = '<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1"><nova:name>s</nova:name>' \
+              "</nova:instance>"
+    assert domxml.parse(_xml(partial)).nova == NovaInstance(name="s")  # what is missing is empty, not invented
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[hostgen.HostShape, object]]:
+    """A generated host with Nova metadata on three domains in four, polled once in process."""
+    shape = hostgen.HostShape(domains=12, nova=True)
+    node = tmp_path_factory.mktemp("nova") / "node.xml"
+    node.write_text(hostgen.node_xml(shape))
+    source = Source(f"test://{node}")
+    source.open()
+    try:
+        result = source.poll(ALL_GROUPS)
+    finally:
+        source.close()
+    yield shape, snapshot_of(result, time.time(), 0.1)
+
+
+def test_openstack_info_only_for_novas_domains(generated: tuple[hostgen.HostShape, object]) -> None:
+    shape, snap = generated
+    text = snapshot_text(snap, frozenset(ALL_GROUPS)).decode()  # type: ignore[arg-type]
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "libvirt_domain_openstack_info"]
+    series = {s.labels["domain"]: s for s in family.samples}
+    expected = {hostgen.domain_name(shape, i): hostgen.nova_instance(shape, i) for i in range(shape.domains)}
+    assert set(series) == {name for name, nova in expected.items() if nova is not None} and len(series) == 9
+    for name, sample in series.items():
+        nova = expected[name]
+        assert nova is not None and sample.value == 1
+        assert sorted(sample.labels) == sorted([*INOVEX_LABELS, "uuid"])
+        assert sample.labels == {
+            "domain": name, "uuid": sample.labels["instance_id"], "instance_name": nova.name,
+            "instance_id": hostgen.domain_uuid(shape, int(name.removeprefix(shape.prefix))),
+            "flavor_name": nova.flavor, "user_name": nova.user_name, "user_id": nova.user_id,
+            "project_name": nova.project_name, "project_id": nova.project_id}
+
+
+def test_metadata_table_holds_the_same_labels(generated: tuple[hostgen.HostShape, object]) -> None:
+    _, snap = generated
+    domains = snap.domains  # type: ignore[attr-defined]
+    indexes = mib.Indexes({d.uuid: n for n, d in enumerate(domains, start=1)}, {}, {})
+    view = mib.build_view(snap, indexes, mib_system.SystemInfo())  # type: ignore[arg-type]
+    label, value = mib_lvx.LVX_METADATA_ENTRY + (2,), mib_lvx.LVX_METADATA_ENTRY + (3,)
+    for n, dom in enumerate(domains, start=1):
+        rows = {view.get(label + (n, pos)): view.get(value + (n, pos)) for pos in range(1, 9)}
+        if dom.nova is None:
+            assert rows == {None: None}
+            continue
+        got = {k[1]: v[1] for k, v in rows.items() if k is not None and v is not None}
+        assert got == {lb.name: lb.get(dom) for lb in fields.OPENSTACK.labels}
+        assert list(got) == INOVEX_LABELS[1:]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, str]]:
+    """The demo host (three of its domains are Nova's) served over HTTP and SNMP."""
+    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
+    folder = tmp_path_factory.mktemp("demo-nova")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}")
+    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}", "--libvirt.poll-interval",
+                    "1h"], log=folder / "log")
+    with exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        yield exp, f"127.0.0.1:{port}"
+
+
+def test_demo_metadata_over_http_and_snmp(demo: tuple[Exporter, str]) -> None:
+    """The same labels for the same domains through /metrics and a walk of lvxMetadataTable."""
+    exp, target = demo
+    metrics = exp.scrape()
+    by_uuid = {s["uuid"]: s for s in metrics.series("libvirt_domain_openstack_info")}
+    assert {s["domain"] for s in by_uuid.values()} == {"web1", "web2", "db1"}
+    assert by_uuid[next(u for u, s in by_uuid.items() if s["domain"] == "db1")]["project_name"] == "data"
+    names = {s["uuid"]: s["domain"] for s in metrics.series("libvirt_domain_info")}
+    walk = snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", target, "lvxMetadataTable"))
+    domain_uuid = snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", target, "lvxDomainUUID"))
+    uuid_of = {oid.rsplit(".", 1)[1]: value.strip('"') for oid, value in domain_uuid.items()}
+    table: dict[str, dict[str, str]] = {}
+    entry = ".".join(map(str, mib_lvx.LVX_METADATA_ENTRY))
+    for oid, value in walk.items():
+        column, index, position = oid.lstrip(".").removeprefix(entry + ".").split(".")
+        table.setdefault(f"{index}.{position}", {})[column] = value.strip('"')
+    served: dict[str, dict[str, str]] = {}
+    for key, row in table.items():
+        uuid = uuid_of[key.split(".")[0]]
+        served.setdefault(uuid, {})[row["2"]] = row["3"]
+    assert set(served) == set(by_uuid)
+    for uuid, labels in served.items():
+        series = by_uuid[uuid]
+        assert labels == {k: v for k, v in series.items() if k not in ("domain", "uuid")}, names[uuid]
