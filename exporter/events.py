@@ -143,5 +143,7 @@ def _same_device(old: D | None, new: D) -> D:
 
 def _definition(device: Block | Interface) -> tuple[object, ...]:
     if isinstance(device, Block):
-        return device.device, device.disk_type, device.bus, device.source, device.driver_type, device.readonly
-    return device.mac, device.model, device.interface_type, device.bridge, device.network
+        return (device.device, device.disk_type, device.bus, device.source, device.driver_type, device.readonly,
+                device.serial, device.driver_name, device.cache, device.discard, device.protocol)
+    return (device.mac, device.model, device.interface_type, device.bridge, device.network, device.mtu,
+            device.virtual_interface)

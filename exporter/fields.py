@@ -60,11 +60,17 @@ INFO_FAMILIES: tuple[InfoFamily, ...] = (
                                     "Block device metadata as labels; the value is always 1."), (
         label("device", "device"), label("disk_type", "disk_type"), label("target_bus", "bus"),
         label("source_file", "source"), label("driver_type", "driver_type"),
+        # inovex's further labels: a Cinder volume's id, the cache and discard modes, rbd/iscsi/...
+        label("serial", "serial"), label("driver_name", "driver_name"), label("driver_cache", "cache"),
+        label("driver_discard", "discard"), label("source_protocol", "protocol"),
     )),
     InfoFamily("interface", "interface", gauge("libvirt_domain_interface_stats_info",
                                             "Network interface metadata as labels; the value is always 1."), (
         label("mac_address", "mac"), label("interface_type", "interface_type"),
         label("source_bridge", "bridge"), label("source_network", "network"), label("model_type", "model"),
+        # inovex's MTU, and Open vSwitch's interface id: the Neutron port's id under OpenStack
+        label("mtu_size", "mtu", lambda mtu: "" if mtu is None else str(mtu)),
+        label("virtual_interface", "virtual_interface"),
     )),
     InfoFamily("network", "network", gauge(
         "libvirt_network_info", "Network metadata as labels; the value is always 1."), (label("bridge", "bridge"),)),
@@ -176,6 +182,10 @@ FIELDS: tuple[Field, ...] = (
     Field("block", "source", "text", "block", column=column(3, "lvxBlockSource", STR), bulk="path"),
     Field("block", "bus", "text", "block", column=column(4, "lvxBlockBus", STR)),
     Field("block", "driver_type", "text", "block", column=column(5, "lvxBlockDriverType", STR)),
+    Field("block", "serial", "text", "block", column=column(18, "lvxBlockSerial", STR)),
+    Field("block", "cache", "text", "block", column=column(19, "lvxBlockCache", STR)),
+    Field("block", "discard", "text", "block", column=column(20, "lvxBlockDiscard", STR)),
+    Field("block", "protocol", "text", "block", column=column(21, "lvxBlockProtocol", STR)),
     Field("block", "read_requests", "count", "block", counter(
         "libvirt_domain_block_stats_read_requests_total", "Read requests from a block device."),
         column(9, "lvxBlockReadRequests", C64), "rd.reqs"),
@@ -216,6 +226,8 @@ FIELDS: tuple[Field, ...] = (
     Field("interface", "target", "text", "interface", column=column(2, "lvxInterfaceTarget", STR), bulk="name"),
     Field("interface", "model", "text", "interface", column=column(4, "lvxInterfaceModel", STR)),
     Field("interface", "interface_type", "text", "interface", column=column(5, "lvxInterfaceType", STR)),
+    Field("interface", "mtu", "count", "interface", column=column(15, "lvxInterfaceMtu", U32)),
+    Field("interface", "virtual_interface", "text", "interface", column=column(16, "lvxInterfaceVirtualPort", STR)),
     Field("interface", "receive_bytes", "bytes", "interface", counter(
         "libvirt_domain_interface_stats_receive_bytes_total", "Bytes received on a network interface."),
         column(7, "lvxInterfaceReceiveBytes", C64), "rx.bytes"),

@@ -102,6 +102,11 @@ class Block:
     source: str = ""
     driver_type: str = ""  # qcow2, raw, ...
     readonly: bool = False
+    serial: str = ""  # the disk's serial: the Cinder volume's id under OpenStack
+    driver_name: str = ""  # qemu, ...
+    cache: str = ""  # none, writeback, writethrough, directsync, unsafe
+    discard: str = ""  # unmap, ignore
+    protocol: str = ""  # a network disk's protocol: rbd, iscsi, nbd, ...
     read_requests: int | None = None
     read_bytes: int | None = None
     read_time_ns: int | None = None
@@ -124,6 +129,8 @@ class Interface:
     interface_type: str = ""  # bridge, network, ethernet, direct, ...
     bridge: str = ""
     network: str = ""
+    mtu: int | None = None
+    virtual_interface: str = ""  # Open vSwitch's interface id (the Neutron port's id under OpenStack)
     receive_bytes: int | None = None
     receive_packets: int | None = None
     receive_errors: int | None = None

@@ -1,5 +1,6 @@
-"""Cloud metadata: OpenStack Nova's instance element in a domain's XML, as libvirt_domain_openstack_info (inovex's
-family and labels, plus uuid) and as LIBVIRT-EXPORTER-MIB's lvxMetadataTable."""
+"""What a domain's XML says beyond the basics: OpenStack Nova's instance element (libvirt_domain_openstack_info,
+inovex's family and labels plus uuid; lvxMetadataTable) and the devices' serial, cache, discard, protocol, MTU and
+Open vSwitch port (labels of the _info families; LVX columns)."""
 
 from __future__ import annotations
 
@@ -138,3 +139,42 @@ def test_demo_metadata_over_http_and_snmp(demo: tuple[Exporter, str]) -> None:
     for uuid, labels in served.items():
         series = by_uuid[uuid]
         assert labels == {k: v for k, v in series.items() if k not in ("domain", "uuid")}, names[uuid]
+
+
+def test_device_definitions_give_inovex_labels() -> None:
+    """A disk's serial, driver cache and discard modes and network protocol, a NIC's MTU and Open vSwitch
+    interface id, from the domain XML."""
+    xml = """<domain type='kvm'><name>i</name><devices>
+      <disk type='network' device='disk'><driver name='qemu' type='raw' cache='writeback' discard='unmap'/>
+        <source protocol='rbd' name='volumes/volume-1'><host name='10.0.0.1' port='6789'/></source>
+        <target dev='vda' bus='virtio'/><serial>vol-1</serial></disk>
+      <disk type='file' device='cdrom'><source file='/iso/x.iso'/><target dev='sda' bus='sata'/><readonly/></disk>
+      <interface type='bridge'><mac address='fa:16:3e:00:00:01'/><source bridge='br-int'/>
+        <virtualport type='openvswitch'><parameters interfaceid='port-1'/></virtualport>
+        <target dev='tap1'/><model type='virtio'/><mtu size='1442'/></interface>
+      <interface type='network'><source network='default'/><target dev='tap2'/></interface>
+    </devices></domain>"""
+    cfg = domxml.parse(xml)
+    rbd, cdrom = cfg.disks
+    assert (rbd.serial, rbd.driver_name, rbd.cache, rbd.discard, rbd.protocol, rbd.source) == (
+        "vol-1", "qemu", "writeback", "unmap", "rbd", "volumes/volume-1")
+    assert (cdrom.serial, cdrom.cache, cdrom.discard, cdrom.protocol) == ("", "", "", "")
+    ovs, plain = cfg.nics
+    assert (ovs.mtu, ovs.virtual_interface) == (1442, "port-1")
+    assert (plain.mtu, plain.virtual_interface) == (None, "")
+
+
+def test_demo_device_labels_over_http_and_snmp(demo: tuple[Exporter, str]) -> None:
+    """web1's first disk and NIC carry the labels in /metrics, and the same values in the LVX columns."""
+    exp, target = demo
+    metrics = exp.scrape()
+    (vda,) = [s for s in metrics.series("libvirt_domain_block_stats_info")
+              if s["domain"] == "web1" and s["target_device"] == "vda"]
+    assert (vda["serial"], vda["driver_name"], vda["driver_cache"], vda["driver_discard"], vda["source_protocol"]) \
+        == ("0c3f9b5e-5f7a-4d5c-9e2b-7d1a6c8e4f01", "qemu", "none", "unmap", "")
+    (nic,) = [s for s in metrics.series("libvirt_domain_interface_stats_info") if s["domain"] == "web1"]
+    assert (nic["mtu_size"], nic["virtual_interface"]) == ("1450", "7d4e2a6b-1c3f-4e5d-8a9b-0c1d2e3f4a5b")
+    serials = snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", target, "lvxBlockSerial"))
+    assert "0c3f9b5e-5f7a-4d5c-9e2b-7d1a6c8e4f01" in serials.values()
+    mtus = snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target, "lvxInterfaceMtu"))
+    assert list(mtus.values()) == ["1450"]  # the only NIC whose definition sets one

@@ -60,12 +60,18 @@ def test_values_and_units(demo_uri: str) -> None:
     assert get("libvirt_domain_block_stats_capacity_bytes", vda) == web1.blocks[0].capacity_bytes
     assert get("libvirt_domain_block_stats_info", {**vda, "device": "disk", "disk_type": "file",
                                                    "target_bus": "virtio", "driver_type": "qcow2",
-                                                   "source_file": "/var/lib/libvirt/images/web1.qcow2"}) == 1
+                                                   "source_file": "/var/lib/libvirt/images/web1.qcow2",
+                                                   "serial": "0c3f9b5e-5f7a-4d5c-9e2b-7d1a6c8e4f01",
+                                                   "driver_name": "qemu", "driver_cache": "none",
+                                                   "driver_discard": "unmap", "source_protocol": ""}) == 1
     tap = {**ids, "target_device": "tap-web1"}
     assert get("libvirt_domain_interface_stats_receive_bytes_total", tap) == web1.interfaces[0].receive_bytes
     assert get("libvirt_domain_interface_stats_info", {**tap, "mac_address": "52:54:00:00:a1:01",
                                                        "interface_type": "bridge", "source_bridge": "br0",
-                                                       "source_network": "", "model_type": "virtio"}) == 1
+                                                       "source_network": "", "model_type": "virtio",
+                                                       "mtu_size": "1450",
+                                                       "virtual_interface": "7d4e2a6b-1c3f-4e5d-8a9b-0c1d2e3f4a5b",
+                                                       }) == 1
     assert get("libvirt_domain_vcpu_time_seconds_total", {**ids, "vcpu": "3"}) == pytest.approx(
         web1.vcpus[3].time_ns / 1e9)
     assert get("libvirt_domain_memory_stats_rss_bytes", ids) == web1.memory.rss_kib * 1024

@@ -42,6 +42,11 @@ class DiskConfig:
     source: str
     driver_type: str
     readonly: bool = False
+    serial: str = ""  # <serial>: the Cinder volume's id under OpenStack
+    driver_name: str = ""  # <driver name=...>: qemu, ...
+    cache: str = ""  # <driver cache=...>: none, writeback, ...
+    discard: str = ""  # <driver discard=...>: unmap, ignore
+    protocol: str = ""  # <source protocol=...> of a network disk: rbd, iscsi, nbd, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,8 @@ class NicConfig:
     interface_type: str
     bridge: str
     network: str
+    mtu: int | None = None  # <mtu size=...>
+    virtual_interface: str = ""  # <virtualport><parameters interfaceid=...>: Open vSwitch's id (Neutron's port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +104,11 @@ def _int(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+def _attr(elem: ET.Element | None, name: str) -> str:
+    """An attribute of an element that may be missing; "" for either."""
+    return elem.get(name, "") if elem is not None else ""
 
 
 def _disk_source(source: ET.Element | None) -> str:
@@ -161,6 +173,11 @@ def parse(xml: str) -> DomainConfig:
                 source=_disk_source(disk.find("source")),
                 driver_type=driver.get("type", "") if driver is not None else "",
                 readonly=disk.find("readonly") is not None,
+                serial=(disk.findtext("serial") or "").strip(),
+                driver_name=_attr(driver, "name"),
+                cache=_attr(driver, "cache"),
+                discard=_attr(driver, "discard"),
+                protocol=_attr(disk.find("source"), "protocol"),
             )
         )
     nics = []
@@ -177,6 +194,8 @@ def parse(xml: str) -> DomainConfig:
                 interface_type=nic.get("type", ""),
                 bridge=source.get("bridge", "") if source is not None else "",
                 network=source.get("network", "") if source is not None else "",
+                mtu=_int(_attr(nic.find("mtu"), "size") or None),
+                virtual_interface=_attr(nic.find("virtualport/parameters"), "interfaceid"),
             )
         )
     title = root.findtext("title") or ""

@@ -154,7 +154,8 @@ def configured_blocks(cfg: DomainConfig) -> dict[str, Block]:
     return {
         d.target: Block(
             target=d.target, device=d.device, disk_type=d.disk_type, bus=d.bus, source=d.source,
-            driver_type=d.driver_type, readonly=d.readonly,
+            driver_type=d.driver_type, readonly=d.readonly, serial=d.serial, driver_name=d.driver_name,
+            cache=d.cache, discard=d.discard, protocol=d.protocol,
         )
         for d in cfg.disks
     }
@@ -215,7 +216,7 @@ def configured_interfaces(cfg: DomainConfig) -> dict[str, Interface]:
     """The NICs of the definition that have a host-side target, by target, without counters."""
     return {
         n.target: Interface(target=n.target, mac=n.mac, model=n.model, interface_type=n.interface_type,
-                            bridge=n.bridge, network=n.network)
+                            bridge=n.bridge, network=n.network, mtu=n.mtu, virtual_interface=n.virtual_interface)
         for n in cfg.nics if n.target
     }
 
