@@ -159,6 +159,14 @@ class Memory:
     hugetlb_pgalloc: int | None = None  # huge pages the guest allocated
     hugetlb_pgfail: int | None = None  # huge page allocations that failed
 
+    @property
+    def used_percent(self) -> float | None:
+        """The share of the guest's memory it cannot use without swapping: (available - usable) / available,
+        in percent; None without both figures (no balloon driver reporting)."""
+        if not self.available_kib or self.usable_kib is None:
+            return None
+        return (self.available_kib - self.usable_kib) / self.available_kib * 100
+
 
 @dataclass(frozen=True, slots=True)
 class NovaInstance:

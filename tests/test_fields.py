@@ -28,7 +28,7 @@ _SYNTAX = {
     "g32": {"Gauge32"},
     "c64": {"Counter64", "LvxGauge64"},
 }
-_UNITS = {"ns", "kib", "bytes", "mhz", "count", "code", "bool", "text", "s"}
+_UNITS = {"ns", "kib", "bytes", "mhz", "count", "code", "bool", "text", "s", "percent"}
 
 
 def test_table_is_consistent() -> None:
@@ -169,3 +169,11 @@ def test_every_column_serves_its_field() -> None:
                 expected = resolve((f.column.syntax, f.column_value(f.get(obj))), now)
                 assert (syntax, value) == expected, (f.column.name, row)
 
+
+
+def test_used_percent_is_derived_only_from_both_figures() -> None:
+    """inovex's used_percent: (available - usable) / available; absent (not 0, not NaN) without both."""
+    assert Memory(available_kib=1000, usable_kib=250).used_percent == 75.0
+    assert Memory(available_kib=1000).used_percent is None
+    assert Memory(usable_kib=250).used_percent is None
+    assert Memory(available_kib=0, usable_kib=0).used_percent is None
