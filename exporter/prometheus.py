@@ -139,6 +139,8 @@ class Families(_Sink):
 
 
 def _escape(value: str) -> str:
+    if "\\" not in value and "\n" not in value and '"' not in value:
+        return value  # nearly every label value: nothing to escape
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
