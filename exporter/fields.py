@@ -1,12 +1,14 @@
 """The field table: every value the snapshot holds per domain, vCPU, device, pool, network and host, with how
 each front end shows it.
 
-One row (:class:`Field`) says where a value lives in the snapshot and in which unit, which libvirt bulk-stats
-key it comes from, its Prometheus family (name, type, help; the labels follow from the table it belongs to)
-and its ``LIBVIRT-EXPORTER-MIB`` column (number, name, syntax and the unit the MIB gives it).  The Prometheus
-renderer, the LVX tables of the SNMP agent, the README's metrics table and the tests that hold SNMP against
-``/metrics`` all read it.  LIBVIRT-MIB and VM-MIB, whose units and indexes differ, keep their own explicit
-mapping (exporter/snmp/mib.py) from the same snapshot attributes.
+One row (:class:`~exporter.fieldtypes.Field`) says where a value lives in the snapshot and in which unit,
+which libvirt bulk-stats key it comes from, its Prometheus family (name, type, help; the labels follow from
+the table it belongs to) and its ``LIBVIRT-EXPORTER-MIB`` column (number, name, syntax and the unit the MIB
+gives it).  The Prometheus
+renderer, the LVX tables (exporter/snmp/mib_lvx.py), the bulk-stats parsers, the README's metrics table and
+the tests that hold SNMP against ``/metrics`` all read it.  LIBVIRT-MIB and VM-MIB, whose units and indexes
+differ, keep their own explicit mapping (exporter/snmp/mib_libvirt.py, mib_vm.py) from the same snapshot
+attributes.
 
 Adding a numeric field to both front ends is: the snapshot attribute, one row here, one object in the MIB
 text (mibs/LIBVIRT-EXPORTER-MIB.txt), and its tests.

@@ -42,3 +42,34 @@ def test_load_short(tmp_path) -> None:
     rss = re.search(r"after warm-up: first (\d+), last (\d+), max (\d+)", text)
     first, last, peak = (int(x) for x in rss.groups())
     assert last <= first * 1.2 and peak <= first * 1.3, text
+
+
+def _bench_module(name: str) -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notify_bench_builds_its_notifications() -> None:
+    """bench/notify.py (`make bench`, several minutes) is not run here; its notification, what every run sends,
+    is built and encoded as the bench does, so that an API change breaks this test rather than the bench."""
+    from exporter.snmp.v2send import TRAP_PDU, encode_notification
+
+    notify: object = _bench_module("notify")
+    note = notify.notification(7)  # type: ignore[attr-defined]
+    assert note.mib == "libvirt-exporter" and b"bench7" in encode_notification(b"c", TRAP_PDU, 1, 0, note)
+
+
+def test_compare_trees_runs(tmp_path) -> None:
+    """bench/compare_trees.py on this tree against itself, tiny: it runs and fills its table."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "compare_trees.py"), str(ROOT), str(ROOT),
+                             "--domains", "20", "--same-output"], capture_output=True, text=True, timeout=300,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = [line for line in result.stdout.splitlines() if line.startswith("| 20 |")]
+    assert len(row.strip("|").split("|")) == 10
