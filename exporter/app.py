@@ -114,10 +114,12 @@ def build(config: Config, web_config: webconfig.WebConfig | None = None) -> App:
     if snmp.notifications:
         from exporter.exposition import NotificationCollector
         from exporter.snmp.engine import default_engine_id
+        from exporter.snmp.mib_system import ticks_since
         from exporter.snmp.notify import Notifier
 
+        uptime = ticks_since(started_at)  # the agent's sysUpTime, which notifications carry
         notifier = Notifier(snmp.notify, snmp.engine_id or default_engine_id(str(state)), state,
-                            uptime_ticks=lambda: int(max(0.0, time.time() - started_at) * 100))
+                            uptime_ticks=lambda: uptime(time.time()))
         extra.append(NotificationCollector(notifier.stats))
 
     model = agent = subagent = None

@@ -106,7 +106,7 @@ class InfoFamily:
     group: str
     family: Family
     labels: tuple[Label, ...]
-    present: Callable[[Any], bool] | None = None  # whether an object has the series at all (default: every one)
+    present: Callable[[Any], bool] = lambda _obj: True  # whether an object has the series at all
 
 
 @dataclass(frozen=True, slots=True)

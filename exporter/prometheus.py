@@ -98,17 +98,20 @@ _DOMAIN_FAMILIES = tuple(s.name for s in SPECS if s.labels[:2] == DOMAIN)
 _DOMAIN_COLUMN = {name: n for n, name in enumerate(_DOMAIN_FAMILIES)}
 
 
+@functools.lru_cache(maxsize=8)
+def _enabled_specs(groups: frozenset[str]) -> dict[str, Spec]:
+    """The families that ``groups`` (the enabled collectors) export, by name."""
+    return {s.name: s for s in SPECS if s.group == "exporter" or s.group in groups}
+
+
 class _Sink:
     """Where :func:`_fill` puts samples; only families of enabled collectors are kept."""
 
     def __init__(self, groups: frozenset[str]) -> None:
-        self._groups = groups
+        self._enabled = _enabled_specs(groups)
 
     def _wanted(self, name: str, value: float | int | None) -> Spec | None:
-        if value is None:
-            return None
-        spec = SPEC_BY_NAME[name]
-        return spec if spec.group == "exporter" or spec.group in self._groups else None
+        return None if value is None else self._enabled.get(name)
 
 
 class Families(_Sink):
@@ -144,12 +147,6 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-@functools.lru_cache(maxsize=8)
-def _enabled_specs(groups: frozenset[str]) -> dict[str, Spec]:
-    """The families that ``groups`` (the enabled collectors) export, by name."""
-    return {s.name: s for s in SPECS if s.group == "exporter" or s.group in groups}
-
-
 class _TextFamilies(_Sink):
     """The same families as :class:`Families`, written straight to exposition text.
 
@@ -161,7 +158,6 @@ class _TextFamilies(_Sink):
         super().__init__(groups)
         self._lines: dict[str, list[str]] = {}
         self._label_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-        self._enabled = _enabled_specs(groups)
 
     def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
         if value is None:
@@ -220,7 +216,7 @@ _INFOS = {table: _info(table) for table in fields.TABLES}
 def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...]) -> None:
     """The series of one object of ``table`` (a domain, a vCPU, a device, a pool...) labelled ``ids``."""
     for info in _INFOS[table]:
-        if info.present is None or info.present(obj):
+        if info.present(obj):
             f.add(info.family.name, ids + tuple([label.get(obj) for label in info.labels]), 1)
     add = f.add
     for name, read in _PLANS[table]:

@@ -670,7 +670,17 @@ def test_new_qemu_domain_is_served_at_its_events(real_host: RealHost, tmp_path) 
     disk = tmp_path / f"{name}.qcow2"
     _boot_disk(tmp_path / f"{name}.raw", disk)
     xml = tmp_path / f"{name}.xml"
-    xml.write_text(_real_domain_xml(name, disk, f"lxf{os.getpid() % 10000}", real_host.kvm), encoding="utf-8")
+    # As Nova defines it: its metadata, and a volume's serial and cache mode on the disk.
+    nova = ('<metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">'
+            "<nova:name>fresh-server</nova:name><nova:flavor name='m1.tiny'/><nova:owner>"
+            "<nova:user uuid='u-9'>carol</nova:user><nova:project uuid='p-9'>ops</nova:project></nova:owner>"
+            "</nova:instance></metadata>")
+    xml.write_text(_real_domain_xml(name, disk, f"lxf{os.getpid() % 10000}", real_host.kvm)
+                   .replace(f"<name>{name}</name>", f"<name>{name}</name>{nova}")
+                   .replace("<driver name='qemu' type='qcow2'/>", "<driver name='qemu' type='qcow2' cache='none'/>")
+                   .replace("<target dev='vda' bus='virtio'/>",
+                            "<target dev='vda' bus='virtio'/><serial>vol-9</serial>"),
+                   encoding="utf-8")
     port = snmp.free_udp_port()
     target = f"127.0.0.1:{port}"
     cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target)
@@ -691,6 +701,12 @@ def test_new_qemu_domain_is_served_at_its_events(real_host: RealHost, tmp_path) 
             assert defined.get("libvirt_exporter_snapshot_timestamp_seconds") == polled_at  # no poll: the event
             assert defined.get("libvirt_domain_state_code", domain=name) == 5
             assert defined.get("libvirt_domain_vcpu_maximum", domain=name) == 2
+            # The definition read at the event carries what Nova wrote, as libvirt gave it back.
+            (info,) = [s for s in defined.series("libvirt_domain_openstack_info") if s["domain"] == name]
+            assert (info["instance_name"], info["flavor_name"], info["user_name"], info["project_id"]) == (
+                "fresh-server", "m1.tiny", "carol", "p-9")
+            (vda,) = [s for s in defined.series("libvirt_domain_block_stats_info") if s["domain"] == name]
+            assert (vda["serial"], vda["driver_cache"]) == ("vol-9", "none")
             assert wait_until(snmp_state, 10, "the defined domain in the SNMP table") == "5"
             real_host.daemon.virsh("start", name)
             exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=name) == 1, timeout=10,

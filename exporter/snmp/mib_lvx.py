@@ -105,7 +105,8 @@ def put_fields(b: Builder, table: str, index: OidT, obj: Any) -> None:
     b.read(ENTRIES[table], index, _CELLS[table], obj)
 
 
-def _mac(text: str) -> bytes | None:
+def mac_bytes(text: str) -> bytes | None:
+    """A MAC address's six bytes from its text, None unless it is one."""
     try:
         raw = bytes(int(part, 16) for part in text.split(":"))
     except ValueError:
@@ -170,13 +171,13 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
         put_fields(b, "vcpu", (index, vcpu.number), vcpu)
     for pos, blk in enumerate(dom.blocks, start=1):
         put_fields(b, "block", (index, pos), blk)
-    if fields.OPENSTACK.present is not None and fields.OPENSTACK.present(dom):
+    if fields.OPENSTACK.present(dom):
         for pos, label in enumerate(fields.OPENSTACK.labels, start=1):
             b.columns(LVX_METADATA_ENTRY, (index, pos), ((METADATA_LABEL, STR, label.name),
                                                          (METADATA_VALUE, STR, label.get(dom))))
     for pos, nic in enumerate(dom.interfaces, start=1):
         put_fields(b, "interface", (index, pos), nic)
-        b.columns(LVX_IF_ENTRY, (index, pos), ((INTERFACE_MAC, BYTES, _mac(nic.mac)),
+        b.columns(LVX_IF_ENTRY, (index, pos), ((INTERFACE_MAC, BYTES, mac_bytes(nic.mac)),
                                                (INTERFACE_SOURCE, STR, nic.bridge or nic.network)))
 
 

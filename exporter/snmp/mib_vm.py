@@ -10,6 +10,7 @@ import uuid as uuidlib
 from typing import Any
 
 from exporter.snapshot import Domain, Snapshot, version_text
+from exporter.snmp.mib_lvx import mac_bytes
 from exporter.snmp.mib_system import SystemInfo, ticks_since
 from exporter.snmp.syntax import BYTES, C64, INT, INT32_MAX, NOTIFY, OID, RO, STR, TICKS, NotificationDef, OidT, defs
 from exporter.snmp.view import Builder
@@ -100,14 +101,6 @@ def _units(value: int | None, unit: int) -> int:
     return -1 if value is None else min(value // unit, INT32_MAX)
 
 
-def _mac(text: str) -> bytes:
-    try:
-        raw = bytes(int(part, 16) for part in text.split(":"))
-    except ValueError:
-        return b""
-    return raw if len(raw) == 6 else b""
-
-
 def put_scalars(b: Builder, snap: Snapshot, system: SystemInfo, table_last_change_ticks: int) -> None:
     def put(oid: OidT, syntax: str, value: Any) -> None:
         b.put(oid, (0,), syntax, value)
@@ -161,7 +154,7 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None) -> No
     for pos, nic in enumerate(dom.interfaces, start=1):
         b.columns(VM_NETWORK_ENTRY, (index, pos), (
             (NETWORK_IF_INDEX, INT, 0), (NETWORK_PARENT, INT, 0),  # host ifIndex unknown: the hypervisor may be remote
-            (NETWORK_MODEL, STR, nic.model), (NETWORK_PHYS_ADDRESS, BYTES, _mac(nic.mac)),
+            (NETWORK_MODEL, STR, nic.model), (NETWORK_PHYS_ADDRESS, BYTES, mac_bytes(nic.mac) or b""),
         ))
 
 

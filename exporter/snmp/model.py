@@ -81,7 +81,7 @@ class SnmpModel:
 
     def uptime_ticks(self) -> int:
         """sysUpTime: hundredths of a second since the agent started."""
-        return int(max(0.0, self.clock() - self.started_at) * 100)
+        return mib_system.ticks_since(self.started_at)(self.clock())
 
     @property
     def control_enabled(self) -> bool:

@@ -214,29 +214,30 @@ class Builder:
             rows.append(index)
             values.append(value)
 
+    def _column_slot(self, entry: OidT, column: int, syntax: str) -> tuple[list[OidT], list[Any]]:
+        self._slots[(entry, column)] = slot = self._slot(entry + (column,), syntax)
+        return slot
+
     def columns(self, entry: OidT, index: OidT, cells: Iterable[tuple[int, str, Any]]) -> None:
         """One row's cells of the table under ``entry``: (column, syntax, value), None values left out."""
         slots = self._slots
         for column, syntax, value in cells:
             if value is not None:
-                slot = slots.get((entry, column))
-                if slot is None:
-                    slot = slots[(entry, column)] = self._slot(entry + (column,), syntax)
-                slot[0].append(index)
-                slot[1].append(value)
+                rows, values = slots.get((entry, column)) or self._column_slot(entry, column, syntax)
+                rows.append(index)
+                values.append(value)
 
     def read(self, entry: OidT, index: OidT, readers: Iterable[tuple[int, str, Callable[[Any], Any]]],
              obj: Any) -> None:
-        """One row whose cells are read from ``obj``: (column, syntax, reader), None values left out."""
+        """:meth:`columns` with each cell's value read from ``obj``: (column, syntax, reader) (no tuple made
+        per cell: this fills most of a view)."""
         slots = self._slots
         for column, syntax, reader in readers:
             value = reader(obj)
             if value is not None:
-                slot = slots.get((entry, column))
-                if slot is None:
-                    slot = slots[(entry, column)] = self._slot(entry + (column,), syntax)
-                slot[0].append(index)
-                slot[1].append(value)
+                rows, values = slots.get((entry, column)) or self._column_slot(entry, column, syntax)
+                rows.append(index)
+                values.append(value)
 
     def cells(self) -> Iterator[tuple[OidT, tuple[str, list[OidT], list[Any]]]]:
         return iter(self._columns.items())

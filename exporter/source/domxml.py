@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from exporter.snapshot import NovaInstance
+from exporter.snapshot import Block, Interface, NovaInstance
 
 #: Nova's metadata namespace; every version (1.0, 1.1, ...) has this prefix.
 NOVA_NAMESPACE = "http://openstack.org/xmlns/libvirt/nova/"
@@ -34,34 +34,6 @@ _UNITS = {
 
 
 @dataclass(frozen=True, slots=True)
-class DiskConfig:
-    target: str
-    device: str
-    disk_type: str
-    bus: str
-    source: str
-    driver_type: str
-    readonly: bool = False
-    serial: str = ""  # <serial>: the Cinder volume's id under OpenStack
-    driver_name: str = ""  # <driver name=...>: qemu, ...
-    cache: str = ""  # <driver cache=...>: none, writeback, ...
-    discard: str = ""  # <driver discard=...>: unmap, ignore
-    protocol: str = ""  # <source protocol=...> of a network disk: rbd, iscsi, nbd, ...
-
-
-@dataclass(frozen=True, slots=True)
-class NicConfig:
-    target: str
-    mac: str
-    model: str
-    interface_type: str
-    bridge: str
-    network: str
-    mtu: int | None = None  # <mtu size=...>
-    virtual_interface: str = ""  # <virtualport><parameters interfaceid=...>: Open vSwitch's id (Neutron's port)
-
-
-@dataclass(frozen=True, slots=True)
 class DomainConfig:
     os_type: str = ""
     arch: str = ""
@@ -71,17 +43,17 @@ class DomainConfig:
     memory_kib: int | None = None
     vcpus_max: int | None = None
     vcpus_current: int | None = None
-    disks: tuple[DiskConfig, ...] = ()
-    nics: tuple[NicConfig, ...] = ()
+    disks: tuple[Block, ...] = ()  # as defined: no counters yet
+    nics: tuple[Interface, ...] = ()
     nova: NovaInstance | None = None
 
-    def disk(self, target: str) -> DiskConfig | None:
+    def disk(self, target: str) -> Block | None:
         for disk in self.disks:
             if disk.target == target:
                 return disk
         return None
 
-    def nic(self, target: str) -> NicConfig | None:
+    def nic(self, target: str) -> Interface | None:
         for nic in self.nics:
             if nic.target == target:
                 return nic
@@ -165,7 +137,7 @@ def parse(xml: str) -> DomainConfig:
             continue
         driver = disk.find("driver")
         disks.append(
-            DiskConfig(
+            Block(
                 target=target.get("dev", ""),
                 device=disk.get("device", "disk"),
                 disk_type=disk.get("type", ""),
@@ -187,7 +159,7 @@ def parse(xml: str) -> DomainConfig:
         model = nic.find("model")
         source = nic.find("source")
         nics.append(
-            NicConfig(
+            Interface(
                 target=target.get("dev", "") if target is not None else "",
                 mac=mac.get("address", "") if mac is not None else "",
                 model=model.get("type", "") if model is not None else "",

@@ -151,14 +151,7 @@ def vcpus_from_placement(placement: Placement) -> tuple[Vcpu, ...]:
 
 def configured_blocks(cfg: DomainConfig) -> dict[str, Block]:
     """The disks of the definition, by target, without counters."""
-    return {
-        d.target: Block(
-            target=d.target, device=d.device, disk_type=d.disk_type, bus=d.bus, source=d.source,
-            driver_type=d.driver_type, readonly=d.readonly, serial=d.serial, driver_name=d.driver_name,
-            cache=d.cache, discard=d.discard, protocol=d.protocol,
-        )
-        for d in cfg.disks
-    }
+    return {d.target: d for d in cfg.disks}
 
 
 def _bulk_devices(stats: Stats, table: str) -> Iterator[tuple[str, str]]:
@@ -214,11 +207,7 @@ def net_counters(*values: Any) -> dict[str, int | None]:
 
 def configured_interfaces(cfg: DomainConfig) -> dict[str, Interface]:
     """The NICs of the definition that have a host-side target, by target, without counters."""
-    return {
-        n.target: Interface(target=n.target, mac=n.mac, model=n.model, interface_type=n.interface_type,
-                            bridge=n.bridge, network=n.network, mtu=n.mtu, virtual_interface=n.virtual_interface)
-        for n in cfg.nics if n.target
-    }
+    return {n.target: n for n in cfg.nics if n.target}
 
 
 def interfaces_from_bulk(stats: Stats, configured: Mapping[str, Interface]) -> dict[str, Interface]:
