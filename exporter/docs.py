@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from exporter import fields
-from exporter.prometheus import SPECS
+from exporter.prometheus import METADATA_INFO, SPECS
 
 _HEADER = "| metric | type | labels | collector | SNMP (LIBVIRT-EXPORTER-MIB) | meaning |\n|---|---|---|---|---|---|\n"
 
@@ -19,6 +19,7 @@ _HEADER = "| metric | type | labels | collector | SNMP (LIBVIRT-EXPORTER-MIB) | 
 def metrics_table() -> str:
     """The metrics table in Markdown, a row per family in exposition order."""
     column = {f.family.name: f.column.name for f in fields.FIELDS if f.family is not None and f.column is not None}
+    column[fields.OPENSTACK.family.name] = column[METADATA_INFO] = "lvxMetadataTable"
     rows = []
     for spec in SPECS:
         labels = ", ".join(f"`{label}`" for label in spec.labels)

@@ -26,6 +26,7 @@ from exporter.fieldtypes import (
     column,
     counter,
     gauge,
+    getter,
     label,
     truth_text,
 )
@@ -76,6 +77,11 @@ INFO_FAMILIES: tuple[InfoFamily, ...] = (
     )),
     InfoFamily("network", "network", gauge(
         "libvirt_network_info", "Network metadata as labels; the value is always 1."), (label("bridge", "bridge"),)),
+    # --collector.inovex: inovex's name for libvirt_domain_state_code, with libvirt_domain_info's state_desc
+    InfoFamily("domain", "inovex", gauge(
+        "libvirt_domain_info_state",
+        "Domain state code with its description as a label (inovex's name for libvirt_domain_state_code)."), (
+        label("state_desc", "state", lambda s: STATE_DESCRIPTIONS.get(s, "")),), value=getter("state")),
 )
 
 FIELDS: tuple[Field, ...] = (
@@ -293,6 +299,21 @@ FIELDS: tuple[Field, ...] = (
     Field("network", "autostart", "bool", "network", gauge(
         "libvirt_network_autostart", "1 if the network starts with libvirtd."), column(5, "lvxNetworkAutostart", INT)),
     Field("network", "bridge", "text", "network", column=column(6, "lvxNetworkBridge", STR)),
+) + (
+    # --collector.inovex (off by default): inovex's names for values exported above under ours, which follow the
+    # naming guide (_total on counters) or kumina's names.  No bulk key or column: each reads a field above.
+    Field("domain", "vcpus_current", "count", "inovex", gauge(
+        "libvirt_domain_vcpu_current", "Number of virtual CPUs online (inovex's name for "
+        "libvirt_domain_info_virtual_cpus).")),
+    Field("domain", "max_memory_kib", "kib", "inovex", gauge(
+        "libvirt_domain_memory_stats_maximum_bytes", "Maximum memory of the domain, in bytes (inovex's name for "
+        "libvirt_domain_info_maximum_memory_bytes).")),
+    Field("domain", "memory.swap_in_kib", "kib", "inovex", gauge(
+        "libvirt_domain_memory_stats_swap_in_bytes", "Data read from swap space by the guest, in bytes, a gauge "
+        "as inovex has it (libvirt_domain_memory_stats_swap_in_bytes_total is the counter).")),
+    Field("domain", "memory.swap_out_kib", "kib", "inovex", gauge(
+        "libvirt_domain_memory_stats_swap_out_bytes", "Data written to swap space by the guest, in bytes, a gauge "
+        "as inovex has it (libvirt_domain_memory_stats_swap_out_bytes_total is the counter).")),
 )
 
 

@@ -107,6 +107,7 @@ class InfoFamily:
     family: Family
     labels: tuple[Label, ...]
     present: Callable[[Any], bool] = lambda _obj: True  # whether an object has the series at all
+    value: Callable[[Any], Any] = lambda _obj: 1  # the series' value: 1, but for inovex's libvirt_domain_info_state
 
 
 @dataclass(frozen=True, slots=True)

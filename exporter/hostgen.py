@@ -34,6 +34,7 @@ class HostShape:
     mixed_states: bool = True
     prefix: str = "vm"
     nova: bool = False  # give most domains OpenStack Nova's metadata (see nova_instance)
+    site: bool = False  # give most domains a site's own metadata (see site_owner)
 
 
 def domain_name(shape: HostShape, index: int) -> str:
@@ -61,11 +62,33 @@ def nova_instance(shape: HostShape, index: int) -> NovaInstance | None:
 def _nova_xml(nova: NovaInstance | None) -> str:
     if nova is None:
         return ""
-    return (f"<metadata><nova:instance xmlns:nova={quoteattr(NOVA_NAMESPACE)}>"
+    return (f"<nova:instance xmlns:nova={quoteattr(NOVA_NAMESPACE)}>"
             f"<nova:name>{escape(nova.name)}</nova:name><nova:flavor name={quoteattr(nova.flavor)}/><nova:owner>"
             f"<nova:user uuid={quoteattr(nova.user_id)}>{escape(nova.user_name)}</nova:user>"
             f"<nova:project uuid={quoteattr(nova.project_id)}>{escape(nova.project_name)}</nova:project>"
-            "</nova:owner></nova:instance></metadata>")
+            "</nova:owner></nova:instance>")
+
+
+#: The namespace of the made-up site metadata (``--site-metadata``), for trying the [metadata] section.
+SITE_NAMESPACE = "http://example.org/xmlns/site/1.0"
+
+
+def site_owner(shape: HostShape, index: int) -> tuple[str, str] | None:
+    """(team, cost centre) of domain ``index`` in its site metadata: every fifth domain has none, every third
+    no cost centre ("")."""
+    if not shape.site or index % 5 == 4:
+        return None
+    return f"team{index % 3}", "" if index % 3 == 2 else f"cc-{100 + index % 4}"
+
+
+def _metadata_xml(shape: HostShape, index: int) -> str:
+    nova = _nova_xml(nova_instance(shape, index))
+    site = ""
+    owner = site_owner(shape, index)
+    if owner is not None:
+        cost = f"<site:cost>{escape(owner[1])}</site:cost>" if owner[1] else ""
+        site = f"<site:owner xmlns:site={quoteattr(SITE_NAMESPACE)} team={quoteattr(owner[0])}>{cost}</site:owner>"
+    return f"<metadata>{nova}{site}</metadata>" if nova or site else ""
 
 
 def runstate(shape: HostShape, index: int) -> int:
@@ -101,7 +124,7 @@ def domain_xml(shape: HostShape, index: int, *, domain_type: str = "test", with_
     return (
         f"<domain type='{domain_type}'{ns}><name>{name}</name><uuid>{domain_uuid(shape, index)}</uuid>"
         f"<memory unit='MiB'>{shape.memory_mib}</memory><vcpu>{shape.vcpus}</vcpu>"
-        f"<os><type arch='x86_64' machine='pc'>hvm</type></os>{_nova_xml(nova_instance(shape, index))}"
+        f"<os><type arch='x86_64' machine='pc'>hvm</type></os>{_metadata_xml(shape, index)}"
         f"<devices>{disks}{nics}<memballoon model='virtio'/></devices>{extra}</domain>"
     )
 
@@ -123,13 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--vcpus", type=int, default=4)
     parser.add_argument("--all-running", action="store_true")
     parser.add_argument("--nova", action="store_true", help="give most domains OpenStack Nova's metadata")
+    parser.add_argument("--site-metadata", action="store_true",
+                        help=f"give most domains a site's own metadata (<site:owner team=...><site:cost>, namespace "
+                             f"{SITE_NAMESPACE})")
     parser.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     args = parser.parse_args(argv)
     for name in ("domains", "disks", "nics", "vcpus"):
         if getattr(args, name) < (1 if name in ("domains", "vcpus") else 0):
             parser.error(f"--{name} is too small")
     shape = HostShape(args.domains, args.disks, args.nics, args.vcpus, mixed_states=not args.all_running,
-                      nova=args.nova)
+                      nova=args.nova, site=args.site_metadata)
     text = node_xml(shape)
     if args.output == "-":
         sys.stdout.write(text)

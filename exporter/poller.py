@@ -63,6 +63,7 @@ class Poller:
                 keepalive_count=settings.keepalive_count,
                 call_timeout=settings.domain_deadline_s,
                 poll_timeout=settings.poll_deadline_s,
+                metadata=settings.metadata,
             )
         )
         self._clock = clock

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__, fields
@@ -30,6 +31,8 @@ from exporter.snapshot import Domain, Snapshot, version_text
 NS = 1e-9
 
 DOMAIN = ("domain", "uuid")
+#: Its labels after DOMAIN are the config file's (exporter.metadata), so each series carries their names.
+METADATA_INFO = "libvirt_domain_metadata_info"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +88,8 @@ SPECS: tuple[Spec, ...] = (
     _g("libvirt_domains_number", "Number of domains (after the include/exclude filter).", (), "state"),
 ) + tuple(Spec(family.name, family.kind, family.help, labels, group) for group, family, labels in fields.families()
           ) + (
+    _g(METADATA_INFO, "The domain's metadata as labels, one per key of the config file's [metadata.labels] (XPath "
+       "expressions over the domain XML); the value is always 1.", DOMAIN, "state"),
     _g("libvirt_domain_stats_age_seconds",
        "Age of the domain's last complete stats, for domains whose stats are older than the served snapshot "
        "(timed out); the others are as old as the snapshot.", DOMAIN, "state"),
@@ -134,6 +139,16 @@ class Families(_Sink):
             self._families[name] = family
         family.add_metric(list(labels), value)  # type: ignore[attr-defined]
 
+    def add_named(self, name: str, labels: tuple[str, ...], named: tuple[tuple[str, str], ...], value: int) -> None:
+        """A series with ``named`` (label, value) pairs after the family's own labels."""
+        spec = self._wanted(name, value)
+        if spec is None:
+            return
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = GaugeMetricFamily(name, spec.help, labels=spec.labels)
+        family.samples.append(Sample(name, dict(zip(spec.labels, labels, strict=True)) | dict(named), value))
+
     def __iter__(self) -> Iterator[Metric]:
         for spec in SPECS:
             family = self._families.get(spec.name)
@@ -177,6 +192,16 @@ class _TextFamilies(_Sink):
         number = _go_float(value)  # type: ignore[no-untyped-call]
         lines.append(f"{name}{{{text}}} {number}\n" if text else f"{name} {number}\n")
 
+    def add_named(self, name: str, labels: tuple[str, ...], named: tuple[tuple[str, str], ...], value: int) -> None:
+        """A series with ``named`` (label, value) pairs after the family's own labels (not cached: one per
+        domain)."""
+        spec = self._enabled.get(name)
+        if spec is None:
+            return
+        pairs = tuple(zip(spec.labels, labels, strict=True)) + named
+        text = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
+        self._lines.setdefault(name, []).append(f"{name}{{{text}}} {_go_float(value)}\n")  # type: ignore[no-untyped-call]
+
     def fragment(self) -> tuple[bytes, ...]:
         """What was added so far, encoded family by family in :data:`_DOMAIN_FAMILIES` order (one domain's
         part of the text)."""
@@ -217,7 +242,7 @@ def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...
     """The series of one object of ``table`` (a domain, a vCPU, a device, a pool...) labelled ``ids``."""
     for info in _INFOS[table]:
         if info.present(obj):
-            f.add(info.family.name, ids + tuple([label.get(obj) for label in info.labels]), 1)
+            f.add(info.family.name, ids + tuple([label.get(obj) for label in info.labels]), info.value(obj))
     add = f.add
     for name, read in _PLANS[table]:
         add(name, ids, read(obj))
@@ -226,6 +251,8 @@ def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...
 def _domain_families(f: Families | _TextFamilies, dom: Domain) -> None:
     ids = (dom.name, dom.uuid)
     _rows(f, "domain", dom, ids)
+    if dom.metadata:
+        f.add_named(METADATA_INFO, ids, dom.metadata, 1)
     for vcpu in dom.vcpus:
         _rows(f, "vcpu", vcpu, ids + (str(vcpu.number),))
     for blk in dom.blocks:

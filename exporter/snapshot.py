@@ -76,6 +76,9 @@ def version_text(encoded: int) -> str:
 DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface")
 HOST_GROUPS = ("node", "pool", "network")
 ALL_GROUPS = DOMAIN_GROUPS + HOST_GROUPS
+#: Switches that change only what is exported, off by default: ``inovex`` adds inovex's names for five
+#: families that are exported under ours (so that inovex's Grafana dashboard works unchanged).
+EXPORT_GROUPS = ("inovex",)
 
 
 def frozen_map(data: Mapping[str, int] | None = None) -> Mapping[str, int]:
@@ -206,6 +209,7 @@ class Domain:
     blocks: tuple[Block, ...] = ()
     interfaces: tuple[Interface, ...] = ()
     nova: NovaInstance | None = None  # the domain's OpenStack Nova metadata, if it has any
+    metadata: tuple[tuple[str, str], ...] = ()  # (label, value) of each [metadata] label; () if all are empty
     # Running, paused or otherwise started.  Usually id >= 0, but after a
     # "started" event the new id is unknown until the next poll.
     active: bool = False

@@ -13,7 +13,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import fields
 from exporter.fieldtypes import COUNTER
 from exporter.prometheus import SPEC_BY_NAME, snapshot_text
-from exporter.snapshot import ALL_GROUPS, Block, Domain, Host, Interface, Memory, Network, Snapshot, StoragePool, Vcpu
+from exporter.snapshot import (
+    ALL_GROUPS,
+    EXPORT_GROUPS,
+    Block,
+    Domain,
+    Host,
+    Interface,
+    Memory,
+    Network,
+    Snapshot,
+    StoragePool,
+    Vcpu,
+)
 from exporter.snmp import mib, mib_lvx, mib_system
 from exporter.snmp.syntax import resolve
 from tests.conftest import require
@@ -40,7 +52,7 @@ def test_table_is_consistent() -> None:
     column_names = [f.column.name for f in fields.FIELDS if f.column]
     assert len(column_names) == len(set(column_names))
     for f in fields.FIELDS:
-        assert f.table in fields.TABLES and f.unit in _UNITS and f.group in ALL_GROUPS, f
+        assert f.table in fields.TABLES and f.unit in _UNITS and f.group in ALL_GROUPS + EXPORT_GROUPS, f
         assert f.family is not None or f.column is not None, f"{f.attr}: in no front end"
         if f.family is not None:
             assert re.fullmatch(r"libvirt_[a-z_]+", f.family.name), f.family.name
@@ -126,7 +138,8 @@ def test_every_family_renders_its_field() -> None:
     """/metrics holds, for every field with a family, the snapshot value in the family's base unit."""
     snap = _snapshot()
     samples = {}
-    for family in text_string_to_metric_families(snapshot_text(snap, frozenset(ALL_GROUPS)).decode()):
+    text = snapshot_text(snap, frozenset(ALL_GROUPS + EXPORT_GROUPS)).decode()
+    for family in text_string_to_metric_families(text):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     checked = 0

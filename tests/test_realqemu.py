@@ -17,11 +17,13 @@ import uuid as uuidlib
 import libvirt
 import pytest
 
+from exporter import hostgen
 from exporter.snmp import mib, mib_lvx
 from tests.conftest import RealHost, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
 from tests.support.wait import poll_until, wait_until
+from tests.test_metadata import SITE_TOML
 
 pytestmark = pytest.mark.realqemu
 
@@ -670,11 +672,13 @@ def test_new_qemu_domain_is_served_at_its_events(real_host: RealHost, tmp_path) 
     disk = tmp_path / f"{name}.qcow2"
     _boot_disk(tmp_path / f"{name}.raw", disk)
     xml = tmp_path / f"{name}.xml"
-    # As Nova defines it: its metadata, and a volume's serial and cache mode on the disk.
+    # As Nova defines it: its metadata, and a volume's serial and cache mode on the disk; and a site's own
+    # element beside Nova's, which the config's [metadata] section maps to labels.
     nova = ('<metadata><nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">'
             "<nova:name>fresh-server</nova:name><nova:flavor name='m1.tiny'/><nova:owner>"
             "<nova:user uuid='u-9'>carol</nova:user><nova:project uuid='p-9'>ops</nova:project></nova:owner>"
-            "</nova:instance></metadata>")
+            f"</nova:instance><site:owner xmlns:site='{hostgen.SITE_NAMESPACE}' team='blue'>"
+            "<site:cost>cc-9</site:cost></site:owner></metadata>")
     xml.write_text(_real_domain_xml(name, disk, f"lxf{os.getpid() % 10000}", real_host.kvm)
                    .replace(f"<name>{name}</name>", f"<name>{name}</name>{nova}")
                    .replace("<driver name='qemu' type='qcow2'/>", "<driver name='qemu' type='qcow2' cache='none'/>")
@@ -683,7 +687,7 @@ def test_new_qemu_domain_is_served_at_its_events(real_host: RealHost, tmp_path) 
                    encoding="utf-8")
     port = snmp.free_udp_port()
     target = f"127.0.0.1:{port}"
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target)
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target, extra=SITE_TOML)
 
     def snmp_state() -> str | None:
         found = snmp.run("snmpget", *snmp.V2_ARGS, "-Oqv", "-Oe", target, f"lvxDomainNameOperState.'{name}'")
@@ -707,6 +711,8 @@ def test_new_qemu_domain_is_served_at_its_events(real_host: RealHost, tmp_path) 
                 "fresh-server", "m1.tiny", "carol", "p-9")
             (vda,) = [s for s in defined.series("libvirt_domain_block_stats_info") if s["domain"] == name]
             assert (vda["serial"], vda["driver_cache"]) == ("vol-9", "none")
+            (site,) = [s for s in defined.series("libvirt_domain_metadata_info") if s["domain"] == name]
+            assert (site["team"], site["cost_centre"]) == ("blue", "cc-9")
             assert wait_until(snmp_state, 10, "the defined domain in the SNMP table") == "5"
             real_host.daemon.virsh("start", name)
             exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=name) == 1, timeout=10,

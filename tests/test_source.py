@@ -129,9 +129,9 @@ def test_xml_is_cached_until_invalidated(demo_uri: str) -> None:
     calls = []
     original = domxml.parse
 
-    def counting(xml: str):
+    def counting(xml: str, metadata=None):
         calls.append(1)
-        return original(xml)
+        return original(xml, metadata)
 
     domxml.parse = counting
     try:

@@ -44,9 +44,11 @@ from exporter.config.values import (
     parse_uri,
     positive_int,
     regex,
+    string_table,
     url_path,
 )
 from exporter.errors import ConfigError
+from exporter.metadata import MetadataError, MetadataMap, compile_map
 from exporter.snapshot import ALL_GROUPS
 
 ENV_PREFIX = "LIBVIRT_EXPORTER_"
@@ -66,6 +68,7 @@ class LibvirtSettings:
     collectors: frozenset[str] = frozenset(ALL_GROUPS)
     domain_include: re.Pattern[str] | None = None
     domain_exclude: re.Pattern[str] | None = None
+    metadata: MetadataMap = field(default_factory=MetadataMap)  # the [metadata] section's labels
 
     @property
     def poll_deadline_s(self) -> float:
@@ -223,10 +226,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("snmp.users", "snmp.users", parse_users, "SNMPv3 users", file_only=True, secret=True),
     Setting("snmp.views", "snmp.views", parse_views, "named lists of OID subtrees", file_only=True),
     Setting("snmp.notify", "snmp.notify", parse_notify_targets, "notification targets", file_only=True, secret=True),
+    Setting("metadata.labels", "libvirt.metadata", string_table,
+            "labels of libvirt_domain_metadata_info: label = XPath expression over the domain XML", file_only=True),
+    Setting("metadata.namespaces", "libvirt.metadata", string_table,
+            "namespace prefixes the metadata expressions use: prefix = URI", file_only=True),
 ) + tuple(
     Setting(f"collectors.{group}", "", parse_bool, f"poll and export the {group} group (default on)",
             flag=f"--collector.{group}", boolean=True)
     for group in ALL_GROUPS
+) + (
+    Setting("collectors.inovex", "", parse_bool,
+            "also export inovex's names for five families exported under ours (libvirt_domain_info_state, "
+            "libvirt_domain_vcpu_current, libvirt_domain_memory_stats_maximum_bytes, and swap_in/swap_out_bytes as "
+            "gauges), for inovex's Grafana dashboard (default off)", flag="--collector.inovex", boolean=True),
 )
 
 _BY_KEY = {s.key: s for s in SETTINGS}
@@ -301,6 +313,7 @@ def resolve(
 
     values: dict[str, Any] = {"config_file": config_file}
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
+    metadata: dict[str, dict[str, str]] = {}
     collectors = set(ALL_GROUPS)
     for key, (value, origin) in raw.items():
         setting = _BY_KEY[key]
@@ -316,12 +329,18 @@ def resolve(
                 collectors.add(group)
             else:
                 collectors.discard(group)
+        elif key.startswith("metadata."):
+            metadata[key.split(".")[1]] = parsed
         elif "." in setting.field:
             section, attr = setting.field.split(".")
             sections[section][attr] = parsed
         else:
             values[setting.field] = parsed
     sections["libvirt"]["collectors"] = frozenset(collectors)
+    try:
+        sections["libvirt"]["metadata"] = compile_map(metadata.get("labels", {}), metadata.get("namespaces", {}))
+    except MetadataError as exc:
+        raise ConfigError(exc.key, f"{exc} (from config file {config_file})") from None
     config = Config(**values, **{name: make(**sections[name]) for name, make in _SECTIONS.items()})
     _check(config)
     return config

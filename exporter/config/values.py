@@ -185,6 +185,16 @@ def table_list(raw: Any, what: str) -> list[dict[str, Any]]:
     return raw
 
 
+def string_table(raw: Any) -> dict[str, str]:
+    """A TOML table whose values are all strings ([section] with key = "value" lines)."""
+    if not isinstance(raw, dict):
+        raise ValueError("expected a table of strings")
+    for key, value in raw.items():
+        if not isinstance(value, str):
+            raise EntryError(f".{key}", f"expected a string, got {type(value).__name__}")
+    return dict(raw)
+
+
 def entry_keys(item: dict[str, Any], allowed: set[str], required: set[str], where: str) -> None:
     unknown = set(item) - allowed
     if unknown:

@@ -175,6 +175,9 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
         for pos, label in enumerate(fields.OPENSTACK.labels, start=1):
             b.columns(LVX_METADATA_ENTRY, (index, pos), ((METADATA_LABEL, STR, label.name),
                                                          (METADATA_VALUE, STR, label.get(dom))))
+    # The site's [metadata] labels follow Nova's, each at a position of its own (config order).
+    for pos, (name, value) in enumerate(dom.metadata, start=len(fields.OPENSTACK.labels) + 1):
+        b.columns(LVX_METADATA_ENTRY, (index, pos), ((METADATA_LABEL, STR, name), (METADATA_VALUE, STR, value)))
     for pos, nic in enumerate(dom.interfaces, start=1):
         put_fields(b, "interface", (index, pos), nic)
         b.columns(LVX_IF_ENTRY, (index, pos), ((INTERFACE_MAC, BYTES, mac_bytes(nic.mac)),

@@ -153,6 +153,7 @@ def build_domain(
         machine=cfg.machine,
         title=cfg.title,
         nova=cfg.nova,
+        metadata=cfg.metadata,
         max_memory_kib=max_kib,
         memory_kib=cur_kib,
         vcpus_current=vcpus_current,

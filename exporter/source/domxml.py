@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
+from exporter.metadata import MetadataMap
 from exporter.snapshot import Block, Interface, NovaInstance
 
 #: Nova's metadata namespace; every version (1.0, 1.1, ...) has this prefix.
@@ -46,6 +47,7 @@ class DomainConfig:
     disks: tuple[Block, ...] = ()  # as defined: no counters yet
     nics: tuple[Interface, ...] = ()
     nova: NovaInstance | None = None
+    metadata: tuple[tuple[str, str], ...] = ()  # the [metadata] labels' values
 
     def disk(self, target: str) -> Block | None:
         for disk in self.disks:
@@ -120,8 +122,9 @@ def _nova_instance(instance: ET.Element, ns: str) -> NovaInstance:
                         project_id=attr("nova:owner/nova:project", "uuid"))
 
 
-def parse(xml: str) -> DomainConfig:
-    """Parse a domain's XML description.  Malformed XML yields an empty config."""
+def parse(xml: str, metadata: MetadataMap | None = None) -> DomainConfig:
+    """Parse a domain's XML description, with the site's ``metadata`` labels if any.  Malformed XML yields an
+    empty config."""
     try:
         root = ET.fromstring(xml)
     except ET.ParseError:
@@ -183,4 +186,5 @@ def parse(xml: str) -> DomainConfig:
         disks=tuple(disks),
         nics=tuple(nics),
         nova=_nova(root.find("metadata")),
+        metadata=metadata.evaluate(xml) if metadata else (),
     )

@@ -25,6 +25,7 @@ import exporter.source.bulk as bulk
 import exporter.source.domxml as domxml
 from exporter.calls import run_bounded
 from exporter.errors import ConnectionLost, DomainGone, SourceError
+from exporter.metadata import MetadataMap
 from exporter.snapshot import Domain, DomainEvent, Host, Network, StoragePool, frozen_map
 from exporter.source.connection import Connection, Lane, as_source_error, convert, count_failure
 from exporter.source.domain import build_domain
@@ -60,6 +61,7 @@ class Source:
         call_timeout: float = 5.0,
         poll_timeout: float = 0.0,
         workers: int = 3,
+        metadata: MetadataMap | None = None,
     ) -> None:
         """``call_timeout``: a per-domain or host-group call running longer is given up on.
 
@@ -72,7 +74,10 @@ class Source:
         connection hold up other calls on it (seen with libvirt 9.0), so the
         main connection (events, state, control) never carries a call that
         may hang, and a lane stays with its hung call until it returns.
+
+        ``metadata``: the site's labels, read from each definition (:mod:`exporter.metadata`).
         """
+        self._metadata = metadata
         self.uri = uri
         self.read_only = read_only
         self._call_timeout = call_timeout
@@ -308,7 +313,7 @@ class Source:
         if cached is not None and cached[0] == dom_id and not stale:
             return cached[1]
         try:
-            config = domxml.parse(dom.XMLDesc(0))
+            config = domxml.parse(dom.XMLDesc(0), self._metadata)
         except libvirt.libvirtError as exc:
             raise convert(exc, self._link.conn) from None
         self._xml[uuid] = (dom_id, config)
