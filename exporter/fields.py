@@ -84,6 +84,35 @@ INFO_FAMILIES: tuple[InfoFamily, ...] = (
         label("state_desc", "state", lambda s: STATE_DESCRIPTIONS.get(s, "")),), value=getter("state")),
 )
 
+#: A disk's I/O limits, each for total, read and write: (IoTune attribute "{rw}_..." , unit, Tinkoff's family
+#: name, MIB column name, help), from LIBVIRT-EXPORTER-MIB column 23 on.
+_LIMITS = (
+    ("bytes_sec", "bytes", "limit_{rw}_bytes", "Limit{RW}Bytes", "{rw} throughput limit, in bytes per second"),
+    ("iops_sec", "count", "limit_{rw}_requests", "Limit{RW}Iops", "{rw} requests per second limit"),
+    ("bytes_sec_max", "bytes", "limit_burst_{rw}_bytes", "Burst{RW}Bytes",
+     "{rw} throughput burst limit, in bytes per second"),
+    ("iops_sec_max", "count", "limit_burst_{rw}_requests", "Burst{RW}Iops", "{rw} requests per second burst limit"),
+    ("bytes_sec_max_length", "s", "limit_burst_{rw}_bytes_length_seconds", "Burst{RW}BytesLength",
+     "longest {rw} throughput burst, in seconds"),
+    ("iops_sec_max_length", "s", "limit_burst_length_{rw}_requests_seconds", "Burst{RW}IopsLength",
+     "longest {rw} requests burst, in seconds"),
+)
+
+
+def _limit_fields() -> tuple[Field, ...]:
+    """The disks' I/O limits (virDomainGetBlockIoTune), asked only for disks whose definition sets some."""
+    rows = []
+    number = 23
+    for attr, unit, family, mib, text in _LIMITS:
+        for rw in ("total", "read", "write"):
+            what = text.format(rw=rw)
+            rows.append(Field("block", f"iotune.{rw}_{attr}", unit, "block", gauge(
+                f"libvirt_domain_block_stats_{family.format(rw=rw)}", f"{what[0].upper()}{what[1:]}; 0: none."),
+                column(number, f"lvxBlock{mib.format(RW=rw.title())}", C64 if unit == "bytes" else G32)))
+            number += 1
+    return tuple(rows)
+
+
 FIELDS: tuple[Field, ...] = (
     # domain: identity, state and definition
     Field("domain", "name", "text", "state", column=column(2, "lvxDomainName", STR)),
@@ -234,6 +263,15 @@ FIELDS: tuple[Field, ...] = (
     Field("block", "physical_bytes", "bytes", "block", gauge(
         "libvirt_domain_block_stats_physical_bytes", "Physical size of the device's backing file, in bytes."),
         column(8, "lvxBlockPhysical", C64), "physical"),
+    Field("block", "error_code", "code", "block", gauge(
+        "libvirt_domain_block_stats_error_code",
+        "The disk's error while its error policy has paused the guest: 0 none, 1 unspecified, 2 no space."),
+        column(22, "lvxBlockErrorCode", INT)),
+) + _limit_fields() + (
+    Field("block", "iotune.size_iops_sec", "bytes", "block", gauge(
+        "libvirt_domain_block_stats_size_iops_bytes",
+        "Size of an I/O counted as one request by the requests limits, in bytes (0: every I/O is one)."),
+        column(41, "lvxBlockLimitSizeIops", G32)),
     # interface (bulk keys under net.N.)
     Field("interface", "target", "text", "interface", column=column(2, "lvxInterfaceTarget", STR), bulk="name"),
     Field("interface", "model", "text", "interface", column=column(4, "lvxInterfaceModel", STR)),

@@ -24,6 +24,8 @@ STATE_SHUTDOWN = 4
 STATE_SHUTOFF = 5
 STATE_CRASHED = 6
 STATE_PMSUSPENDED = 7
+#: virDomainPausedReason: paused because a disk's error policy stopped the guest on an I/O error.
+PAUSED_IOERROR = 5
 
 STATE_NAMES: Mapping[int, str] = MappingProxyType(
     {
@@ -97,6 +99,35 @@ class Vcpu:
 
 
 @dataclass(frozen=True, slots=True)
+class IoTune:
+    """A disk's I/O limits, as ``virDomainGetBlockIoTune`` gives them: per second (0: no limit), bursts and their
+    lengths in seconds.  All None for a disk whose definition sets none (it is not asked)."""
+
+    total_bytes_sec: int | None = None
+    read_bytes_sec: int | None = None
+    write_bytes_sec: int | None = None
+    total_iops_sec: int | None = None
+    read_iops_sec: int | None = None
+    write_iops_sec: int | None = None
+    total_bytes_sec_max: int | None = None
+    read_bytes_sec_max: int | None = None
+    write_bytes_sec_max: int | None = None
+    total_iops_sec_max: int | None = None
+    read_iops_sec_max: int | None = None
+    write_iops_sec_max: int | None = None
+    total_bytes_sec_max_length: int | None = None
+    read_bytes_sec_max_length: int | None = None
+    write_bytes_sec_max_length: int | None = None
+    total_iops_sec_max_length: int | None = None
+    read_iops_sec_max_length: int | None = None
+    write_iops_sec_max_length: int | None = None
+    size_iops_sec: int | None = None
+
+
+NO_IOTUNE = IoTune()
+
+
+@dataclass(frozen=True, slots=True)
 class Block:
     target: str  # "vda"
     device: str = "disk"  # disk, cdrom, floppy, lun
@@ -122,6 +153,9 @@ class Block:
     capacity_bytes: int | None = None
     allocation_bytes: int | None = None
     physical_bytes: int | None = None
+    limited: bool = False  # the definition sets I/O limits (<iotune>): only then is iotune asked for
+    iotune: IoTune = NO_IOTUNE
+    error_code: int | None = None  # virDomainGetDiskErrors: 0 none, 1 unspecified, 2 no space; None unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from exporter.snapshot import (
     Domain,
     Host,
     Interface,
+    IoTune,
     Memory,
     Network,
     Snapshot,
@@ -107,7 +108,8 @@ def _full_domain() -> Domain:
     return filled(Domain, name="full", uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", state=1, active=True,
                   persistent=True, autostart=False, timed_out=False, stats_at=1_700_000_000.0, os_type="hvm",
                   memory=filled(Memory), vcpus=(filled(Vcpu, number=0), filled(Vcpu, number=1)),
-                  blocks=(filled(Block, target="vda", source="/img/a.qcow2", bus="virtio", driver_type="qcow2"),),
+                  blocks=(filled(Block, target="vda", source="/img/a.qcow2", bus="virtio", driver_type="qcow2",
+                                 iotune=filled(IoTune), error_code=2),),
                   interfaces=(filled(Interface, target="tap0", mac="52:54:00:00:00:01", model="virtio",
                                      interface_type="bridge", bridge="br0"),))
 

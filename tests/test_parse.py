@@ -18,7 +18,17 @@ from typing import Any
 
 import pytest
 
-from exporter.snapshot import DOMAIN_GROUPS, STATE_NOSTATE, Block, Domain, Host, Interface, Memory
+from exporter.snapshot import (
+    DOMAIN_GROUPS,
+    PAUSED_IOERROR,
+    STATE_NOSTATE,
+    STATE_PAUSED,
+    Block,
+    Domain,
+    Host,
+    Interface,
+    Memory,
+)
 from exporter.source import domxml, parse
 from exporter.source.domain import build_domain
 
@@ -82,6 +92,12 @@ class Recorded:
 
     def interface_stats(self, target: str) -> Any:
         return self._answer("interface_stats", target)
+
+    def block_io_tune(self, target: str) -> Any:
+        return self._answer("block_io_tune", target)
+
+    def disk_errors(self) -> Any:
+        return self._answer("disk_errors")
 
 
 def _build(record: Mapping[str, Any], *, stats: Mapping[str, Any] | None = None, bulk: frozenset[str] = ALL,
@@ -276,6 +292,56 @@ def test_failed_calls_leave_none(test_driver: dict[str, Any]) -> None:
                                                                         None)
 
 
+# -- I/O limits and disk errors --------------------------------------------------------------
+
+
+def _two_disks(state: int, reason: int) -> dict[str, Any]:
+    xml = ("<domain type='kvm'><name>d</name><devices>"
+           "<disk type='file' device='disk'><source file='/a'/><target dev='vda' bus='virtio'/>"
+           "<iotune><total_bytes_sec>1048576</total_bytes_sec></iotune></disk>"
+           "<disk type='file' device='disk'><source file='/b'/><target dev='vdb' bus='virtio'/></disk>"
+           "<disk type='file' device='cdrom'><target dev='sda' bus='sata'/><readonly/></disk>"
+           "</devices></domain>")
+    tune = {"total_bytes_sec": 1048576, "total_bytes_sec_max": 0, "total_bytes_sec_max_length": 1,
+            "group_name": "g", "some_future_key": 9}
+    return {"name": "d", "uuid": "u", "id": 3, "persistent": True, "autostart": False, "xml": xml,
+            "state": [state, reason], "bulk": {"state.state": state, "state.reason": reason},
+            "block_io_tune": {"vda": tune}, "disk_errors": {"vdb": 2}}
+
+
+def test_limits_asked_only_for_limited_disks_and_errors_only_when_paused_for_one() -> None:
+    """vda's definition sets a limit: blockIoTune(vda) alone; diskErrors only while paused for an I/O error,
+    every disk of a running domain at 0 without asking; a CD-ROM never has a code."""
+    record = _two_disks(1, 1)
+    reads = Recorded(record)
+    dom = _build(record, stats=record["bulk"], bulk=frozenset({"state"}), wanted=frozenset({"state", "block"}),
+                 reads=reads)
+    assert [c for c in reads.calls if c.startswith(("block_io", "disk_err"))] == ["block_io_tune(vda)"]
+    vda, vdb, sda = dom.blocks
+    assert (vda.iotune.total_bytes_sec, vda.iotune.total_bytes_sec_max_length, vda.iotune.read_iops_sec) == (
+        1048576, 1, None)
+    assert vdb.iotune.total_bytes_sec is None and not vdb.limited
+    assert (vda.error_code, vdb.error_code, sda.error_code) == (0, 0, None)
+
+    record = _two_disks(STATE_PAUSED, PAUSED_IOERROR)
+    reads = Recorded(record)
+    dom = _build(record, stats=record["bulk"], bulk=frozenset({"state"}), wanted=frozenset({"state", "block"}),
+                 reads=reads)
+    assert "disk_errors" in reads.calls
+    assert [b.error_code for b in dom.blocks] == [0, 2, None]
+    # The call failing: unknown, not "no error".
+    reads = Recorded(record, fail=frozenset({"disk_errors", "block_io_tune"}))
+    dom = _build(record, stats=record["bulk"], bulk=frozenset({"state"}), wanted=frozenset({"state", "block"}),
+                 reads=reads)
+    assert [b.error_code for b in dom.blocks] == [None, None, None]
+    assert dom.blocks[0].iotune.total_bytes_sec is None
+    # Without calls (an event's description, a hung monitor): neither.
+    reads = Recorded(record)
+    dom = _build(record, stats=record["bulk"], bulk=frozenset({"state"}), wanted=frozenset({"state", "block"}),
+                 reads=reads, monitor=False)
+    assert [c for c in reads.calls if c.startswith(("block_io", "disk_err"))] == []
+
+
 # -- missing keys give None, not 0 -------------------------------------------------------------
 
 
@@ -291,7 +357,7 @@ def test_missing_bulk_keys_give_none(qemu: dict[str, Any]) -> None:
     assert (vcpu.time_ns, vcpu.wait_ns, vcpu.delay_ns, vcpu.physical_cpu) == (None, None, None, None)
     vda = next(b for b in dom.blocks if b.target == "vda")
     assert vda.source.endswith(".qcow2")  # from the XML
-    assert Block(target="sdz", source="/dev/sdz") in dom.blocks
+    assert Block(target="sdz", source="/dev/sdz", error_code=0) in dom.blocks  # running: no disk error
     assert all(getattr(b, f) is None for b in dom.blocks
                for f in ("read_requests", "read_bytes", "write_bytes", "flush_time_ns", "capacity_bytes"))
     extra = next(i for i in dom.interfaces if i.target == "tap-extra")

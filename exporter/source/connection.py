@@ -317,15 +317,22 @@ class Connection:
         def device(_conn: Any, dom: Any, _alias: str, _opaque: Any) -> None:
             on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
 
+        def tunable(_conn: Any, dom: Any, params: Mapping[str, Any], _opaque: Any) -> None:
+            # A disk's I/O limits changed (virsh blkdeviotune): its definition is read again, as for a device.
+            if any(key.startswith("blkdeviotune.") for key in params):
+                on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
+
         try:
             self._callbacks.append(
                 conn.domainEventRegisterAny(None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, lifecycle, None)
             )
         except libvirt.libvirtError as exc:
             raise convert(exc, conn) from None
-        for event_id in (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED):
+        for event_id, callback in ((libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, device),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, device),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE, tunable)):
             try:
-                self._callbacks.append(conn.domainEventRegisterAny(None, event_id, device, None))
+                self._callbacks.append(conn.domainEventRegisterAny(None, event_id, callback, None))
             except libvirt.libvirtError as exc:
                 log.debug("device events not available: %s", exc.get_error_message())
 

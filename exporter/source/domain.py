@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import exporter.source.parse as parse
-from exporter.snapshot import STATE_NOSTATE, Block, Domain, Interface, Memory, Vcpu
+from exporter.snapshot import PAUSED_IOERROR, STATE_NOSTATE, STATE_PAUSED, Block, Domain, Interface, Memory, Vcpu
 from exporter.source.domxml import DomainConfig
 
 
@@ -45,6 +45,12 @@ class DomainReads(Protocol):
 
     def interface_stats(self, target: str) -> Sequence[int] | None:
         """``interfaceStats(target)``."""
+
+    def block_io_tune(self, target: str) -> Mapping[str, Any] | None:
+        """``blockIoTune(target, 0)``."""
+
+    def disk_errors(self) -> Mapping[str, int] | None:
+        """``diskErrors(0)``: {target: code} of the disks with an error."""
 
 
 def build_domain(
@@ -135,6 +141,8 @@ def build_domain(
     blocks: tuple[Block, ...] = ()
     if "block" in wanted:
         blocks = _blocks(cfg, stats if "block" in bulk else None, calls, read)
+        if calls:
+            blocks = _limits_and_errors(blocks, state, reason, read)
     interfaces: tuple[Interface, ...] = ()
     if "interface" in wanted and active:
         interfaces = _interfaces(cfg, stats if "interface" in bulk else None, calls, read)
@@ -180,6 +188,19 @@ def _blocks(cfg: DomainConfig, stats: parse.Stats | None, calls: bool, read: Dom
             size = read.block_info(target)
             result[target] = parse.block_from_calls(base, io, size)
     return tuple(result.values())
+
+
+def _limits_and_errors(blocks: tuple[Block, ...], state: int, reason: int, read: DomainReads
+                       ) -> tuple[Block, ...]:
+    """I/O limits of the disks whose definition sets some; disk errors, which QEMU keeps only while an error
+    policy has stopped the guest, so they are asked for only when it is paused for an I/O error (every disk
+    of any other running domain has none)."""
+    limited = []
+    for blk in blocks:
+        tune = read.block_io_tune(blk.target) if blk.limited else None
+        limited.append(blk if tune is None else parse.replace(blk, iotune=parse.iotune_from_call(tune)))
+    ioerror = state == STATE_PAUSED and reason == PAUSED_IOERROR
+    return parse.disk_error_codes(tuple(limited), read.disk_errors() if ioerror else {})
 
 
 def _interfaces(

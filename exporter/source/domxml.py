@@ -85,6 +85,10 @@ def _attr(elem: ET.Element | None, name: str) -> str:
     return elem.get(name, "") if elem is not None else ""
 
 
+def _has_children(elem: ET.Element | None) -> bool:
+    return elem is not None and len(elem) > 0
+
+
 def _disk_source(source: ET.Element | None) -> str:
     if source is None:
         return ""
@@ -153,6 +157,7 @@ def parse(xml: str, metadata: MetadataMap | None = None) -> DomainConfig:
                 cache=_attr(driver, "cache"),
                 discard=_attr(driver, "discard"),
                 protocol=_attr(disk.find("source"), "protocol"),
+                limited=_has_children(disk.find("iotune")),
             )
         )
     nics = []

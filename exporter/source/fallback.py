@@ -35,11 +35,14 @@ class DomainCalls:
     ``conn``, the connection the handle belongs to.
     """
 
-    def __init__(self, dom: Any, conn: libvirt.virConnect, link: Connection, errors: Counter[str]) -> None:
+    def __init__(self, dom: Any, conn: libvirt.virConnect, link: Connection, errors: Counter[str],
+                 unsupported: set[str] | None = None) -> None:
+        """``unsupported``: the optional calls the driver has refused, kept by the caller per connection."""
         self._dom = dom
         self._conn = conn
         self._link = link
         self._errors = errors
+        self._unsupported = unsupported if unsupported is not None else set()
 
     def _call(self, fn: Callable[[], T], group: str) -> T | None:
         try:
@@ -79,3 +82,26 @@ class DomainCalls:
 
     def interface_stats(self, target: str) -> Sequence[int] | None:
         return self._call(functools.partial(self._dom.interfaceStats, target), "interface")
+
+    def block_io_tune(self, target: str) -> Mapping[str, Any] | None:
+        return self._optional("blockIoTune", functools.partial(self._dom.blockIoTune, target, 0))
+
+    def disk_errors(self) -> Mapping[str, int] | None:
+        return self._optional("diskErrors", functools.partial(self._dom.diskErrors, 0))
+
+    def _optional(self, name: str, fn: Callable[[], T]) -> T | None:
+        """A call that some drivers lack: asked once, then remembered as unsupported for the connection."""
+        if name in self._unsupported:
+            return None
+
+        def guarded() -> T | None:
+            try:
+                return fn()
+            except libvirt.libvirtError as exc:
+                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                    raise
+                self._unsupported.add(name)
+                log.info("%s is not supported by this driver; not asked again", name)
+                return None
+
+        return self._call(guarded, "block")

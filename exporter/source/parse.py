@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from exporter import fields
-from exporter.snapshot import Block, Host, Interface, Memory, Vcpu, frozen_map
+from exporter.snapshot import Block, Host, Interface, IoTune, Memory, Vcpu, frozen_map
 from exporter.source.domxml import DomainConfig
 
 T = TypeVar("T")
@@ -175,6 +175,23 @@ def blocks_from_bulk(stats: Stats, configured: Mapping[str, Block]) -> dict[str,
         counters = {name: opt_int(stats.get(p + key)) for name, key in _BLOCK_KEYS}
         result[target] = replace(base, source=base.source or path, **counters)
     return result
+
+
+_IOTUNE_KEYS = tuple(f.name for f in dataclasses.fields(IoTune))
+
+
+def iotune_from_call(values: Mapping[str, Any]) -> IoTune:
+    """``blockIoTune(disk, 0)``: its numbers by the same names (group_name and unknown keys are left out)."""
+    return IoTune(**{key: opt_int(values.get(key)) for key in _IOTUNE_KEYS})
+
+
+def disk_error_codes(blocks: tuple[Block, ...], errors: Mapping[str, int] | None) -> tuple[Block, ...]:
+    """Each disk's error code from ``diskErrors()`` ({target: code}, only the disks with an error); a disk it
+    does not name has none (0).  ``errors`` None (not asked, or the call failed): unknown."""
+    if errors is None:
+        return blocks
+    return tuple(replace(b, error_code=int(errors.get(b.target, 0))) if b.device in ("disk", "lun") else b
+                 for b in blocks)
 
 
 def block_from_calls(base: Block, io: Sequence[int] | None, size: Sequence[int] | None) -> Block:

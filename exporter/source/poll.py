@@ -90,6 +90,7 @@ class Source:
         self._nowait = False
         self._xml: dict[str, tuple[int, domxml.DomainConfig]] = {}
         self._stale: set[str] = set()
+        self._unsupported: set[str] = set()  # optional per-domain calls the driver refused (fallback.DomainCalls)
         self._deadlines = Deadlines(self._lock, call_timeout)
         self._host = HostGroups(self._link, self._lock, call_timeout)
 
@@ -99,6 +100,7 @@ class Source:
         """Open the connection; raises :class:`SourceError` on failure."""
         self._bulk_mask = None
         self._xml.clear()
+        self._unsupported.clear()
         self._link.open(on_close)
 
     def close(self) -> None:
@@ -340,5 +342,5 @@ class Source:
         return build_domain(
             name=job.name, uuid=job.uuid, dom_id=job.id, persistent=job.persistent, autostart=job.autostart,
             cfg=cfg, stats=stats, bulk=bulk.groups(flags), wanted=wanted,
-            read=DomainCalls(job.dom, conn, self._link, errors), monitor=monitor,
+            read=DomainCalls(job.dom, conn, self._link, errors, self._unsupported), monitor=monitor,
         )
