@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from exporter.fieldrows import job_fields, limit_fields
 from exporter.fieldtypes import (
     Family,
     Field,
@@ -39,6 +40,7 @@ TABLES: dict[str, Table] = {
     "vcpu": Table(_DOMAIN + ("vcpu",), "vcpu.{n}."),
     "block": Table(_DOMAIN + ("target_device",), "block.{n}."),
     "interface": Table(_DOMAIN + ("target_device",), "net.{n}."),
+    "job": Table(_DOMAIN),  # a domain's job and last job: read from the domain, a row only while it has either
     "pool": Table(("storage_pool", "uuid")),
     "network": Table(("network", "uuid")),
     "host": Table(()),
@@ -83,35 +85,6 @@ INFO_FAMILIES: tuple[InfoFamily, ...] = (
         "Domain state code with its description as a label (inovex's name for libvirt_domain_state_code)."), (
         label("state_desc", "state", lambda s: STATE_DESCRIPTIONS.get(s, "")),), value=getter("state")),
 )
-
-#: A disk's I/O limits, each for total, read and write: (IoTune attribute "{rw}_..." , unit, Tinkoff's family
-#: name, MIB column name, help), from LIBVIRT-EXPORTER-MIB column 23 on.
-_LIMITS = (
-    ("bytes_sec", "bytes", "limit_{rw}_bytes", "Limit{RW}Bytes", "{rw} throughput limit, in bytes per second"),
-    ("iops_sec", "count", "limit_{rw}_requests", "Limit{RW}Iops", "{rw} requests per second limit"),
-    ("bytes_sec_max", "bytes", "limit_burst_{rw}_bytes", "Burst{RW}Bytes",
-     "{rw} throughput burst limit, in bytes per second"),
-    ("iops_sec_max", "count", "limit_burst_{rw}_requests", "Burst{RW}Iops", "{rw} requests per second burst limit"),
-    ("bytes_sec_max_length", "s", "limit_burst_{rw}_bytes_length_seconds", "Burst{RW}BytesLength",
-     "longest {rw} throughput burst, in seconds"),
-    ("iops_sec_max_length", "s", "limit_burst_length_{rw}_requests_seconds", "Burst{RW}IopsLength",
-     "longest {rw} requests burst, in seconds"),
-)
-
-
-def _limit_fields() -> tuple[Field, ...]:
-    """The disks' I/O limits (virDomainGetBlockIoTune), asked only for disks whose definition sets some."""
-    rows = []
-    number = 23
-    for attr, unit, family, mib, text in _LIMITS:
-        for rw in ("total", "read", "write"):
-            what = text.format(rw=rw)
-            rows.append(Field("block", f"iotune.{rw}_{attr}", unit, "block", gauge(
-                f"libvirt_domain_block_stats_{family.format(rw=rw)}", f"{what[0].upper()}{what[1:]}; 0: none."),
-                column(number, f"lvxBlock{mib.format(RW=rw.title())}", C64 if unit == "bytes" else G32)))
-            number += 1
-    return tuple(rows)
-
 
 FIELDS: tuple[Field, ...] = (
     # domain: identity, state and definition
@@ -267,7 +240,7 @@ FIELDS: tuple[Field, ...] = (
         "libvirt_domain_block_stats_error_code",
         "The disk's error while its error policy has paused the guest: 0 none, 1 unspecified, 2 no space."),
         column(22, "lvxBlockErrorCode", INT)),
-) + _limit_fields() + (
+) + limit_fields() + job_fields() + (
     Field("block", "iotune.size_iops_sec", "bytes", "block", gauge(
         "libvirt_domain_block_stats_size_iops_bytes",
         "Size of an I/O counted as one request by the requests limits, in bytes (0: every I/O is one)."),

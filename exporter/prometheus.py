@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__, fields
 from exporter.fieldtypes import InfoFamily
-from exporter.snapshot import Domain, Snapshot, version_text
+from exporter.snapshot import NO_JOB, Domain, Snapshot, version_text
 
 NS = 1e-9
 
@@ -253,6 +253,8 @@ def _domain_families(f: Families | _TextFamilies, dom: Domain) -> None:
     _rows(f, "domain", dom, ids)
     if dom.metadata:
         f.add_named(METADATA_INFO, ids, dom.metadata, 1)
+    if dom.job is not NO_JOB or dom.last_job is not NO_JOB:
+        _rows(f, "job", dom, ids)
     for vcpu in dom.vcpus:
         _rows(f, "vcpu", vcpu, ids + (str(vcpu.number),))
     for blk in dom.blocks:

@@ -14,6 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+# Re-exported: the records of limits and jobs live in a module of their own.
+from exporter.domstats import NO_IOTUNE as NO_IOTUNE
+from exporter.domstats import NO_JOB as NO_JOB
+from exporter.domstats import IoTune as IoTune
+from exporter.domstats import Job as Job
+
 # libvirt's virDomainState values.  Kept here (not in exporter/source/) because the
 # front ends need them and must not import libvirt.
 STATE_NOSTATE = 0
@@ -26,6 +32,10 @@ STATE_CRASHED = 6
 STATE_PMSUSPENDED = 7
 #: virDomainPausedReason: paused because a disk's error policy stopped the guest on an I/O error.
 PAUSED_IOERROR = 5
+#: (state, reason) pairs of a domain that has a job: paused for a migration, save, dump, snapshot, post-copy or
+#: for no known reason (a live dump), and running in post-copy migration.
+JOB_STATES = frozenset({(STATE_PAUSED, 0), (STATE_PAUSED, 2), (STATE_PAUSED, 3), (STATE_PAUSED, 4),
+                        (STATE_PAUSED, 9), (STATE_PAUSED, 12), (STATE_RUNNING, 10)})
 
 STATE_NAMES: Mapping[int, str] = MappingProxyType(
     {
@@ -75,7 +85,7 @@ def version_text(encoded: int) -> str:
 
 
 #: Poll groups, which are also the names of the ``--collector.NAME`` switches.
-DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface")
+DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface", "job")
 HOST_GROUPS = ("node", "pool", "network")
 ALL_GROUPS = DOMAIN_GROUPS + HOST_GROUPS
 #: Switches that change only what is exported, off by default: ``inovex`` adds inovex's names for five
@@ -96,35 +106,6 @@ class Vcpu:
     wait_ns: int | None = None
     delay_ns: int | None = None
     physical_cpu: int | None = None  # -1 in libvirt when offline: stored as None
-
-
-@dataclass(frozen=True, slots=True)
-class IoTune:
-    """A disk's I/O limits, as ``virDomainGetBlockIoTune`` gives them: per second (0: no limit), bursts and their
-    lengths in seconds.  All None for a disk whose definition sets none (it is not asked)."""
-
-    total_bytes_sec: int | None = None
-    read_bytes_sec: int | None = None
-    write_bytes_sec: int | None = None
-    total_iops_sec: int | None = None
-    read_iops_sec: int | None = None
-    write_iops_sec: int | None = None
-    total_bytes_sec_max: int | None = None
-    read_bytes_sec_max: int | None = None
-    write_bytes_sec_max: int | None = None
-    total_iops_sec_max: int | None = None
-    read_iops_sec_max: int | None = None
-    write_iops_sec_max: int | None = None
-    total_bytes_sec_max_length: int | None = None
-    read_bytes_sec_max_length: int | None = None
-    write_bytes_sec_max_length: int | None = None
-    total_iops_sec_max_length: int | None = None
-    read_iops_sec_max_length: int | None = None
-    write_iops_sec_max_length: int | None = None
-    size_iops_sec: int | None = None
-
-
-NO_IOTUNE = IoTune()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +225,8 @@ class Domain:
     interfaces: tuple[Interface, ...] = ()
     nova: NovaInstance | None = None  # the domain's OpenStack Nova metadata, if it has any
     metadata: tuple[tuple[str, str], ...] = ()  # (label, value) of each [metadata] label; () if all are empty
+    job: Job = NO_JOB  # the job running now, if the domain was asked (see JOB_STATES)
+    last_job: Job = NO_JOB  # the outcome of its last job that libvirt reported complete
     # Running, paused or otherwise started.  Usually id >= 0, but after a
     # "started" event the new id is unknown until the next poll.
     active: bool = False

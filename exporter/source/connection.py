@@ -306,8 +306,10 @@ class Connection:
 
     # -- events and actions ----------------------------------------------------------
 
-    def watch(self, on_event: Callable[[DomainEvent], None]) -> None:
-        """Deliver lifecycle and device events (in libvirt's event thread)."""
+    def watch(self, on_event: Callable[[DomainEvent], None],
+              on_job: Callable[[str, Mapping[str, Any] | None], None] | None = None) -> None:
+        """Deliver lifecycle and device events (in libvirt's event thread), and to ``on_job`` a domain's migration
+        iterations (None) and completed jobs (their statistics)."""
         conn = self.require()
 
         def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
@@ -328,9 +330,19 @@ class Connection:
             )
         except libvirt.libvirtError as exc:
             raise convert(exc, conn) from None
+        def iteration(_conn: Any, dom: Any, _iteration: int, _opaque: Any) -> None:
+            if on_job is not None:
+                on_job(dom.UUIDString(), None)
+
+        def completed(_conn: Any, dom: Any, params: Mapping[str, Any], _opaque: Any) -> None:
+            if on_job is not None:
+                on_job(dom.UUIDString(), params)
+
         for event_id, callback in ((libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, device),
                                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, device),
-                                   (libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE, tunable)):
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE, tunable),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, iteration),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed)):
             try:
                 self._callbacks.append(conn.domainEventRegisterAny(None, event_id, callback, None))
             except libvirt.libvirtError as exc:

@@ -15,7 +15,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import exporter.source.parse as parse
-from exporter.snapshot import PAUSED_IOERROR, STATE_NOSTATE, STATE_PAUSED, Block, Domain, Interface, Memory, Vcpu
+from exporter.snapshot import (
+    JOB_STATES,
+    NO_JOB,
+    PAUSED_IOERROR,
+    STATE_NOSTATE,
+    STATE_PAUSED,
+    Block,
+    Domain,
+    Interface,
+    Job,
+    Memory,
+    Vcpu,
+)
 from exporter.source.domxml import DomainConfig
 
 
@@ -52,6 +64,9 @@ class DomainReads(Protocol):
     def disk_errors(self) -> Mapping[str, int] | None:
         """``diskErrors(0)``: {target: code} of the disks with an error."""
 
+    def job_stats(self) -> Mapping[str, Any] | None:
+        """``jobStats(0)``: the running job, {"type": 0} when there is none."""
+
 
 def build_domain(
     *,
@@ -66,6 +81,8 @@ def build_domain(
     wanted: frozenset[str],
     read: DomainReads,
     monitor: bool = True,
+    job_hint: bool = False,
+    last_job: Job = NO_JOB,
 ) -> Domain:
     """One domain from its bulk ``stats``, with per-domain calls for what the bulk lacks.
 
@@ -74,6 +91,9 @@ def build_domain(
     the domain's QEMU (its state and definition only): groups missing from
     ``stats`` are left empty, devices keep their configuration without counters.
     An inactive domain (``dom_id`` < 0) is asked nothing but its state.
+
+    Its job is asked for only when its state says it has one (:data:`JOB_STATES`) or ``job_hint`` says so (an
+    event, or a job seen in the last poll); ``last_job`` is the outcome libvirt last reported.
     """
     found = parse.state_from_bulk(stats)
     if found is not None:
@@ -147,6 +167,10 @@ def build_domain(
     if "interface" in wanted and active:
         interfaces = _interfaces(cfg, stats if "interface" in bulk else None, calls, read)
 
+    job = NO_JOB
+    if "job" in wanted and calls and (job_hint or (state, reason) in JOB_STATES):
+        job = parse.job_from_call(read.job_stats())
+
     return Domain(
         name=name,
         uuid=uuid,
@@ -173,6 +197,8 @@ def build_domain(
         vcpus=vcpus,
         blocks=blocks,
         interfaces=interfaces,
+        job=job,
+        last_job=last_job if "job" in wanted else NO_JOB,
     )
 
 

@@ -84,12 +84,15 @@ class DomainCalls:
         return self._call(functools.partial(self._dom.interfaceStats, target), "interface")
 
     def block_io_tune(self, target: str) -> Mapping[str, Any] | None:
-        return self._optional("blockIoTune", functools.partial(self._dom.blockIoTune, target, 0))
+        return self._optional("blockIoTune", functools.partial(self._dom.blockIoTune, target, 0), "block")
 
     def disk_errors(self) -> Mapping[str, int] | None:
-        return self._optional("diskErrors", functools.partial(self._dom.diskErrors, 0))
+        return self._optional("diskErrors", functools.partial(self._dom.diskErrors, 0), "block")
 
-    def _optional(self, name: str, fn: Callable[[], T]) -> T | None:
+    def job_stats(self) -> Mapping[str, Any] | None:
+        return self._optional("jobStats", functools.partial(self._dom.jobStats, 0), "job")
+
+    def _optional(self, name: str, fn: Callable[[], T], group: str) -> T | None:
         """A call that some drivers lack: asked once, then remembered as unsupported for the connection."""
         if name in self._unsupported:
             return None
@@ -104,4 +107,4 @@ class DomainCalls:
                 log.info("%s is not supported by this driver; not asked again", name)
                 return None
 
-        return self._call(guarded, "block")
+        return self._call(guarded, group)

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from exporter import fields
-from exporter.snapshot import Block, Host, Interface, IoTune, Memory, Vcpu, frozen_map
+from exporter.snapshot import NO_JOB, Block, Host, Interface, IoTune, Job, Memory, Vcpu, frozen_map
 from exporter.source.domxml import DomainConfig
 
 T = TypeVar("T")
@@ -178,6 +178,19 @@ def blocks_from_bulk(stats: Stats, configured: Mapping[str, Block]) -> dict[str,
 
 
 _IOTUNE_KEYS = tuple(f.name for f in dataclasses.fields(IoTune))
+_JOB_KEYS = tuple(f.name for f in dataclasses.fields(Job))
+#: virDomainJobType: NONE, and COMPLETED (what a JOB_COMPLETED event's parameters describe).
+JOB_NONE, JOB_COMPLETED = 0, 3
+
+
+def job_from_call(values: Mapping[str, Any] | None, default_type: int = JOB_NONE) -> Job:
+    """``jobStats()`` (or a JOB_COMPLETED event's parameters, which have no type): NO_JOB when there is none."""
+    if not values:
+        return NO_JOB
+    found = {key: opt_int(values.get(key)) for key in _JOB_KEYS}
+    if found["type"] is None:
+        found["type"] = default_type
+    return NO_JOB if found["type"] == JOB_NONE else Job(**found)
 
 
 def iotune_from_call(values: Mapping[str, Any]) -> IoTune:

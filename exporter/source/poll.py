@@ -23,10 +23,11 @@ import libvirt
 
 import exporter.source.bulk as bulk
 import exporter.source.domxml as domxml
+import exporter.source.parse as parse
 from exporter.calls import run_bounded
 from exporter.errors import ConnectionLost, DomainGone, SourceError
 from exporter.metadata import MetadataMap
-from exporter.snapshot import Domain, DomainEvent, Host, Network, StoragePool, frozen_map
+from exporter.snapshot import NO_JOB, Domain, DomainEvent, Host, Job, Network, StoragePool, frozen_map
 from exporter.source.connection import Connection, Lane, as_source_error, convert, count_failure
 from exporter.source.domain import build_domain
 from exporter.source.fallback import DomainCalls
@@ -91,6 +92,8 @@ class Source:
         self._xml: dict[str, tuple[int, domxml.DomainConfig]] = {}
         self._stale: set[str] = set()
         self._unsupported: set[str] = set()  # optional per-domain calls the driver refused (fallback.DomainCalls)
+        self._job_hints: set[str] = set()  # domains to ask for their job: an event or the last poll saw one
+        self._last_jobs: dict[str, Job] = {}  # each domain's last completed job, from JOB_COMPLETED events
         self._deadlines = Deadlines(self._lock, call_timeout)
         self._host = HostGroups(self._link, self._lock, call_timeout)
 
@@ -116,8 +119,8 @@ class Source:
             self._stale.add(uuid)
 
     def watch(self, on_event: Callable[[DomainEvent], None]) -> None:
-        """Deliver lifecycle and device events (in libvirt's event thread)."""
-        self._link.watch(on_event)
+        """Deliver lifecycle and device events (in libvirt's event thread); job events are kept for the polls."""
+        self._link.watch(on_event, self._job_event)
 
     def act(self, uuid: str, verb: str) -> None:
         """Carry out one lifecycle action on a domain (blocking; for a worker thread).
@@ -284,6 +287,8 @@ class Source:
         with self._lock:
             self._deadlines.forget_since_except(seen)  # undefined meanwhile
             self._link.forget_handles_except(seen)
+        for gone in set(self._last_jobs) - seen:  # the outcome of a domain's last job goes with the domain
+            self._last_jobs.pop(gone, None)
         host, pools, networks = self._host.read(wanted, errors)
         domains.sort(key=lambda d: d.name)
         with self._lock:
@@ -339,8 +344,22 @@ class Source:
         :func:`exporter.source.domain.build_domain`).
         """
         cfg = self._config(job.dom, job.uuid, job.id, job.stale)
-        return build_domain(
+        domain = build_domain(
             name=job.name, uuid=job.uuid, dom_id=job.id, persistent=job.persistent, autostart=job.autostart,
             cfg=cfg, stats=stats, bulk=bulk.groups(flags), wanted=wanted,
             read=DomainCalls(job.dom, conn, self._link, errors, self._unsupported), monitor=monitor,
+            job_hint=job.uuid in self._job_hints, last_job=self._last_jobs.get(job.uuid, NO_JOB),
         )
+        if monitor and "job" in wanted:  # a job seen is asked for again next poll, until it is over
+            if domain.job is NO_JOB:
+                self._job_hints.discard(job.uuid)
+            else:
+                self._job_hints.add(job.uuid)
+        return domain
+
+    def _job_event(self, uuid: str, completed: Mapping[str, Any] | None) -> None:
+        """A migration iteration (``completed`` None: a job runs) or a job's completion, with its statistics."""
+        if completed is None:
+            self._job_hints.add(uuid)
+        else:
+            self._last_jobs[uuid] = parse.job_from_call(completed, parse.JOB_COMPLETED)

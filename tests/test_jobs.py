@@ -1,0 +1,140 @@
+"""A domain's job (virDomainGetJobStats) and the outcome of its last one, on real QEMU: a memory dump observed
+while it runs, then a managed save's completed statistics, each held against what libvirt answers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+from exporter import fields
+from exporter.snmp import mib_lvx
+from tests.conftest import RealHost
+from tests.support import snmp
+from tests.support.process import Exporter, Metrics
+from tests.support.wait import poll_until
+
+pytestmark = pytest.mark.realqemu
+
+NAME = "lxjob"
+#: virDomainJobOperation
+DUMP, SAVE = 8, 2
+_JOB = ".".join(map(str, mib_lvx.LVX_JOB_ENTRY))
+_COLUMN = {f.column.name: f.column.number for f in fields.of_table("job") if f.column is not None}
+
+
+@pytest.fixture
+def big_domain(real_host: RealHost, tmp_path) -> Iterator[str]:
+    """A running 1 GiB QEMU guest of its own (its memory-only dump takes seconds), removed afterwards."""
+    from tests.conftest import _boot_disk, _real_domain_xml
+
+    tmp_path.chmod(0o755)
+    disk = tmp_path / f"{NAME}.qcow2"
+    _boot_disk(tmp_path / f"{NAME}.raw", disk)
+    xml = tmp_path / f"{NAME}.xml"
+    xml.write_text(_real_domain_xml(NAME, disk, f"lxj{os.getpid() % 10000}", real_host.kvm)
+                   .replace("<memory unit='MiB'>128</memory>", "<memory unit='MiB'>1024</memory>"), encoding="utf-8")
+    real_host.daemon.virsh("define", str(xml))
+    try:
+        real_host.daemon.virsh("start", NAME)
+        yield NAME
+    finally:
+        real_host.daemon.virsh("destroy", NAME, check=False)
+        real_host.daemon.virsh("managedsave-remove", NAME, check=False)
+        real_host.daemon.virsh("undefine", NAME, check=False)
+
+
+def _lvx_job(target: str, index: str) -> dict[str, str]:
+    """lvxJobTable's row of one domain, by column name."""
+    rows = snmp.values(snmp.ok("snmpbulkwalk", *snmp.V2_ARGS, "-Oqn", "-OU", target, _JOB))
+    by_number = {oid.lstrip(".").removeprefix(_JOB + ".").split(".")[0]: value for oid, value in rows.items()
+                 if oid.endswith(f".{index}")}
+    return {name: by_number[str(n)] for name, n in _COLUMN.items() if str(n) in by_number}
+
+
+def test_a_dump_is_seen_while_it_runs_and_a_save_completes(real_host: RealHost, big_domain: str, tmp_path) -> None:
+    port = snmp.free_udp_port()
+    target = f"127.0.0.1:{port}"
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target)
+    conn = libvirt.openReadOnly(real_host.uri)
+    dom = conn.lookupByName(big_domain)
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "0.25s"],
+                  log=tmp_path / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=big_domain) == 1, what="the big domain")
+        assert exp.scrape().get("libvirt_domain_job_info_type", domain=big_domain) is None  # no job: not served
+        index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{big_domain}'").strip()
+        assert _lvx_job(target, index) == {}
+
+        # A memory-only dump: the domain is paused for it (its state says it has a job), for seconds.
+        core = tmp_path / "core"
+        dump = subprocess.Popen(["virsh", "-c", real_host.uri, "dump", "--memory-only", big_domain, str(core)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        seen: list[Metrics] = []
+        libvirt_says: list[dict] = []
+        lvx: list[dict[str, str]] = []
+
+        def watch() -> None:
+            while True:
+                metrics = exp.scrape()
+                if metrics.get("libvirt_domain_job_info_type", domain=big_domain) is not None:
+                    seen.append(metrics)
+                    libvirt_says.append(dom.jobStats(0))
+                    lvx.append(_lvx_job(target, index))
+                try:
+                    dump.wait(timeout=0.1)
+                    return
+                except subprocess.TimeoutExpired:
+                    continue
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            output, _ = dump.communicate(timeout=120)
+        finally:
+            watcher.join(timeout=60)
+        assert dump.returncode == 0, output
+        assert seen, "the dump's job was never served"
+        processed = [m.get("libvirt_domain_job_info_memory_processed_bytes", domain=big_domain) for m in seen]
+        assert None not in processed and processed == sorted(processed), processed
+        total = {m.get("libvirt_domain_job_info_memory_total_bytes", domain=big_domain) for m in seen}
+        assert total == {next(s["memory_total"] for s in libvirt_says if "memory_total" in s)}
+        assert {m.get("libvirt_domain_job_info_operation", domain=big_domain) for m in seen} == {DUMP}
+        assert {m.get("libvirt_domain_job_info_type", domain=big_domain) for m in seen} <= {2, 3}  # unbounded; done
+        elapsed = [m.get("libvirt_domain_job_info_time_elapsed_seconds", domain=big_domain) for m in seen]
+        assert elapsed == sorted(elapsed) and elapsed[-1] <= max(s.get("time_elapsed", 0) for s in libvirt_says) / 1e3
+        rows = [row for row in lvx if row]
+        assert rows and {row["lvxJobOperation"] for row in rows} == {str(DUMP)}
+        assert {int(row["lvxJobMemoryTotal"]) for row in rows} == total
+        # Over: the job's families go (the dump keeps no completed statistics).
+        gone = exp.wait_for(lambda m: m.get("libvirt_domain_job_info_type", domain=big_domain) is None
+                            and m.get("libvirt_domain_state_code", domain=big_domain) == 1, timeout=15,
+                            what="the job gone")
+        assert gone.get("libvirt_domain_job_last_type", domain=big_domain) is None
+        core.unlink()
+
+        # A managed save completes with libvirt's JOB_COMPLETED event: its outcome stays, the domain shut off.
+        real_host.daemon.virsh("managedsave", big_domain)
+        completed = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED)
+        assert completed["type"] == libvirt.VIR_DOMAIN_JOB_COMPLETED and completed["operation"] == SAVE
+        metrics = exp.wait_for(lambda m: m.get("libvirt_domain_job_last_operation", domain=big_domain) == SAVE
+                               and m.get("libvirt_domain_state_code", domain=big_domain) == 5, timeout=15,
+                               what="the save's outcome")
+        assert metrics.get("libvirt_domain_job_last_type", domain=big_domain) == completed["type"]
+        assert metrics.get("libvirt_domain_job_last_time_elapsed_seconds", domain=big_domain) == pytest.approx(
+            completed["time_elapsed"] / 1e3)
+        assert metrics.get("libvirt_domain_job_last_downtime_seconds", domain=big_domain) == pytest.approx(
+            completed["downtime"] / 1e3)
+        assert metrics.get("libvirt_domain_job_last_data_processed_bytes", domain=big_domain) == completed[
+            "data_processed"]
+        assert metrics.get("libvirt_domain_job_last_memory_iteration", domain=big_domain) == completed[
+            "memory_iteration"]
+        assert metrics.get("libvirt_domain_job_info_type", domain=big_domain) is None
+        row = poll_until(lambda: _lvx_job(target, index), lambda r: "lvxJobLastOperation" in r, 10)
+        assert (row["lvxJobLastType"], row["lvxJobLastOperation"], row["lvxJobLastTimeElapsed"]) == (
+            str(completed["type"]), str(SAVE), str(completed["time_elapsed"]))
+        assert "lvxJobOperation" not in row  # no job now, only the last one's outcome
+    conn.close()
