@@ -21,6 +21,7 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 HOST = 'instance=~"$instance"'
 DOM = 'instance=~"$instance", domain=~"$domain"'
 RATE = "$__rate_interval"
+NOVA = 'instance=~"$instance", project_name=~"$project", flavor_name=~"$flavor"'
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,34 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                                    "{{domain}} {{target_device}}"),), "percentunit"),
         Panel("Disk errors", ((f"increase(libvirt_domain_block_stats_errors_total{{{DOM}}}[{RATE}])",
                                "{{domain}} {{target_device}}"),), "short"),
+    )),
+    ("OpenStack", (
+        Panel("CPU by project", ((f"sum by (project_name) (rate(libvirt_domain_info_cpu_time_seconds_total{{{HOST}}}"
+                                  f"[{RATE}]) * on (instance, uuid) group_left (project_name) "
+                                  f"libvirt_domain_openstack_info{{{NOVA}}})", "{{project_name}}"),), "short",
+              description="Host cores used by the instances of each project (the Project and Flavor variables)."),
+        Panel("Instances by flavor", ((f"count by (flavor_name) (libvirt_domain_openstack_info{{{NOVA}}})",
+                                       "{{flavor_name}}"),), "short"),
+    )),
+    ("Jobs and I/O limits", (
+        Panel("Migrations and jobs", ((f"libvirt_domain_job_info_memory_remaining_bytes{{{DOM}}}",
+                                       "{{domain}} memory left"),
+                                      (f"libvirt_domain_job_info_memory_processed_bytes{{{DOM}}}",
+                                       "{{domain}} memory moved")), "bytes",
+              description="A domain's running migration, save or dump: guest memory moved and still to move. "
+                          "Memory left that stops shrinking is a migration that does not converge."),
+        Panel("Use of I/O limits", ((f"(rate(libvirt_domain_block_stats_read_bytes_total{{{DOM}}}[{RATE}]) + "
+                                     f"rate(libvirt_domain_block_stats_write_bytes_total{{{DOM}}}[{RATE}])) / "
+                                     f"(libvirt_domain_block_stats_limit_total_bytes{{{DOM}}} > 0)",
+                                     "{{domain}} {{target_device}} throughput"),
+                                    (f"rate(libvirt_domain_block_stats_read_requests_total{{{DOM}}}[{RATE}]) / "
+                                     f"(libvirt_domain_block_stats_limit_read_requests{{{DOM}}} > 0)",
+                                     "{{domain}} {{target_device}} read requests"),
+                                    (f"rate(libvirt_domain_block_stats_write_requests_total{{{DOM}}}[{RATE}]) / "
+                                     f"(libvirt_domain_block_stats_limit_write_requests{{{DOM}}} > 0)",
+                                     "{{domain}} {{target_device}} write requests")), "percentunit",
+              description="Disk I/O as a share of the disk's limits (disks whose definition sets some); "
+                          "at 100% the guest is throttled."),
     )),
     ("Network interfaces", (
         Panel("NIC throughput", ((f"rate(libvirt_domain_interface_stats_receive_bytes_total{{{DOM}}}[{RATE}])",
@@ -169,6 +198,10 @@ def dashboard() -> dict:
              "current": {}, "hide": 0, "refresh": 1, "regex": "", "options": []},
             _variable("instance", "Hypervisor", "label_values(libvirt_up, instance)", False),
             _variable("domain", "Domain", 'label_values(libvirt_domain_info{instance=~"$instance"}, domain)', True),
+            _variable("project", "Project",
+                      'label_values(libvirt_domain_openstack_info{instance=~"$instance"}, project_name)', True),
+            _variable("flavor", "Flavor", 'label_values(libvirt_domain_openstack_info{instance=~"$instance", '
+                                          'project_name=~"$project"}, flavor_name)', True),
         ]},
         "panels": panels,
     }

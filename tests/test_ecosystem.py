@@ -63,28 +63,32 @@ def test_dashboard_is_generated_and_well_formed() -> None:
         assert topic in titles, topic
 
 
+#: Panels whose data the test driver cannot give, with the test that shows them with data on real QEMU.
+NEEDS_QEMU = {"Migrations and jobs": "tests/test_jobs.py"}
+
+
 def test_every_dashboard_query_returns_data(scraped: tuple[Prometheus, str]) -> None:
     prom, instance = scraped
     board = json.loads(DASHBOARD.read_text())
     for variable in board["templating"]["list"][1:]:  # label_values(metric{...}, label) as Grafana runs it
         match = re.fullmatch(r"label_values\((.+), (\w+)\)", variable["query"]["query"])
         assert match, variable["query"]
-        selector = match.group(1).replace("$instance", instance.replace(".", "\\\\."))
+        selector = match.group(1).replace("$instance", instance.replace(".", "\\\\.")).replace("$project", ".*")
         values = prom.api(f"label/{match.group(2)}/values", **{"match[]": selector})
         assert values, (variable["name"], selector)
     queries = _panel_queries()
     assert len(queries) >= 25
     for title, expr in queries:
         concrete = (expr.replace("$instance", instance.replace(".", "\\\\.")).replace("$domain", ".*")
-                    .replace("$__rate_interval", "20s"))
+                    .replace("$project", ".*").replace("$flavor", ".*").replace("$__rate_interval", "20s"))
         result = prom.query(concrete)  # raises on a parse error
-        assert result, f"{title}: {concrete} returned nothing"
+        assert result or title in NEEDS_QEMU, f"{title}: {concrete} returned nothing"
 
 
 def test_rules_check_and_unit_tests() -> None:
     promtool = require_tool("promtool", "prometheus")
     check = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
-    assert check.returncode == 0 and "SUCCESS: 8 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "SUCCESS: 11 rules found" in check.stdout, check.stdout + check.stderr
     test = subprocess.run([promtool, "test", "rules", RULES.with_name("libvirt-exporter.rules.test.yml").name],
                           capture_output=True, text=True, timeout=60, cwd=RULES.parent)
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
@@ -94,7 +98,7 @@ def test_rules_load_into_prometheus_and_stay_quiet_on_a_healthy_host(scraped: tu
     prom, _ = scraped
     groups = prom.api("rules")["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 8 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 11 and all(r["health"] == "ok" for r in rules), rules
     # the demo host has a crashed domain (crashy1): exactly that alert fires, nothing about the exporter
     firing = prom.until("alerts", "alerts")
     names = {a["labels"]["alertname"] for a in firing}
@@ -225,7 +229,10 @@ def test_zabbix_template_oids_exist_and_answer(demo_agent: Exporter) -> None:
     assert len(uuids) == len(set(uuids)) and all(re.fullmatch(r"[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}", u)
                                                  for u in uuids)
     rules = template["discovery_rules"]
-    assert {r["key"] for r in rules} == {"lvx.domain.discovery", "lvx.disk.discovery", "lvx.nic.discovery"}
+    # The job rules find nothing on the demo host (the test driver has no jobs): tests/test_jobs.py holds them
+    # against a real QEMU dump and save.
+    job_rules = {"lvx.job.discovery", "lvx.job.last.discovery"}
+    assert {r["key"] for r in rules} == {"lvx.domain.discovery", "lvx.disk.discovery", "lvx.nic.discovery"} | job_rules
     target = "127.0.0.1:1161"
     args = ["-v2c", "-c", "public"]
 
@@ -245,6 +252,13 @@ def test_zabbix_template_oids_exist_and_answer(demo_agent: Exporter) -> None:
     for rule in rules:
         columns = re.findall(r"\{#\w+\},([\d.]+)", rule["snmp_oid"])
         assert len(columns) == 2
+        if rule["key"] in job_rules:
+            for column in columns:
+                object_name(column)
+            for proto in rule["item_prototypes"]:
+                keys.add(proto["key"])
+                object_name(proto["snmp_oid"].replace("{#SNMPINDEX}", "1"))
+            continue
         rows = {}
         for column in columns:
             object_name(column)
@@ -266,7 +280,7 @@ def test_zabbix_template_oids_exist_and_answer(demo_agent: Exporter) -> None:
     for expression in expressions:
         for key in re.findall(rf"/{re.escape(name)}/([^,)]+)", expression):
             assert key in keys, (expression, key)
-    graphs = template["graphs"] + [g for r in rules for g in r["graph_prototypes"]]
+    graphs = template["graphs"] + [g for r in rules for g in r.get("graph_prototypes", [])]
     assert all(gi["item"]["key"] in keys and gi["item"]["host"] == name for g in graphs for gi in g["graph_items"])
 
 

@@ -3,9 +3,12 @@ while it runs, then a managed save's completed statistics, each held against wha
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import libvirt
@@ -13,9 +16,10 @@ import pytest
 
 from exporter import fields
 from exporter.snmp import mib_lvx
-from tests.conftest import RealHost
+from tests.conftest import ROOT, RealHost, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
+from tests.support.prometheus import Prometheus
 from tests.support.wait import poll_until
 
 pytestmark = pytest.mark.realqemu
@@ -56,18 +60,45 @@ def _lvx_job(target: str, index: str) -> dict[str, str]:
     return {name: by_number[str(n)] for name, n in _COLUMN.items() if str(n) in by_number}
 
 
+def _zabbix_rules() -> list[dict]:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "zabbix" / "libvirt-exporter-snmp.yaml").read_text())["zabbix_export"]
+    return data["templates"][0]["discovery_rules"]
+
+
+def _column_name(prototype_oid: str) -> str:
+    """lvxJobTable's column that a Zabbix item prototype's OID ({#SNMPINDEX} the domain's index) reads."""
+    column = prototype_oid.removeprefix(_JOB + ".").split(".")[0]
+    (name,) = [n for n, number in _COLUMN.items() if str(number) == column]
+    return name
+
+
+def _dashboard_queries(title: str) -> list[str]:
+    board = json.loads((ROOT / "grafana" / "libvirt-exporter.json").read_text())
+    (panel,) = [p for p in board["panels"] if p["title"] == title]
+    return [t["expr"] for t in panel["targets"]]
+
+
 def test_a_dump_is_seen_while_it_runs_and_a_save_completes(real_host: RealHost, big_domain: str, tmp_path) -> None:
+    """A 1 GiB memory dump: its job served while it runs (memory moved never decreasing, the total libvirt's),
+    in lvxJobTable too, and in the dashboard's jobs panel through a real Prometheus; gone after.  Then a managed
+    save: its completed statistics, as libvirt keeps them, in both front ends."""
+    require_tool("prometheus", "prometheus")
     port = snmp.free_udp_port()
     target = f"127.0.0.1:{port}"
     cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target)
     conn = libvirt.openReadOnly(real_host.uri)
     dom = conn.lookupByName(big_domain)
     with Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "0.25s"],
-                  log=tmp_path / "log") as exp:
+                  log=tmp_path / "log") as exp, contextlib.ExitStack() as stack:
         exp.wait_for(lambda m: m.get("libvirt_domain_state_code", domain=big_domain) == 1, what="the big domain")
         assert exp.scrape().get("libvirt_domain_job_info_type", domain=big_domain) is None  # no job: not served
         index = snmp.ok("snmpget", *snmp.V2_ARGS, "-Oqv", target, f"lvxDomainNameIndex.'{big_domain}'").strip()
         assert _lvx_job(target, index) == {}
+        prom = stack.enter_context(Prometheus(tmp_path / "prometheus", f"  - job_name: libvirt\n    static_configs:\n"
+                                                                       f"      - targets: ['127.0.0.1:{exp.port}']\n"))
+        prom.wait_for("libvirt_up")
 
         # A memory-only dump: the domain is paused for it (its state says it has a job), for seconds.
         core = tmp_path / "core"
@@ -91,11 +122,13 @@ def test_a_dump_is_seen_while_it_runs_and_a_save_completes(real_host: RealHost, 
                     continue
 
         watcher = threading.Thread(target=watch)
+        began = time.time()
         watcher.start()
         try:
             output, _ = dump.communicate(timeout=120)
         finally:
             watcher.join(timeout=60)
+        ended = time.time()
         assert dump.returncode == 0, output
         assert seen, "the dump's job was never served"
         processed = [m.get("libvirt_domain_job_info_memory_processed_bytes", domain=big_domain) for m in seen]
@@ -109,6 +142,11 @@ def test_a_dump_is_seen_while_it_runs_and_a_save_completes(real_host: RealHost, 
         rows = [row for row in lvx if row]
         assert rows and {row["lvxJobOperation"] for row in rows} == {str(DUMP)}
         assert {int(row["lvxJobMemoryTotal"]) for row in rows} == total
+        # The dashboard's jobs panel, over the dump's time, as Grafana would ask.
+        for expr in _dashboard_queries("Migrations and jobs"):
+            query = expr.replace("$instance", ".*").replace("$domain", big_domain)
+            result = prom.api("query_range", query=query, start=str(began), end=str(ended + 2), step="0.5")["result"]
+            assert [s["metric"]["domain"] for s in result] == [big_domain], query
         # Over: the job's families go (the dump keeps no completed statistics).
         gone = exp.wait_for(lambda m: m.get("libvirt_domain_job_info_type", domain=big_domain) is None
                             and m.get("libvirt_domain_state_code", domain=big_domain) == 1, timeout=15,
@@ -137,4 +175,13 @@ def test_a_dump_is_seen_while_it_runs_and_a_save_completes(real_host: RealHost, 
         assert (row["lvxJobLastType"], row["lvxJobLastOperation"], row["lvxJobLastTimeElapsed"]) == (
             str(completed["type"]), str(SAVE), str(completed["time_elapsed"]))
         assert "lvxJobOperation" not in row  # no job now, only the last one's outcome
+        # The Zabbix template's job rules: the running job's items were all in the rows seen during the dump, the
+        # last job's discovery finds this domain and each of its items answers.
+        (running,) = [r for r in _zabbix_rules() if r["key"] == "lvx.job.discovery"]
+        seen_columns = {name for row in rows for name in row}
+        for proto in running["item_prototypes"]:
+            assert _column_name(proto["snmp_oid"]) in seen_columns, proto["key"]
+        (last,) = [r for r in _zabbix_rules() if r["key"] == "lvx.job.last.discovery"]
+        for proto in last["item_prototypes"]:
+            assert _column_name(proto["snmp_oid"]) in row, proto["key"]
     conn.close()

@@ -67,6 +67,16 @@ def _trigger(name: str, expression: str, priority: str, description: str) -> dic
 STATE_MAP = {"uuid": _uuid("valuemap", "state"), "name": "LVX domain state", "mappings": [
     {"value": str(v), "newvalue": n} for v, n in enumerate(
         ["nostate", "running", "blocked", "paused", "shutdown", "shutoff", "crashed", "pmsuspended"])]}
+DISK_ERROR_MAP = {"uuid": _uuid("valuemap", "disk-error"), "name": "LVX disk error", "mappings": [
+    {"value": "0", "newvalue": "none"}, {"value": "1", "newvalue": "unspecified"},
+    {"value": "2", "newvalue": "no space"}]}
+JOB_OPERATION_MAP = {"uuid": _uuid("valuemap", "job-operation"), "name": "LVX job operation", "mappings": [
+    {"value": str(v), "newvalue": n} for v, n in enumerate(
+        ["unknown", "start", "save", "restore", "incoming migration", "outgoing migration", "snapshot",
+         "snapshot revert", "dump", "backup", "snapshot delete"])]}
+JOB_TYPE_MAP = {"uuid": _uuid("valuemap", "job-type"), "name": "LVX job type", "mappings": [
+    {"value": str(v), "newvalue": n} for v, n in enumerate(
+        ["none", "bounded", "unbounded", "completed", "failed", "cancelled"])]}
 CONNECTION_MAP = {"uuid": _uuid("valuemap", "connection"), "name": "LVX libvirt connection", "mappings": [
     {"value": "1", "newvalue": "up"}, {"value": "2", "newvalue": "down"}]}
 
@@ -119,6 +129,17 @@ def _disks() -> dict[str, Any]:
         _item("Disk {#DISKTARGET} of {#SNMPINDEX}: write requests", f"lvx.disk.write.ops[{idx}]",
               f"{oid('lvxBlockWriteRequests')}.{idx}", units="iops", **_per_second()),
         _item("Disk {#DISKTARGET} of {#SNMPINDEX}: capacity", cap, f"{oid('lvxBlockCapacity')}.{idx}", units="B"),
+        _item("Disk {#DISKTARGET} of {#SNMPINDEX}: error", f"lvx.disk.error[{idx}]",
+              f"{oid('lvxBlockErrorCode')}.{idx}",
+              valuemap={"name": DISK_ERROR_MAP["name"]}, trends="0",
+              description="The error that keeps the domain paused (its error policy stopped it): none, unspecified "
+                          "or no space.",
+              trigger_prototypes=[
+                  _trigger("Disk {#DISKTARGET} ({#DISKSOURCE}) has an I/O error",
+                           f"last(/{TEMPLATE}/lvx.disk.error[{idx}])>0", "HIGH",
+                           "The domain is paused by an I/O error on this disk: free space on the host's storage "
+                           "(no space) or fix the storage, then resume the domain."),
+              ]),
         _item("Disk {#DISKTARGET} of {#SNMPINDEX}: allocation", alloc, f"{oid('lvxBlockAllocation')}.{idx}",
               units="B", trigger_prototypes=[
                   _trigger("Disk {#DISKTARGET} ({#DISKSOURCE}) is over {$LVX.DISK.PUSED.MAX}% allocated",
@@ -161,6 +182,63 @@ def _nics() -> dict[str, Any]:
             "graph_prototypes": [_graph("NIC {#NICTARGET}: traffic", [rx, tx])]}
 
 
+def _jobs() -> dict[str, Any]:
+    """The domains with a job running (a migration, save, dump...): discovered often, gone when it ends."""
+    idx = "{#SNMPINDEX}"
+    remaining, elapsed = f"lvx.job.memory.remaining[{idx}]", f"lvx.job.elapsed[{idx}]"
+    prototypes = [
+        _item("Job of domain {#SNMPINDEX}: operation", f"lvx.job.operation[{idx}]", f"{oid('lvxJobOperation')}.{idx}",
+              valuemap={"name": JOB_OPERATION_MAP["name"]}, trends="0"),
+        _item("Job of domain {#SNMPINDEX}: time elapsed", elapsed, f"{oid('lvxJobTimeElapsed')}.{idx}", units="s",
+              preprocessing=[{"type": "MULTIPLIER", "parameters": ["0.001"]}], value_type="FLOAT"),
+        _item("Job of domain {#SNMPINDEX}: memory moved", f"lvx.job.memory.processed[{idx}]",
+              f"{oid('lvxJobMemoryProcessed')}.{idx}", units="B"),
+        _item("Job of domain {#SNMPINDEX}: memory left", remaining, f"{oid('lvxJobMemoryRemaining')}.{idx}", units="B",
+              trigger_prototypes=[
+                  _trigger("Job of domain {#SNMPINDEX} is not progressing",
+                           f"min(/{TEMPLATE}/{remaining},10m)>=last(/{TEMPLATE}/{remaining}) "
+                           f"and last(/{TEMPLATE}/{remaining})>0 and last(/{TEMPLATE}/{elapsed})>600", "WARNING",
+                           "The guest memory a migration (or save) has still to move has not shrunk in 10 minutes."),
+              ]),
+    ]
+    return {"uuid": _uuid("discovery", "jobs"), "name": "Job discovery", "type": "SNMP_AGENT",
+            "snmp_oid": f"discovery[{{#JOBTYPE}},{oid('lvxJobType')},{{#JOBOPERATION}},{oid('lvxJobOperation')}]",
+            "key": "lvx.job.discovery", "delay": "1m", "lifetime": "1h",
+            "description": "Domains with a running job; {#SNMPINDEX} is lvxDomainIndex.",
+            "item_prototypes": prototypes,
+            "graph_prototypes": [_graph("Job of domain {#SNMPINDEX}: memory",
+                                        [f"lvx.job.memory.processed[{idx}]", remaining])]}
+
+
+def _last_jobs() -> dict[str, Any]:
+    """The outcome of each domain's last completed job."""
+    idx = "{#SNMPINDEX}"
+    outcome = f"lvx.job.last.type[{idx}]"
+    prototypes = [
+        _item("Last job of domain {#SNMPINDEX}: outcome", outcome, f"{oid('lvxJobLastType')}.{idx}",
+              valuemap={"name": JOB_TYPE_MAP["name"]}, trends="0",
+              trigger_prototypes=[
+                  _trigger("Last job of domain {#SNMPINDEX} did not complete", f"last(/{TEMPLATE}/{outcome})>3",
+                           "WARNING", "The domain's last migration, save or dump failed or was cancelled."),
+              ]),
+        _item("Last job of domain {#SNMPINDEX}: operation", f"lvx.job.last.operation[{idx}]",
+              f"{oid('lvxJobLastOperation')}.{idx}", valuemap={"name": JOB_OPERATION_MAP["name"]}, trends="0"),
+        _item("Last job of domain {#SNMPINDEX}: duration", f"lvx.job.last.elapsed[{idx}]",
+              f"{oid('lvxJobLastTimeElapsed')}.{idx}", units="s", value_type="FLOAT",
+              preprocessing=[{"type": "MULTIPLIER", "parameters": ["0.001"]}]),
+    ]
+    return {"uuid": _uuid("discovery", "last-jobs"), "name": "Last job discovery", "type": "SNMP_AGENT",
+            "snmp_oid": f"discovery[{{#JOBLASTTYPE}},{oid('lvxJobLastType')},"
+                        f"{{#JOBLASTOPERATION}},{oid('lvxJobLastOperation')}]",
+            "key": "lvx.job.last.discovery", "delay": "10m", "lifetime": "7d",
+            "description": "Domains whose last job libvirt reported complete; {#SNMPINDEX} is lvxDomainIndex.",
+            "item_prototypes": prototypes}
+
+
+#: Discovery rules that find nothing on a host without jobs (the test driver's): held against a real QEMU job.
+JOB_RULES = ("lvx.job.discovery", "lvx.job.last.discovery")
+
+
 def template() -> dict[str, Any]:
     connection = "lvx.libvirt.connection"
     items = [
@@ -196,10 +274,10 @@ def template() -> dict[str, Any]:
                            "exporter's address and port (default 1161) and {$SNMP_COMMUNITY}.",
             "groups": [{"name": GROUP}],
             "items": items,
-            "discovery_rules": [_domains(), _disks(), _nics()],
+            "discovery_rules": [_domains(), _disks(), _nics(), _jobs(), _last_jobs()],
             "macros": [{"macro": "{$LVX.DISK.PUSED.MAX}", "value": "90",
                         "description": "Allocation, in percent of capacity, above which a disk trigger fires."}],
-            "valuemaps": [STATE_MAP, CONNECTION_MAP],
+            "valuemaps": [STATE_MAP, CONNECTION_MAP, DISK_ERROR_MAP, JOB_OPERATION_MAP, JOB_TYPE_MAP],
             "graphs": [_graph("libvirt domains", ["lvx.domains", "lvx.domains.active"])],
         }],
     }}
