@@ -123,7 +123,7 @@ def with_definition(current: Domain, described: Domain) -> Domain:
     return current.replace_fields(
         persistent=described.persistent, autostart=described.autostart, os_type=described.os_type,
         arch=described.arch, machine=described.machine, title=described.title, nova=described.nova,
-        metadata=described.metadata,
+        metadata=described.metadata, vcpu_pins=described.vcpu_pins or current.vcpu_pins,
         max_memory_kib=described.max_memory_kib if described.max_memory_kib is not None else current.max_memory_kib,
         memory_kib=current.memory_kib if current.memory_kib is not None else described.memory_kib,
         vcpus_current=current.vcpus_current if current.vcpus_current is not None else described.vcpus_current,

@@ -4,7 +4,7 @@ here and made into :class:`~exporter.fieldtypes.Field` rows, numbered in their M
 
 from __future__ import annotations
 
-from exporter.fieldtypes import Field, column, gauge
+from exporter.fieldtypes import Field, column, counter, gauge
 from exporter.snmp.syntax import C64, G32, INT
 
 #: A disk's I/O limits, each for total, read and write: (IoTune attribute "{rw}_..." , unit, Tinkoff's family
@@ -86,4 +86,52 @@ def limit_fields() -> tuple[Field, ...]:
                 f"libvirt_domain_block_stats_{family.format(rw=rw)}", f"{what[0].upper()}{what[1:]}; 0: none."),
                 column(number, f"lvxBlock{mib.format(RW=rw.title())}", C64 if unit == "bytes" else G32)))
             number += 1
+    return tuple(rows)
+
+
+#: The perf events libvirt reads (``virsh perf``): (event, unit, help).  Counts unless said otherwise.
+_PERF = (
+    ("cpu_cycles", "count", "CPU cycles"),
+    ("instructions", "count", "instructions executed"),
+    ("cache_references", "count", "cache references"),
+    ("cache_misses", "count", "cache misses"),
+    ("branch_instructions", "count", "branch instructions"),
+    ("branch_misses", "count", "mispredicted branches"),
+    ("bus_cycles", "count", "bus cycles"),
+    ("stalled_cycles_frontend", "count", "cycles stalled in the front end"),
+    ("stalled_cycles_backend", "count", "cycles stalled in the back end"),
+    ("ref_cpu_cycles", "count", "reference CPU cycles"),
+    ("cpu_clock", "ns", "CPU clock time"),
+    ("task_clock", "ns", "task clock time"),
+    ("page_faults", "count", "page faults"),
+    ("context_switches", "count", "context switches"),
+    ("cpu_migrations", "count", "moves between host CPUs"),
+    ("page_faults_min", "count", "minor page faults"),
+    ("page_faults_maj", "count", "major page faults"),
+    ("alignment_faults", "count", "alignment faults"),
+    ("emulation_faults", "count", "emulation faults"),
+    ("cmt", "bytes", "last-level cache used (cache monitoring), in bytes"),
+    ("mbmt", "bytes", "total memory bandwidth (memory bandwidth monitoring), in bytes per second"),
+    ("mbml", "bytes", "local memory bandwidth (memory bandwidth monitoring), in bytes per second"),
+)
+
+
+def _perf_family(event: str, unit: str, text: str) -> tuple[str, bool]:
+    """(family name, whether it is a counter) of one perf event."""
+    if event == "cmt":
+        return "libvirt_domain_perf_cmt_bytes", False
+    if event in ("mbmt", "mbml"):
+        return f"libvirt_domain_perf_{event}_bytes_per_second", False
+    return f"libvirt_domain_perf_{event}{'_seconds' if unit == 'ns' else ''}_total", True
+
+
+def perf_fields() -> tuple[Field, ...]:
+    """A domain's perf events (the bulk PERF group): LIBVIRT-EXPORTER-MIB's lvxPerfTable, a column an event."""
+    rows = []
+    for number, (event, unit, text) in enumerate(_PERF, start=1):
+        name, is_counter = _perf_family(event, unit, text)
+        what = f"Perf event {event} of the domain's QEMU process: {text} (while enabled on the domain)."
+        rows.append(Field("perf", f"perf.{event}", unit, "perf", (counter if is_counter else gauge)(name, what),
+                          column(number, "lvxPerf" + "".join(p.title() for p in event.split("_")), C64),
+                          f"perf.{event}"))
     return tuple(rows)

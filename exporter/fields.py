@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from exporter.fieldrows import job_fields, limit_fields
+from exporter.domstats import cpulist_text
+from exporter.fieldrows import job_fields, limit_fields, perf_fields
 from exporter.fieldtypes import (
     Family,
     Field,
@@ -41,6 +42,9 @@ TABLES: dict[str, Table] = {
     "block": Table(_DOMAIN + ("target_device",), "block.{n}."),
     "interface": Table(_DOMAIN + ("target_device",), "net.{n}."),
     "job": Table(_DOMAIN),  # a domain's job and last job: read from the domain, a row only while it has either
+    "perf": Table(_DOMAIN),  # a domain's perf events: read from the domain, a row only while some are enabled
+    "iothread": Table(_DOMAIN + ("iothread",)),
+    "pin": Table(_DOMAIN + ("vcpu",)),  # each vCPU's host CPUs (exporter.domstats.VcpuPin)
     "pool": Table(("storage_pool", "uuid")),
     "network": Table(("network", "uuid")),
     "host": Table(()),
@@ -79,6 +83,10 @@ INFO_FAMILIES: tuple[InfoFamily, ...] = (
     )),
     InfoFamily("network", "network", gauge(
         "libvirt_network_info", "Network metadata as labels; the value is always 1."), (label("bridge", "bridge"),)),
+    InfoFamily("pin", "pinning", gauge(
+        "libvirt_domain_vcpu_pinning_info",
+        "The host CPUs a vCPU may run on (its pinning), as a cpuset list; the value is always 1."), (
+        label("cpus", "cpus", cpulist_text),)),
     # --collector.inovex: inovex's name for libvirt_domain_state_code, with libvirt_domain_info's state_desc
     InfoFamily("domain", "inovex", gauge(
         "libvirt_domain_info_state",
@@ -188,6 +196,27 @@ FIELDS: tuple[Field, ...] = (
     Field("domain", "memory.hugetlb_pgfail", "count", "balloon", counter(
         "libvirt_domain_memory_stats_hugetlb_pgfail_total", "Failed huge page allocations in the guest."),
         column(36, "lvxDomainHugetlbPgFail", C64), "balloon.hugetlb_pgfail"),
+    # vCPU halt polling (KVM's halt_poll_*_ns, summed over the vCPUs; with the cpu group's bulk keys)
+    Field("domain", "haltpoll_success_ns", "ns", "haltpoll", counter(
+        "libvirt_domain_cpu_haltpoll_success_seconds_total",
+        "Time the vCPUs spent polling before halting, where polling found work."),
+        column(37, "lvxDomainHaltPollSuccess", C64), "cpu.haltpoll.success.time"),
+    Field("domain", "haltpoll_fail_ns", "ns", "haltpoll", counter(
+        "libvirt_domain_cpu_haltpoll_fail_seconds_total",
+        "Time the vCPUs spent polling before halting, where polling found no work."),
+        column(38, "lvxDomainHaltPollFail", C64), "cpu.haltpoll.fail.time"),
+    # dirty rate of the guest's memory (the DIRTYRATE group: a calculation's outcome)
+    Field("domain", "dirty_rate.calc_status", "code", "dirtyrate", gauge(
+        "libvirt_domain_dirty_rate_calc_status",
+        "State of the domain's last dirty-rate calculation: 0 never started, 1 measuring, 2 measured."),
+        column(39, "lvxDomainDirtyRateStatus", INT), "dirtyrate.calc_status"),
+    Field("domain", "dirty_rate.calc_period", "s", "dirtyrate", gauge(
+        "libvirt_domain_dirty_rate_calc_period_seconds", "How long the last dirty-rate calculation measured."),
+        column(40, "lvxDomainDirtyRatePeriod", G32), "dirtyrate.calc_period"),
+    Field("domain", "dirty_rate.megabytes_per_second", "mib", "dirtyrate", gauge(
+        "libvirt_domain_dirty_rate_bytes_per_second",
+        "Guest memory dirtied per second, as the last dirty-rate calculation measured it."),
+        column(41, "lvxDomainDirtyRate", G32), "dirtyrate.megabytes_per_second"),
     Field("domain", "memory.last_update_s", "s", "balloon", gauge(
         "libvirt_domain_memory_stats_last_update_timestamp_seconds",
         "Guest timestamp of the last balloon statistics update."), bulk="balloon.last-update"),
@@ -240,7 +269,19 @@ FIELDS: tuple[Field, ...] = (
         "libvirt_domain_block_stats_error_code",
         "The disk's error while its error policy has paused the guest: 0 none, 1 unspecified, 2 no space."),
         column(22, "lvxBlockErrorCode", INT)),
-) + limit_fields() + job_fields() + (
+    # iothread (bulk keys under iothread.<id>.)
+    Field("iothread", "poll_max_ns", "ns", "iothread", gauge(
+        "libvirt_domain_iothread_poll_max_seconds",
+        "Longest time the I/O thread polls for new work before it sleeps (0: polling off)."),
+        column(2, "lvxIoThreadPollMax", G32), "poll-max-ns"),
+    Field("iothread", "poll_grow", "count", "iothread", gauge(
+        "libvirt_domain_iothread_poll_grow", "Factor by which the I/O thread's polling time grows (0: QEMU's)."),
+        column(3, "lvxIoThreadPollGrow", G32), "poll-grow"),
+    Field("iothread", "poll_shrink", "count", "iothread", gauge(
+        "libvirt_domain_iothread_poll_shrink",
+        "Divisor by which the I/O thread's polling time shrinks (0: QEMU's)."),
+        column(4, "lvxIoThreadPollShrink", G32), "poll-shrink"),
+) + limit_fields() + job_fields() + perf_fields() + (
     Field("block", "iotune.size_iops_sec", "bytes", "block", gauge(
         "libvirt_domain_block_stats_size_iops_bytes",
         "Size of an I/O counted as one request by the requests limits, in bytes (0: every I/O is one)."),
@@ -345,3 +386,6 @@ def families() -> Iterator[tuple[str, Family, tuple[str, ...]]]:
                 if info.table == f.table:
                     yield info.group, info.family, TABLES[f.table].labels + tuple(lb.name for lb in info.labels)
         yield f.group, f.family, TABLES[f.table].labels
+    for info in INFO_FAMILIES:  # the tables with no numbers, only an info family
+        if info.table not in seen:
+            yield info.group, info.family, TABLES[info.table].labels + tuple(lb.name for lb in info.labels)

@@ -12,7 +12,7 @@ GAUGE = "gauge"
 COUNTER = "counter"
 
 #: A snapshot unit -> the factor that turns it into the Prometheus base unit.
-_BASE_UNIT: dict[str, float] = {"ns": 1e-9, "ms": 1e-3, "kib": 1024, "mhz": 1e6}
+_BASE_UNIT: dict[str, float] = {"ns": 1e-9, "ms": 1e-3, "kib": 1024, "mib": 1024**2, "mhz": 1e6}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__, fields
 from exporter.fieldtypes import InfoFamily
-from exporter.snapshot import NO_JOB, Domain, Snapshot, version_text
+from exporter.snapshot import NO_JOB, NO_PERF, Domain, Snapshot, version_text
 
 NS = 1e-9
 
@@ -255,6 +255,12 @@ def _domain_families(f: Families | _TextFamilies, dom: Domain) -> None:
         f.add_named(METADATA_INFO, ids, dom.metadata, 1)
     if dom.job is not NO_JOB or dom.last_job is not NO_JOB:
         _rows(f, "job", dom, ids)
+    if dom.perf is not NO_PERF:
+        _rows(f, "perf", dom, ids)
+    for io in dom.iothreads:
+        _rows(f, "iothread", io, ids + (str(io.id),))
+    for pin in dom.vcpu_pins:
+        _rows(f, "pin", pin, ids + (str(pin.vcpu),))
     for vcpu in dom.vcpus:
         _rows(f, "vcpu", vcpu, ids + (str(vcpu.number),))
     for blk in dom.blocks:

@@ -15,10 +15,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 # Re-exported: the records of limits and jobs live in a module of their own.
+from exporter.domstats import NO_DIRTY_RATE as NO_DIRTY_RATE
 from exporter.domstats import NO_IOTUNE as NO_IOTUNE
 from exporter.domstats import NO_JOB as NO_JOB
+from exporter.domstats import NO_PERF as NO_PERF
+from exporter.domstats import DirtyRate as DirtyRate
+from exporter.domstats import IoThread as IoThread
 from exporter.domstats import IoTune as IoTune
 from exporter.domstats import Job as Job
+from exporter.domstats import Perf as Perf
+from exporter.domstats import VcpuPin as VcpuPin
 
 # libvirt's virDomainState values.  Kept here (not in exporter/source/) because the
 # front ends need them and must not import libvirt.
@@ -85,7 +91,8 @@ def version_text(encoded: int) -> str:
 
 
 #: Poll groups, which are also the names of the ``--collector.NAME`` switches.
-DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface", "job")
+DOMAIN_GROUPS = ("state", "cpu", "balloon", "vcpu", "block", "interface", "job", "haltpoll", "perf", "iothread",
+                 "dirtyrate", "pinning")
 HOST_GROUPS = ("node", "pool", "network")
 ALL_GROUPS = DOMAIN_GROUPS + HOST_GROUPS
 #: Switches that change only what is exported, off by default: ``inovex`` adds inovex's names for five
@@ -225,6 +232,12 @@ class Domain:
     interfaces: tuple[Interface, ...] = ()
     nova: NovaInstance | None = None  # the domain's OpenStack Nova metadata, if it has any
     metadata: tuple[tuple[str, str], ...] = ()  # (label, value) of each [metadata] label; () if all are empty
+    haltpoll_success_ns: int | None = None  # time the vCPUs spent polling before halting, and found work
+    haltpoll_fail_ns: int | None = None  # ... and found none
+    perf: Perf = NO_PERF
+    dirty_rate: DirtyRate = NO_DIRTY_RATE
+    iothreads: tuple[IoThread, ...] = ()
+    vcpu_pins: tuple[VcpuPin, ...] = ()  # each vCPU's host CPUs (from the definition)
     job: Job = NO_JOB  # the job running now, if the domain was asked (see JOB_STATES)
     last_job: Job = NO_JOB  # the outcome of its last job that libvirt reported complete
     # Running, paused or otherwise started.  Usually id >= 0, but after a

@@ -17,13 +17,16 @@ from exporter.snapshot import (
     ALL_GROUPS,
     EXPORT_GROUPS,
     Block,
+    DirtyRate,
     Domain,
     Host,
     Interface,
+    IoThread,
     IoTune,
     Job,
     Memory,
     Network,
+    Perf,
     Snapshot,
     StoragePool,
     Vcpu,
@@ -42,7 +45,7 @@ _SYNTAX = {
     "g32": {"Gauge32"},
     "c64": {"Counter64", "LvxGauge64"},
 }
-_UNITS = {"ns", "ms", "kib", "bytes", "mhz", "count", "code", "bool", "text", "s", "percent"}
+_UNITS = {"ns", "ms", "kib", "mib", "bytes", "mhz", "count", "code", "bool", "text", "s", "percent"}
 
 
 def test_table_is_consistent() -> None:
@@ -108,7 +111,8 @@ def _full_domain() -> Domain:
 
     return filled(Domain, name="full", uuid="6695eb01-f6a4-8304-79aa-97f2502e193f", state=1, active=True,
                   persistent=True, autostart=False, timed_out=False, stats_at=1_700_000_000.0, os_type="hvm",
-                  job=filled(Job), last_job=filled(Job),
+                  job=filled(Job), last_job=filled(Job), perf=filled(Perf), dirty_rate=filled(DirtyRate),
+                  iothreads=(filled(IoThread, id=1),),
                   memory=filled(Memory), vcpus=(filled(Vcpu, number=0), filled(Vcpu, number=1)),
                   blocks=(filled(Block, target="vda", source="/img/a.qcow2", bus="virtio", driver_type="qcow2",
                                  iotune=filled(IoTune), error_code=2),),
@@ -130,7 +134,8 @@ def _objects(snap: Snapshot) -> dict[str, list[tuple[Any, tuple[str, ...]]]]:
     ids = (dom.name, dom.uuid)
     assert snap.host is not None
     return {
-        "domain": [(dom, ids)], "job": [(dom, ids)], "host": [(snap.host, ())],
+        "domain": [(dom, ids)], "job": [(dom, ids)], "perf": [(dom, ids)],
+        "iothread": [(io, (*ids, str(io.id))) for io in dom.iothreads], "host": [(snap.host, ())],
         "vcpu": [(v, (*ids, str(v.number))) for v in dom.vcpus],
         "block": [(b, (*ids, b.target)) for b in dom.blocks],
         "interface": [(n, (*ids, n.target)) for n in dom.interfaces],
@@ -170,7 +175,8 @@ def test_every_column_serves_its_field() -> None:
     indexes = mib.Indexes({dom.uuid: 4}, {snap.pools[0].uuid: 2}, {snap.networks[0].uuid: 3})
     view = mib.build_view(snap, indexes, mib_system.SystemInfo())
     rows: dict[str, list[tuple[int, ...]]] = {
-        "domain": [(4,)], "job": [(4,)], "host": [(0,)], "vcpu": [(4, 0), (4, 1)], "block": [(4, 1)],
+        "domain": [(4,)], "job": [(4,)], "perf": [(4,)], "iothread": [(4, 1)], "host": [(0,)],
+        "vcpu": [(4, 0), (4, 1)], "block": [(4, 1)],
         "interface": [(4, 1)],
         "pool": [(2,)], "network": [(3,)],
     }

@@ -94,7 +94,13 @@ COLUMN_METRICS: dict[str, tuple] = _field_metrics() | {
     "lvxNetworkBridge": ("label", "libvirt_network_info", "bridge"),
 }
 TABLES = (mib_lvx.DOMAIN_OBJECTS, mib_lvx.VCPU_OBJECTS, mib_lvx.BLOCK_OBJECTS, mib_lvx.INTERFACE_OBJECTS,
-          mib_lvx.POOL_OBJECTS, mib_lvx.NETWORK_OBJECTS, mib_lvx.JOB_OBJECTS)
+          mib_lvx.POOL_OBJECTS, mib_lvx.NETWORK_OBJECTS, mib_lvx.JOB_OBJECTS, mib_lvx.PERF_OBJECTS,
+          mib_lvx.IOTHREAD_OBJECTS)
+#: Columns the test driver has no data for (no jobs, perf events, halt polling or dirty rate): tests/test_jobs.py
+#: and tests/test_groups.py hold them against real QEMU.
+QEMU_ONLY = {o.name for o in mib_lvx.JOB_OBJECTS + mib_lvx.PERF_OBJECTS} | {
+    "lvxDomainHaltPollSuccess", "lvxDomainHaltPollFail", "lvxDomainDirtyRateStatus", "lvxDomainDirtyRatePeriod",
+    "lvxDomainDirtyRate", "lvxIoThreadPollMax", "lvxIoThreadPollGrow", "lvxIoThreadPollShrink"}
 
 
 def _row_labels(obj: ObjectDef, index: tuple[int, ...], row: dict[str, str]) -> dict[str, str]:
@@ -110,6 +116,8 @@ def _row_labels(obj: ObjectDef, index: tuple[int, ...], row: dict[str, str]) -> 
         labels["target_device"] = row["lvxBlockTarget"]
     elif obj in mib_lvx.INTERFACE_OBJECTS:
         labels["target_device"] = row["lvxInterfaceTarget"]
+    elif obj in mib_lvx.IOTHREAD_OBJECTS:
+        labels["iothread"] = str(index[1])
     return labels
 
 
@@ -167,7 +175,7 @@ def test_every_column_matches_metrics(agent: tuple[Exporter, str]) -> None:
     # Every column with a Prometheus counterpart was compared somewhere, except these (no data on the demo host).
     no_data = {"lvxVcpuWait", "lvxVcpuDelay", "lvxBlockReadTime", "lvxBlockWriteTime", "lvxBlockFlushRequests",
                "lvxBlockFlushTime"}
-    no_data |= {o.name for o in mib_lvx.JOB_OBJECTS}  # no jobs on the test driver: tests/test_jobs.py, real QEMU
+    no_data |= QEMU_ONLY
     compared = {n for n, spec in COLUMN_METRICS.items() if spec[0] != "none"}
     assert compared - seen == no_data
 
@@ -458,7 +466,7 @@ def test_every_served_oid_resolves_in_the_mibs(agent: tuple[Exporter, str]) -> N
         "vmAffectedVMs": "accessible-for-notify: bulk notifications only",
         "vmStorageReadLatency": "the test driver's blockStats has no times",
         "vmStorageWriteLatency": "the test driver's blockStats has no times",
-    } | {o.name: "the test driver has no jobs: served on real QEMU (tests/test_jobs.py)" for o in mib_lvx.JOB_OBJECTS}
+    } | {name: "none on the test driver: served on real QEMU (test_jobs.py, test_groups.py)" for name in QEMU_ONLY}
     missing = {o.name for o in mib.OBJECTS if ".".join(map(str, o.oid)) not in seen_objects}
     assert missing == set(not_applicable), missing ^ set(not_applicable)
 
@@ -489,6 +497,7 @@ RFC7666_FACTS: dict[str, tuple[str, str]] = {
     "vmUpTime": ("1.3.6.1.2.1.236.1.4.1.16", "read-only"),
     "vmCpuTime": ("1.3.6.1.2.1.236.1.4.1.17", "read-only"),
     "vmCpuCoreTime": ("1.3.6.1.2.1.236.1.5.1.2", "read-only"),
+    "vmCpuAffinity": ("1.3.6.1.2.1.236.1.6.1.3", "read-only"),
     "vmStorageParent": ("1.3.6.1.2.1.236.1.7.1.3", "read-only"),
     "vmStorageSourceType": ("1.3.6.1.2.1.236.1.7.1.4", "read-only"),
     "vmStorageSourceTypeString": ("1.3.6.1.2.1.236.1.7.1.5", "read-only"),

@@ -50,7 +50,8 @@ def test_default_host_matches_libvirt() -> None:
 def test_demo_host_devices_and_states(demo_uri: str) -> None:
     """The demo node file: states, disks, NICs, balloon and XML metadata all arrive."""
     source, result = _poll(demo_uri)
-    assert source.bulk_groups() == frozenset({"state"})  # the test driver's only bulk group
+    # the test driver serves the state group in bulk, and an I/O thread group with no threads in it
+    assert source.bulk_groups() == frozenset({"state", "iothread"})
     by_name = {d.name: d for d in result.domains}
     assert set(by_name) == {"web1", "web2", "db1", "batch1", "legacy1", "crashy1"}
     assert by_name["web1"].state == STATE_RUNNING

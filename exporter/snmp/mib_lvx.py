@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from exporter import fields
-from exporter.snapshot import NO_JOB, Domain, Network, Snapshot, StoragePool, version_text
+from exporter.snapshot import NO_JOB, NO_PERF, Domain, Network, Snapshot, StoragePool, version_text
 from exporter.snmp.syntax import BYTES, G32, INT, RO, RW, STR, TICKS, U32, NotificationDef, ObjectDef, OidT, defs
 from exporter.snmp.view import Builder
 
@@ -27,11 +27,14 @@ LVX_POOL_ENTRY = LVX_ROOT + (1, 7, 1)
 LVX_NET_ENTRY = LVX_ROOT + (1, 8, 1)
 LVX_METADATA_ENTRY = LVX_ROOT + (1, 9, 1)
 LVX_JOB_ENTRY = LVX_ROOT + (1, 10, 1)
+LVX_PERF_ENTRY = LVX_ROOT + (1, 11, 1)
+LVX_IOTHREAD_ENTRY = LVX_ROOT + (1, 12, 1)
 
 #: The entry (or, for the host, the group) of each field table's MIB table.
 ENTRIES: dict[str, OidT] = {
     "host": LVX_HOST, "domain": LVX_DOMAIN_ENTRY, "vcpu": LVX_VCPU_ENTRY, "block": LVX_BLOCK_ENTRY,
     "interface": LVX_IF_ENTRY, "pool": LVX_POOL_ENTRY, "network": LVX_NET_ENTRY, "job": LVX_JOB_ENTRY,
+    "perf": LVX_PERF_ENTRY, "iothread": LVX_IOTHREAD_ENTRY,
 }
 
 # lvxHost scalars not in the field table
@@ -88,8 +91,10 @@ INTERFACE_OBJECTS = _objects("interface")
 POOL_OBJECTS = _objects("pool")
 NETWORK_OBJECTS = _objects("network")
 JOB_OBJECTS = _objects("job")
+PERF_OBJECTS = _objects("perf")
+IOTHREAD_OBJECTS = _objects("iothread")
 OBJECTS = (HOST_OBJECTS + DOMAIN_OBJECTS + NAME_OBJECTS + VCPU_OBJECTS + BLOCK_OBJECTS + INTERFACE_OBJECTS
-           + POOL_OBJECTS + NETWORK_OBJECTS + METADATA_OBJECTS + JOB_OBJECTS)
+           + POOL_OBJECTS + NETWORK_OBJECTS + METADATA_OBJECTS + JOB_OBJECTS + PERF_OBJECTS + IOTHREAD_OBJECTS)
 
 _Cells = tuple[tuple[int, str, Callable[[Any], Any]], ...]
 
@@ -179,6 +184,10 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None,
                                                          (METADATA_VALUE, STR, label.get(dom))))
     if dom.job is not NO_JOB or dom.last_job is not NO_JOB:
         put_fields(b, "job", idx, dom)
+    if dom.perf is not NO_PERF:
+        put_fields(b, "perf", idx, dom)
+    for io in dom.iothreads:
+        put_fields(b, "iothread", (index, io.id), io)
     # The site's [metadata] labels follow Nova's, each at a position of its own (config order).
     for pos, (name, value) in enumerate(dom.metadata, start=len(fields.OPENSTACK.labels) + 1):
         b.columns(LVX_METADATA_ENTRY, (index, pos), ((METADATA_LABEL, STR, name), (METADATA_VALUE, STR, value)))
@@ -192,7 +201,7 @@ def domain_ranges(dom: Domain, index: int) -> list[tuple[OidT, OidT, OidT]]:
     """(table entry, first row, end row) of every row range ``dom`` may have in these tables."""
     ranges: list[tuple[OidT, OidT, OidT]] = [(entry, (index,), (index + 1,))
               for entry in (LVX_DOMAIN_ENTRY, LVX_VCPU_ENTRY, LVX_BLOCK_ENTRY, LVX_IF_ENTRY, LVX_METADATA_ENTRY,
-                            LVX_JOB_ENTRY)]
+                            LVX_JOB_ENTRY, LVX_PERF_ENTRY, LVX_IOTHREAD_ENTRY)]
     key = name_key(dom.name)
     if key is not None:
         ranges.append((LVX_NAME_ENTRY, key, key + (0,)))  # exactly the key: a longer name sorts after key + (0,)

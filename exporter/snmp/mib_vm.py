@@ -20,6 +20,7 @@ VM_OBJECTS_ARC = VM_ROOT + (1,)
 VM_HV = VM_OBJECTS_ARC + (1,)
 VM_ENTRY = VM_OBJECTS_ARC + (4, 1)
 VM_CPU_ENTRY = VM_OBJECTS_ARC + (5, 1)
+VM_CPU_AFFINITY_ENTRY = VM_OBJECTS_ARC + (6, 1)
 VM_STORAGE_ENTRY = VM_OBJECTS_ARC + (7, 1)
 VM_NETWORK_ENTRY = VM_OBJECTS_ARC + (8, 1)
 VM_MEM_UNIT = 1024  # vmMemUnit: memory figures are in KiB
@@ -31,6 +32,7 @@ VM_NAME, VM_UUID, VM_OS_TYPE, VM_ADMIN_STATE, VM_OPER_STATE, VM_AUTOSTART, VM_PE
 VM_CUR_CPU, VM_MIN_CPU, VM_MAX_CPU, VM_MEM_UNIT_COL, VM_CUR_MEM, VM_MIN_MEM, VM_MAX_MEM = 9, 10, 11, 12, 13, 14, 15
 VM_UP_TIME, VM_CPU_TIME = 16, 17
 CPU_CORE_TIME = 2
+CPU_AFFINITY = 3  # vmCpuAffinity: 1 enable, 2 disable (index: vmIndex, vmCpuIndex, vmCpuPhysIndex)
 NETWORK_IF_INDEX, NETWORK_PARENT, NETWORK_MODEL, NETWORK_PHYS_ADDRESS = 2, 3, 4, 5
 
 OBJECTS = defs(VM_HV, [
@@ -49,7 +51,9 @@ OBJECTS = defs(VM_HV, [
     (VM_MAX_CPU, "vmMaxCpuNumber", INT, RO), (VM_MEM_UNIT_COL, "vmMemUnit", INT, RO),
     (VM_CUR_MEM, "vmCurMem", INT, RO), (VM_MIN_MEM, "vmMinMem", INT, RO), (VM_MAX_MEM, "vmMaxMem", INT, RO),
     (VM_UP_TIME, "vmUpTime", TICKS, RO), (VM_CPU_TIME, "vmCpuTime", C64, RO),
-]) + defs(VM_CPU_ENTRY, [(CPU_CORE_TIME, "vmCpuCoreTime", C64, RO)]) + defs(VM_STORAGE_ENTRY, [
+]) + defs(VM_CPU_ENTRY, [(CPU_CORE_TIME, "vmCpuCoreTime", C64, RO)]) + defs(VM_CPU_AFFINITY_ENTRY, [
+    (CPU_AFFINITY, "vmCpuAffinity", INT, RO),
+]) + defs(VM_STORAGE_ENTRY, [
     (3, "vmStorageParent", INT, RO), (4, "vmStorageSourceType", INT, RO), (5, "vmStorageSourceTypeString", STR, RO),
     (6, "vmStorageResourceID", STR, RO), (7, "vmStorageAccess", INT, RO), (8, "vmStorageMediaType", INT, RO),
     (9, "vmStorageMediaTypeString", STR, RO), (10, "vmStorageSizeUnit", INT, RO),
@@ -62,8 +66,8 @@ OBJECTS = defs(VM_HV, [
     (NETWORK_MODEL, "vmNetworkModel", STR, RO), (NETWORK_PHYS_ADDRESS, "vmNetworkPhysAddress", BYTES, RO),
 ])
 
-#: VM-MIB objects not served, and why (vmCpuAffinityTable needs pinning data the snapshot does not hold).
-NOT_SERVED = {"vmCpuAffinity": "CPU pinning is not polled"}
+#: VM-MIB objects not served, and why.
+NOT_SERVED: dict[str, str] = {}
 
 # libvirt state -> VM-MIB VirtualMachineOperState / VirtualMachineAdminState
 _VM_OPER = {0: 1, 1: 4, 2: 4, 3: 8, 4: 10, 5: 11, 6: 12, 7: 6}
@@ -140,6 +144,14 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None) -> No
     for vcpu in dom.vcpus:
         b.put(VM_CPU_ENTRY + (CPU_CORE_TIME,), (index, vcpu.number + 1), C64,
               None if vcpu.time_ns is None else vcpu.time_ns // 1000)
+    # Affinity rows of the pinned vCPUs only: a vCPU free to run anywhere would add a row per host CPU, all
+    # "enable", for every vCPU of every domain.
+    for pin in dom.vcpu_pins:
+        if pin.pinned:
+            allowed = set(pin.cpus)
+            for cpu in range(pin.host_cpus):
+                b.put(VM_CPU_AFFINITY_ENTRY + (CPU_AFFINITY,), (index, pin.vcpu + 1, cpu + 1), INT,
+                      1 if cpu in allowed else 2)
     for pos, blk in enumerate(dom.blocks, start=1):
         b.columns(VM_STORAGE_ENTRY, (index, pos), (
             (3, INT, index), (4, INT, _vm_source_type(blk.disk_type, blk.driver_type)),
@@ -159,7 +171,7 @@ def put_domain(b: Builder, dom: Domain, index: int, started: float | None) -> No
 
 
 #: Tables whose rows of a domain all begin with its index.
-INDEXED_BY_DOMAIN = (VM_ENTRY, VM_CPU_ENTRY, VM_STORAGE_ENTRY, VM_NETWORK_ENTRY)
+INDEXED_BY_DOMAIN = (VM_ENTRY, VM_CPU_ENTRY, VM_CPU_AFFINITY_ENTRY, VM_STORAGE_ENTRY, VM_NETWORK_ENTRY)
 
 #: VM-MIB per-VM notification by event kind: vmRunning(1), vmShuttingdown(2), vmShutdown(3), vmPaused(4),
 #: vmSuspended(6), vmCrashed(9), vmDeleted(10).

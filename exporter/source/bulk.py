@@ -21,6 +21,10 @@ GROUP_FLAGS: Mapping[str, int] = {
     "vcpu": libvirt.VIR_DOMAIN_STATS_VCPU,
     "interface": libvirt.VIR_DOMAIN_STATS_INTERFACE,
     "block": libvirt.VIR_DOMAIN_STATS_BLOCK,
+    "haltpoll": libvirt.VIR_DOMAIN_STATS_CPU_TOTAL,  # the cpu group's cpu.haltpoll.* keys
+    "perf": libvirt.VIR_DOMAIN_STATS_PERF,
+    "iothread": libvirt.VIR_DOMAIN_STATS_IOTHREAD,
+    "dirtyrate": libvirt.VIR_DOMAIN_STATS_DIRTYRATE,
 }
 #: Bulk groups that libvirt reads without the domain's job, so that a hung QEMU
 #: monitor cannot hold them up.  Only ``state``: on libvirt 9 with QEMU 7.2 even

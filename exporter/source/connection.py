@@ -320,8 +320,9 @@ class Connection:
             on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
 
         def tunable(_conn: Any, dom: Any, params: Mapping[str, Any], _opaque: Any) -> None:
-            # A disk's I/O limits changed (virsh blkdeviotune): its definition is read again, as for a device.
-            if any(key.startswith("blkdeviotune.") for key in params):
+            # A disk's I/O limits or a vCPU's pinning changed (virsh blkdeviotune, vcpupin): the definition is
+            # read again, as for a device.
+            if any(key.startswith(("blkdeviotune.", "cputune.vcpupin")) for key in params):
                 on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
 
         try:

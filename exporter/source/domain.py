@@ -17,7 +17,9 @@ from typing import Any, Protocol
 import exporter.source.parse as parse
 from exporter.snapshot import (
     JOB_STATES,
+    NO_DIRTY_RATE,
     NO_JOB,
+    NO_PERF,
     PAUSED_IOERROR,
     STATE_NOSTATE,
     STATE_PAUSED,
@@ -27,6 +29,7 @@ from exporter.snapshot import (
     Job,
     Memory,
     Vcpu,
+    VcpuPin,
 )
 from exporter.source.domxml import DomainConfig
 
@@ -83,6 +86,7 @@ def build_domain(
     monitor: bool = True,
     job_hint: bool = False,
     last_job: Job = NO_JOB,
+    host_cpus: int | None = None,
 ) -> Domain:
     """One domain from its bulk ``stats``, with per-domain calls for what the bulk lacks.
 
@@ -171,6 +175,18 @@ def build_domain(
     if "job" in wanted and calls and (job_hint or (state, reason) in JOB_STATES):
         job = parse.job_from_call(read.job_stats())
 
+    # The newer bulk groups: from the record alone (a driver without them has none of these figures).
+    def from_bulk(group: str) -> bool:
+        return group in wanted and group in bulk
+
+    haltpoll: tuple[int | None, int | None] = (None, None)
+    if from_bulk("haltpoll"):
+        haltpoll = (parse.opt_int(stats.get("cpu.haltpoll.success.time")),
+                    parse.opt_int(stats.get("cpu.haltpoll.fail.time")))
+    pins: tuple[VcpuPin, ...] = ()
+    if "pinning" in wanted and active and host_cpus:
+        pins = parse.vcpu_pins(cfg, vcpus_current or 0, host_cpus)
+
     return Domain(
         name=name,
         uuid=uuid,
@@ -199,6 +215,12 @@ def build_domain(
         interfaces=interfaces,
         job=job,
         last_job=last_job if "job" in wanted else NO_JOB,
+        haltpoll_success_ns=haltpoll[0],
+        haltpoll_fail_ns=haltpoll[1],
+        perf=parse.perf_from_bulk(stats) if from_bulk("perf") else NO_PERF,
+        dirty_rate=parse.dirty_rate_from_bulk(stats) if from_bulk("dirtyrate") else NO_DIRTY_RATE,
+        iothreads=parse.iothreads_from_bulk(stats) if from_bulk("iothread") else (),
+        vcpu_pins=pins,
     )
 
 

@@ -48,6 +48,8 @@ class DomainConfig:
     nics: tuple[Interface, ...] = ()
     nova: NovaInstance | None = None
     metadata: tuple[tuple[str, str], ...] = ()  # the [metadata] labels' values
+    cpuset: str = ""  # <vcpu cpuset=...>: the host CPUs of every vCPU without a <vcpupin>
+    vcpupin: tuple[tuple[int, str], ...] = ()  # <cputune><vcpupin vcpu= cpuset=>, by vCPU
 
     def disk(self, target: str) -> Block | None:
         for disk in self.disks:
@@ -192,4 +194,7 @@ def parse(xml: str, metadata: MetadataMap | None = None) -> DomainConfig:
         nics=tuple(nics),
         nova=_nova(root.find("metadata")),
         metadata=metadata.evaluate(xml) if metadata else (),
+        cpuset=vcpu.get("cpuset", "") if vcpu is not None else "",
+        vcpupin=tuple((n, pin.get("cpuset", "")) for pin in root.iterfind("cputune/vcpupin")
+                      if (n := _int(pin.get("vcpu"))) is not None),
     )

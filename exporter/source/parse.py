@@ -24,7 +24,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from exporter import fields
-from exporter.snapshot import NO_JOB, Block, Host, Interface, IoTune, Job, Memory, Vcpu, frozen_map
+from exporter.domstats import parse_cpuset
+from exporter.snapshot import (
+    NO_DIRTY_RATE,
+    NO_JOB,
+    NO_PERF,
+    Block,
+    DirtyRate,
+    Host,
+    Interface,
+    IoThread,
+    IoTune,
+    Job,
+    Memory,
+    Perf,
+    Vcpu,
+    VcpuPin,
+    frozen_map,
+)
 from exporter.source.domxml import DomainConfig
 
 T = TypeVar("T")
@@ -53,6 +70,9 @@ _BLOCK_KEYS = _numbers("block")
 _NET_KEYS = _numbers("interface")
 _VCPU_KEYS = _numbers("vcpu")
 _MEMORY_KEYS = _numbers("domain", "memory.")
+_PERF_KEYS = _numbers("perf", "perf.")
+_DIRTY_RATE_KEYS = _numbers("domain", "dirty_rate.")
+_IOTHREAD_KEYS = {key: attr for attr, key in _numbers("iothread")}  # poll-max-ns -> poll_max_ns ...
 #: ``memoryStats()`` names two figures otherwise than the bulk ``balloon.`` keys; the rest alike.
 _MEMORY_CALL_NAMES = {"current": "actual", "last-update": "last_update"}
 
@@ -110,6 +130,44 @@ def memory_from_call(stats: Mapping[str, Any]) -> Memory:
         return _MEMORY_CALL_NAMES.get(short, short)
 
     return _memory({attr: opt_int(stats.get(name(key))) for attr, key in _MEMORY_KEYS})
+
+
+def perf_from_bulk(stats: Stats) -> Perf:
+    """The ``perf.<event>`` keys: only the events enabled on the domain are there; none at all: NO_PERF."""
+    found = {attr: opt_int(stats.get(key)) for attr, key in _PERF_KEYS}
+    return Perf(**found) if any(v is not None for v in found.values()) else NO_PERF
+
+
+def dirty_rate_from_bulk(stats: Stats) -> DirtyRate:
+    """The ``dirtyrate.*`` keys; the rate is there only once a calculation has measured it."""
+    found = {attr: opt_int(stats.get(key)) for attr, key in _DIRTY_RATE_KEYS}
+    return DirtyRate(**found) if any(v is not None for v in found.values()) else NO_DIRTY_RATE
+
+
+def iothreads_from_bulk(stats: Stats) -> tuple[IoThread, ...]:
+    """The ``iothread.<id>.*`` keys (libvirt lists the threads by id, highest first), by id."""
+    found: dict[int, dict[str, int | None]] = {}
+    for key, value in stats.items():
+        if not key.startswith("iothread.") or key == "iothread.count":
+            continue
+        _, ident, name = key.split(".", 2)
+        attr = _IOTHREAD_KEYS.get(name)
+        if attr is not None and ident.isdigit():
+            found.setdefault(int(ident), {})[attr] = opt_int(value)
+    return tuple(IoThread(id=ident, **values) for ident, values in sorted(found.items()))
+
+
+def vcpu_pins(cfg: DomainConfig, count: int, host_cpus: int) -> tuple[VcpuPin, ...]:
+    """Each of ``count`` vCPUs' host CPUs: its <vcpupin>, else the domain's <vcpu cpuset>, else every one of the
+    host's ``host_cpus`` (as libvirt answers virDomainGetVcpuPinInfo)."""
+    everything = tuple(range(host_cpus))
+    default = parse_cpuset(cfg.cpuset, host_cpus) if cfg.cpuset else everything
+    pinned = dict(cfg.vcpupin)
+    result = []
+    for n in range(count):
+        cpus = parse_cpuset(pinned[n], host_cpus) if n in pinned else default
+        result.append(VcpuPin(vcpu=n, cpus=cpus if cpus is not None else everything, host_cpus=host_cpus))
+    return tuple(result)
 
 
 # -- vCPUs ---------------------------------------------------------------------
