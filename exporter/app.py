@@ -95,7 +95,10 @@ def build(config: Config, web_config: webconfig.WebConfig | None = None) -> App:
     """Every component of the service, wired; nothing is opened yet.  Raises StateError when the state
     directory's index map cannot be read."""
     state = Path(config.state_directory)
-    poller = Poller(config.libvirt, read_only=not config.control.enabled)
+    read_only = not (config.control.enabled or config.libvirt.dirty_rate_every)
+    if config.libvirt.dirty_rate_every and not config.control.enabled:
+        log.info("opening libvirt read-write: dirty-rate calculations are configured (dirtyrate.calc_every)")
+    poller = Poller(config.libvirt, read_only=read_only)
     snmp = config.snmp
     started_at = time.time()  # sysUpTime's zero, for the agent and the notifications alike
     extra: list[Collector] = []

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from exporter import __version__, webconfig
-from exporter.config import SETTINGS, Config, check_state_directory, load_file, read_config_path, resolve
-from exporter.config.values import redact_uri
+from exporter.config import SETTINGS, Config, load_file, read_config_path, resolve
+from exporter.config.values import check_state_directory, redact_uri
 from exporter.errors import ConfigError, SourceError
 
 log = logging.getLogger(__name__)

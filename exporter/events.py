@@ -23,7 +23,7 @@ ADDING = frozenset({"defined", "started"})
 #: Events after which a domain's definition or device list may differ: it is read again.
 REDEFINING = frozenset({"defined", "started", "device"})
 #: Events whose outcome a poll should fill in soon (a new domain ID and live counters, changed devices).
-_NEEDS_POLL = frozenset({"started", "device"})
+_NEEDS_POLL = frozenset({"started", "device", "io_error"})
 
 
 @dataclass(frozen=True, slots=True)

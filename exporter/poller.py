@@ -64,6 +64,7 @@ class Poller:
                 call_timeout=settings.domain_deadline_s,
                 poll_timeout=settings.poll_deadline_s,
                 metadata=settings.metadata,
+                dirty_rate=(settings.dirty_rate_every, settings.dirty_rate_seconds),
             )
         )
         self._clock = clock

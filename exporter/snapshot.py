@@ -333,13 +333,18 @@ class DomainEvent:
 
     ``kind`` is one of defined, undefined, started, suspended, resumed,
     stopped, shutdown, pmsuspended, crashed, or device (a device was added or
-    removed).  ``detail`` is libvirt's event detail code.
+    removed).  ``detail`` is libvirt's event detail code.  Three kinds change
+    no state and only notify: io_error (a disk's error paused the guest;
+    ``detail`` the error code, 1 unspecified or 2 no space, ``device`` the
+    disk's source), migration_started (``detail`` the job operation, 4 in or
+    5 out) and migration_ended (``detail`` the outcome, 3 completed).
     """
 
     uuid: str
     name: str
     kind: str
     detail: int = 0
+    device: str = ""  # io_error: the disk's source path
 
 
 @dataclass(frozen=True, slots=True)

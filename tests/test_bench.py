@@ -10,7 +10,8 @@ from tests.conftest import ROOT, require
 
 
 def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
-    """bench/run.py at N=20 writes RESULTS.md with every column filled, snmpd's rates and the QEMU line."""
+    """bench/run.py at N=20 writes RESULTS.md with every column filled, snmpd's rates and the QEMU line (without
+    and with a job running)."""
     kumina = ROOT / "build" / "kumina" / "usr" / "bin" / "prometheus-libvirt-exporter"
     require(kumina.exists(), "kumina's exporter not unpacked: run `make test` (it unpacks build/kumina)")
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", "20", "--scrapes", "3",
@@ -24,7 +25,9 @@ def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
         assert cell not in ("", "n/a", "0", "0.000") and re.match(r"^[\d.]+x?$", cell), (i, cell)
     assert cells[8] == "21"  # all 20 generated domains plus the test driver's own
     assert re.search(r"snmpd walking its own tree \(\d+ varbinds\): \d+ varbinds/s in bulk, \d+ GETNEXT", text)
-    assert re.search(r"Real QEMU \(4 domains, bulk stats\): our poll [\d.]+ ms", text)
+    assert re.search(r"Real QEMU \(5 domains, bulk stats of every group we export\): our poll [\d.]+ ms", text)
+    assert re.search(r"While a memory dump of one of them runs \(medians of \d+\): ours [\d.]+ ms, "
+                     r"the floor [\d.]+ ms: [\d.]+x", text)
 
 
 def test_load_short(tmp_path) -> None:

@@ -192,3 +192,18 @@ def test_iothreads_perf_haltpoll_dirty_rate_and_pinning(real_host: RealHost, tun
         real_host.daemon.virsh("vcpupin", tuned_domain, "1", "0", "--live")
         exp.wait_for(lambda m: _served_pins(m, tuned_domain).get(1) == "0", timeout=10, what="vCPU 1 re-pinned")
         assert _pin_sets(real_host.uri, tuned_domain)[1] == (0,)
+
+
+@pytest.mark.realqemu
+def test_dirty_rate_calculations_started_when_configured(real_host: RealHost, tmp_path) -> None:
+    """dirtyrate.calc_every 2 (1 s each): the exporter opens libvirt read-write and starts calculations on every
+    running domain, whose outcome it then serves, as libvirt reports it."""
+    name = real_host.domains[1]
+    with Exporter(["--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s", "--dirtyrate.calc-every", "2"],
+                  log=tmp_path / "log") as exp:
+        metrics = exp.wait_for(lambda m: m.get("libvirt_domain_dirty_rate_bytes_per_second", domain=name) is not None,
+                               timeout=30, what="a dirty rate the exporter's own calculation measured")
+        after = _bulk(real_host.uri, name)
+        assert after["dirtyrate.calc_period"] == 1 and after["dirtyrate.calc_status"] in (1, 2)
+        assert metrics.get("libvirt_domain_dirty_rate_calc_period_seconds", domain=name) == 1
+        assert "opening libvirt read-write: dirty-rate calculations are configured" in exp.output()

@@ -185,3 +185,4 @@ def test_a_dump_is_seen_while_it_runs_and_a_save_completes(real_host: RealHost, 
         for proto in last["item_prototypes"]:
             assert _column_name(proto["snmp_oid"]) in row, proto["key"]
     conn.close()
+

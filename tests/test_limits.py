@@ -17,7 +17,8 @@ from exporter.snmp import mib_lvx
 from tests.conftest import DEMO_HOST, RealHost, require, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
-from tests.support.wait import wait_until
+from tests.support.trapd import Trapd
+from tests.support.wait import poll_until, wait_until
 
 #: (IoTune key, family, LVX column number) of every limit.
 LIMITS = [(f.attr.removeprefix("iotune."), f.family.name, f.column.number) for f in fields.of_table("block")
@@ -179,10 +180,12 @@ def _filling_domain_xml(name: str, boot: Path, data: Path, kvm: bool) -> str:
 def test_a_full_disk_pauses_the_guest_and_is_reported(real_host: RealHost, tmp_path) -> None:
     """A guest writes to a disk whose qcow2 sits on a 4 MiB tmpfs (mounted inside the private libvirtd's mount
     namespace, so the host never sees it): QEMU stops it (error_policy stop), the domain is paused for an I/O
-    error, and both front ends give vdb the code libvirt's diskErrors gives (2, no space), vda none."""
+    error, both front ends give vdb the code libvirt's diskErrors gives (2, no space), vda none, and a v2c trap
+    lvxDomainDiskError names vdb with that code."""
     from tests.conftest import _boot_disk
 
     require_tool("nsenter", "util-linux")
+    require_tool("snmptrapd", "snmptrapd")
     tmp_path.chmod(0o755)
     name = "lxfull"
     boot = tmp_path / "boot.qcow2"
@@ -197,9 +200,11 @@ def test_a_full_disk_pauses_the_guest_and_is_reported(real_host: RealHost, tmp_p
     xml.write_text(_filling_domain_xml(name, boot, data, real_host.kvm), encoding="utf-8")
     port = snmp.free_udp_port()
     target = f"127.0.0.1:{port}"
-    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target)
-    with Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s"],
-                  log=tmp_path / "log") as exp:
+    trapd = Trapd(tmp_path / "trapd", 1, [])
+    cfg = snmp.agent_config(tmp_path / "c.toml", tmp_path / "state", target,
+                            f'\n[[snmp.notify]]\naddress = "127.0.0.1:{trapd.ports[0]}"\ncommunity = "public"\n')
+    with trapd, Exporter(["--config.file", str(cfg), "--libvirt.uri", real_host.uri, "--libvirt.poll-interval", "1s"],
+                         log=tmp_path / "log") as exp:
         try:
             real_host.daemon.virsh("define", str(xml))
             real_host.daemon.virsh("start", name)
@@ -223,6 +228,14 @@ def test_a_full_disk_pauses_the_guest_and_is_reported(real_host: RealHost, tmp_p
                                 ).strip()
                 for device in ("vda", "vdb")}
             assert codes == {"vda": "0", "vdb": "2"}
+            # The trap: lvxDomainDiskError with vdb's row, at the I/O error event (before the poll that found it).
+            disk_error = ".".join(map(str, mib_lvx.LVX_ROOT + (0, mib_lvx.LVX_EVENT_NOTIFICATIONS["io_error"])))
+            traps = poll_until(trapd.received, lambda got: any(r.trap_oid == disk_error for r in got), 15)
+            (trap,) = [r for r in traps if r.trap_oid == disk_error]
+            row = _block_row(target, name, "vdb")
+            entry = ".".join(map(str, mib_lvx.LVX_BLOCK_ENTRY))
+            assert f".{entry}.2.{row} = STRING: \"vdb\"" in trap.text, trap.text
+            assert f".{entry}.22.{row} = INTEGER: 2" in trap.text, trap.text
         finally:
             real_host.daemon.virsh("destroy", name, check=False)
             real_host.daemon.virsh("undefine", name, check=False)

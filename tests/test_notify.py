@@ -659,3 +659,30 @@ def test_v2c_lines_in_snmptrapd_as_through_pysnmp(tmp_path: Path) -> None:
         assert "Timeticks: (4242)" in got[trapd.ports[0]] and "Counter64: 18446744073709551615" in got[trapd.ports[0]]
     finally:
         trapd.stop()
+
+
+def test_event_notifications_are_the_mibs() -> None:
+    """lvxDomainMigrationStarted, lvxDomainMigrationEnded and lvxDomainDiskError as the code builds them: the MIB's
+    OID and exactly its OBJECTS, in order, indexed by the domain's row (and the disk's, found by its source path),
+    the event's detail last.  Runs without QEMU: the disk error is sent for real in tests/test_limits.py; a real
+    migration is not tested here."""
+    from exporter.snapshot import Block, Domain
+    from exporter.snmp import mib
+    from exporter.snmp.syntax import INT
+    from tests.support.snmp import compiled_mibs
+
+    ours = compiled_mibs()["LIBVIRT-EXPORTER-MIB"]
+    dom = Domain(name="d", uuid="00000000-0000-4000-8000-000000000001", id=3, state=1,
+                 blocks=(Block(target="vda", source="/a"), Block(target="vdb", source="/b")))
+    for kind, detail, device, mib_name in (("migration_started", 5, "", "lvxDomainMigrationStarted"),
+                                           ("migration_ended", 3, "", "lvxDomainMigrationEnded"),
+                                           ("io_error", 2, "/b", "lvxDomainDiskError")):
+        (notification,) = mib.event_notifications(kind, dom, 7, detail, device)
+        node = ours[mib_name]
+        assert ".".join(map(str, notification.trap_oid)) == node["oid"], kind
+        objects = [mib.object_of(oid) for oid, _ in notification.var_binds]
+        assert [o.name for o in objects if o is not None] == [o["object"] for o in node["objects"]], kind
+        rows = {oid[len(o.oid):] for (oid, _), o in zip(notification.var_binds, objects, strict=True) if o}
+        assert rows == ({(7,)} if kind != "io_error" else {(7,), (7, 2)}), kind
+        assert notification.var_binds[-1][1] == (INT, detail), kind
+    assert mib.event_notifications("started", dom, 7, 0, "") == []

@@ -38,6 +38,7 @@ from exporter.config.values import (
     file_path,
     listen_addresses,
     log_level,
+    non_negative_int,
     parse_bool,
     parse_duration,
     parse_text,
@@ -69,6 +70,8 @@ class LibvirtSettings:
     domain_include: re.Pattern[str] | None = None
     domain_exclude: re.Pattern[str] | None = None
     metadata: MetadataMap = field(default_factory=MetadataMap)  # the [metadata] section's labels
+    dirty_rate_every: int = 0  # start a dirty-rate calculation on every running domain every N polls; 0 never
+    dirty_rate_seconds: int = 1  # how long each calculation measures
 
     @property
     def poll_deadline_s(self) -> float:
@@ -193,6 +196,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.config_file", "web.config_file", file_path,
             "web configuration file (exporter-toolkit format): TLS and basic auth for HTTP; a relative path is "
             "taken from the working directory", flag="--web.config.file"),
+    Setting("dirtyrate.calc_every", "libvirt.dirty_rate_every", non_negative_int,
+            "start a memory dirty-rate calculation on every running domain every N polls; it costs the guest "
+            "some time, and needs libvirt opened read-write (default 0: never)"),
+    Setting("dirtyrate.calc_seconds", "libvirt.dirty_rate_seconds", positive_int,
+            "how long each dirty-rate calculation measures, in seconds (default 1)"),
     Setting("domains.include", "libvirt.domain_include", regex,
             "only domains whose whole name matches this regular expression", flag="--domain.include"),
     Setting("domains.exclude", "libvirt.domain_exclude", regex,
@@ -360,6 +368,9 @@ def _check(config: Config) -> None:
         for i, view in enumerate(principal_views):  # named by position, never by community: it is a secret
             if view not in snmp.views:
                 raise ConfigError(f"{key}[{i}].view", f"{view!r} is not a view that snmp.views defines")
+    if libvirt.dirty_rate_every and libvirt.dirty_rate_seconds >= libvirt.poll_interval_s * libvirt.dirty_rate_every:
+        raise ConfigError("dirtyrate.calc_seconds", "must be shorter than the time between two calculations "
+                                                    f"({libvirt.poll_interval_s * libvirt.dirty_rate_every:g}s)")
     if libvirt.poll_timeout_s and libvirt.poll_timeout_s < 0.1:
         raise ConfigError("libvirt.poll_timeout", "must be at least 100ms")
     if libvirt.domain_timeout_s and libvirt.domain_timeout_s < 0.05:
@@ -374,24 +385,3 @@ def read_config_path(cli_path: str | None, environ: Mapping[str, str]) -> str:
     """The config file named on the command line, else in the environment; made absolute like every path."""
     path = cli_path or environ.get(ENV_PREFIX + "CONFIG_FILE", "")
     return os.path.abspath(path) if path.strip() else ""
-
-
-def check_state_directory(path: str) -> None:
-    """Refuse a state directory that cannot be one: the path, or a folder above it, is something else.
-
-    Called at start-up with the other checks, before anything listens; whether it can be written is
-    found out when it is first used (only the SNMP agent and notifications keep state).
-    """
-    current = path
-    while True:
-        if os.path.lexists(current):
-            if not os.path.isdir(current):
-                what = "is not a directory" if current == path else f"cannot be created: {current} is not a directory"
-                raise ConfigError("state.directory", f"{path} {what}")
-            return
-        parent = os.path.dirname(current)
-        if parent == current:
-            return
-        current = parent
-
-

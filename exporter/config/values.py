@@ -10,6 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from exporter.errors import ConfigError
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 # A libvirt URI (driver[+transport]://[user@][host][:port]/path[?query]) or a
@@ -65,6 +67,18 @@ def positive_int(raw: Any) -> int:
     if raw < 1:
         raise ValueError(f"must be at least 1, got {raw}")
     return raw
+
+
+def non_negative_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError(f"expected a whole number, 0 or more, got {raw!r}")
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, 0 or more, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a whole number, 0 or more, got {raw!r}")
+    return value
 
 
 def parse_bool(raw: Any) -> bool:
@@ -262,3 +276,22 @@ def redact_uri(uri: str) -> str:
         if params:
             shown += "?" + "&".join(params)
     return shown
+
+
+def check_state_directory(path: str) -> None:
+    """Refuse a state directory that cannot be one: the path, or a folder above it, is something else.
+
+    Called at start-up with the other checks, before anything listens; whether it can be written is
+    found out when it is first used (only the SNMP agent and notifications keep state).
+    """
+    current = path
+    while True:
+        if os.path.lexists(current):
+            if not os.path.isdir(current):
+                what = "is not a directory" if current == path else f"cannot be created: {current} is not a directory"
+                raise ConfigError("state.directory", f"{path} {what}")
+            return
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent

@@ -87,6 +87,13 @@ def domain_rows(dom: Domain, index: int) -> list[tuple[OidT, OidT, OidT]]:
     return [*mib_lvx.domain_ranges(dom, index), *vm, mib_libvirt.domain_range(dom)]
 
 
+def event_notifications(kind: str, dom: Domain, index: int, detail: int, device: str) -> list[NotificationDef]:
+    """The notifications of an event that changes no state (a migration's start or end, a disk error): ours only,
+    since LIBVIRT-MIB and VM-MIB have none for them."""
+    found = mib_lvx.event_notification(kind, dom, index, detail, device)
+    return [found] if found is not None else []
+
+
 def lifecycle_notifications(
     kind: str, name: str, uuid: str, index: int, state: int, reason: int, *, persistent: bool,
     previous_state: int | None,

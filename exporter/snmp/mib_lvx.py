@@ -242,6 +242,35 @@ def lifecycle_notification(kind: str, name: str, uuid: str, index: int, state: i
     ))
 
 
+#: Notifications of events that change no state: lvxDomainMigrationStarted, lvxDomainMigrationEnded,
+#: lvxDomainDiskError.
+LVX_EVENT_NOTIFICATIONS = {"migration_started": 11, "migration_ended": 12, "io_error": 13}
+_JOB_COLUMNS = {f.column.name: f.column.number for f in fields.of_table("job") if f.column is not None}
+_BLOCK_COLUMNS = {f.column.name: f.column.number for f in fields.of_table("block") if f.column is not None}
+
+
+def event_notification(kind: str, dom: Domain, index: int, detail: int, device: str = "") -> NotificationDef | None:
+    """A migration's start (``detail``: the job's operation, 4 incoming, 5 outgoing) or end (``detail``: its outcome,
+    3 completed), or a disk error that paused the guest (``detail``: the error code; ``device``: the disk's source
+    path, which names its row); None for any other kind."""
+    code = LVX_EVENT_NOTIFICATIONS.get(kind)
+    if code is None:
+        return None
+    ids = ((_NAME + (index,), (STR, dom.name)), (_UUID + (index,), (STR, dom.uuid)))
+    job = LVX_JOB_ENTRY
+    if kind == "migration_started":
+        rest: tuple[tuple[OidT, tuple[str, Any]], ...] = ((job + (_JOB_COLUMNS["lvxJobOperation"], index),
+                                                           (INT, detail)),)
+    elif kind == "migration_ended":
+        rest = ((job + (_JOB_COLUMNS["lvxJobLastType"], index), (INT, detail)),)
+    else:
+        pos, target = next(((n, b.target) for n, b in enumerate(dom.blocks, start=1) if b.source == device),
+                           (0, ""))
+        rest = ((LVX_BLOCK_ENTRY + (_BLOCK_COLUMNS["lvxBlockTarget"], index, pos), (STR, target)),
+                (LVX_BLOCK_ENTRY + (_BLOCK_COLUMNS["lvxBlockErrorCode"], index, pos), (INT, detail)))
+    return NotificationDef("libvirt-exporter", LVX_ROOT + (0, code), ids + rest)
+
+
 def action_failed_notification(name: str, uuid: str, index: int, action: int, error: str) -> NotificationDef:
     return NotificationDef("libvirt-exporter", LVX_ROOT + (0, LVX_ACTION_FAILED), (
         (_NAME + (index,), (STR, name)), (_UUID + (index,), (STR, uuid)),

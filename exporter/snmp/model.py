@@ -154,6 +154,12 @@ class SnmpModel:
         index = self._domain_index(event.uuid)
         if index is None:
             return
+        if event.kind in mib_lvx.LVX_EVENT_NOTIFICATIONS:
+            for notification in (mib.event_notifications(event.kind, dom, index, event.detail, event.device)
+                                 if dom is not None else ()):
+                if self.notifier.wants(notification.mib):
+                    self.notifier.submit(notification)
+            return
         state = dom.state if dom is not None else EVENT_STATES.get(event.kind, STATE_NOSTATE)
         reason = dom.state_reason if dom is not None else 0
         for notification in mib.lifecycle_notifications(

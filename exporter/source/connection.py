@@ -25,6 +25,9 @@ log = logging.getLogger("exporter.source")  # one logger for the whole boundary,
 T = TypeVar("T")
 
 #: The exporter's names for libvirt's lifecycle event codes.
+#: virDomainJobOperation of incoming and outgoing migrations.
+MIGRATION_IN, MIGRATION_OUT = 4, 5
+
 EVENT_NAMES: Mapping[int, str] = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
     libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
@@ -307,14 +310,23 @@ class Connection:
     # -- events and actions ----------------------------------------------------------
 
     def watch(self, on_event: Callable[[DomainEvent], None],
-              on_job: Callable[[str, Mapping[str, Any] | None], None] | None = None) -> None:
-        """Deliver lifecycle and device events (in libvirt's event thread), and to ``on_job`` a domain's migration
-        iterations (None) and completed jobs (their statistics)."""
+              on_job: Callable[[str, str, Mapping[str, Any] | None], None] | None = None) -> None:
+        """Deliver lifecycle, device and I/O error events (in libvirt's event thread), and to ``on_job`` (uuid, name,
+        statistics) a domain's migration iterations (None) and completed jobs (their statistics)."""
         conn = self.require()
 
         def lifecycle(_conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
             kind = EVENT_NAMES.get(event, f"event{event}")
             on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind=kind, detail=detail))
+            if event == libvirt.VIR_DOMAIN_EVENT_STARTED and detail == libvirt.VIR_DOMAIN_EVENT_STARTED_MIGRATED:
+                on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="migration_started",
+                                     detail=MIGRATION_IN))
+
+        def io_error(_conn: Any, dom: Any, path: str, _alias: str, action: int, reason: str, _opaque: Any) -> None:
+            # Only an error that paused the guest (its error policy): 'report' and 'ignore' may fire by the hundred.
+            if action == libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE:
+                on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="io_error",
+                                     detail=2 if reason == "enospc" else 1, device=path))
 
         def device(_conn: Any, dom: Any, _alias: str, _opaque: Any) -> None:
             on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
@@ -333,17 +345,18 @@ class Connection:
             raise convert(exc, conn) from None
         def iteration(_conn: Any, dom: Any, _iteration: int, _opaque: Any) -> None:
             if on_job is not None:
-                on_job(dom.UUIDString(), None)
+                on_job(dom.UUIDString(), dom.name(), None)
 
         def completed(_conn: Any, dom: Any, params: Mapping[str, Any], _opaque: Any) -> None:
             if on_job is not None:
-                on_job(dom.UUIDString(), params)
+                on_job(dom.UUIDString(), dom.name(), params)
 
         for event_id, callback in ((libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, device),
                                    (libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, device),
                                    (libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE, tunable),
                                    (libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, iteration),
-                                   (libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed)):
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, completed),
+                                   (libvirt.VIR_DOMAIN_EVENT_ID_IO_ERROR_REASON, io_error)):
             try:
                 self._callbacks.append(conn.domainEventRegisterAny(None, event_id, callback, None))
             except libvirt.libvirtError as exc:

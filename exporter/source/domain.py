@@ -23,6 +23,7 @@ from exporter.snapshot import (
     PAUSED_IOERROR,
     STATE_NOSTATE,
     STATE_PAUSED,
+    STATE_RUNNING,
     Block,
     Domain,
     Interface,
@@ -70,6 +71,9 @@ class DomainReads(Protocol):
     def job_stats(self) -> Mapping[str, Any] | None:
         """``jobStats(0)``: the running job, {"type": 0} when there is none."""
 
+    def start_dirty_rate(self, seconds: int) -> None:
+        """``startDirtyRateCalc(seconds, 0)``: a calculation in page-sampling mode, the cheapest for the guest."""
+
 
 def build_domain(
     *,
@@ -87,6 +91,7 @@ def build_domain(
     job_hint: bool = False,
     last_job: Job = NO_JOB,
     host_cpus: int | None = None,
+    dirty_rate_seconds: int = 0,
 ) -> Domain:
     """One domain from its bulk ``stats``, with per-domain calls for what the bulk lacks.
 
@@ -183,6 +188,8 @@ def build_domain(
     if from_bulk("haltpoll"):
         haltpoll = (parse.opt_int(stats.get("cpu.haltpoll.success.time")),
                     parse.opt_int(stats.get("cpu.haltpoll.fail.time")))
+    if dirty_rate_seconds and calls and "dirtyrate" in wanted and state == STATE_RUNNING:
+        read.start_dirty_rate(dirty_rate_seconds)  # its outcome is read by a later poll
     pins: tuple[VcpuPin, ...] = ()
     if "pinning" in wanted and active and host_cpus:
         pins = parse.vcpu_pins(cfg, vcpus_current or 0, host_cpus)

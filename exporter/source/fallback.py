@@ -92,6 +92,9 @@ class DomainCalls:
     def job_stats(self) -> Mapping[str, Any] | None:
         return self._optional("jobStats", functools.partial(self._dom.jobStats, 0), "job")
 
+    def start_dirty_rate(self, seconds: int) -> None:
+        self._optional("startDirtyRateCalc", functools.partial(self._dom.startDirtyRateCalc, seconds, 0), "dirtyrate")
+
     def _optional(self, name: str, fn: Callable[[], T], group: str) -> T | None:
         """A call that some drivers lack: asked once, then remembered as unsupported for the connection."""
         if name in self._unsupported:

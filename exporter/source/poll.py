@@ -11,6 +11,7 @@ pure parsers (:mod:`exporter.source.domain`, :mod:`exporter.source.parse`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import threading
 import time
@@ -28,7 +29,15 @@ from exporter.calls import run_bounded
 from exporter.errors import ConnectionLost, DomainGone, SourceError
 from exporter.metadata import MetadataMap
 from exporter.snapshot import NO_JOB, Domain, DomainEvent, Host, Job, Network, StoragePool, frozen_map
-from exporter.source.connection import Connection, Lane, as_source_error, convert, count_failure
+from exporter.source.connection import (
+    MIGRATION_IN,
+    MIGRATION_OUT,
+    Connection,
+    Lane,
+    as_source_error,
+    convert,
+    count_failure,
+)
 from exporter.source.domain import build_domain
 from exporter.source.fallback import DomainCalls
 from exporter.source.host import HostGroups
@@ -63,6 +72,7 @@ class Source:
         poll_timeout: float = 0.0,
         workers: int = 3,
         metadata: MetadataMap | None = None,
+        dirty_rate: tuple[int, int] = (0, 1),
     ) -> None:
         """``call_timeout``: a per-domain or host-group call running longer is given up on.
 
@@ -77,8 +87,13 @@ class Source:
         may hang, and a lane stays with its hung call until it returns.
 
         ``metadata``: the site's labels, read from each definition (:mod:`exporter.metadata`).
+        ``dirty_rate``: (every N polls, for S seconds) a dirty-rate calculation is started on each running domain
+        (N 0: never); it needs a read-write connection.
         """
         self._metadata = metadata
+        self._dirty_rate_every, self._dirty_rate_seconds = dirty_rate
+        self._polls = 0
+        self._dirty_rate_now = 0  # seconds of the calculations this poll starts; 0: none
         self.uri = uri
         self.read_only = read_only
         self._call_timeout = call_timeout
@@ -122,7 +137,7 @@ class Source:
 
     def watch(self, on_event: Callable[[DomainEvent], None]) -> None:
         """Deliver lifecycle and device events (in libvirt's event thread); job events are kept for the polls."""
-        self._link.watch(on_event, self._job_event)
+        self._link.watch(on_event, functools.partial(self._job_event, on_event))
 
     def act(self, uuid: str, verb: str) -> None:
         """Carry out one lifecycle action on a domain (blocking; for a worker thread).
@@ -191,6 +206,9 @@ class Source:
         wanted = frozenset(groups) | {"state"}
         if self._bulk_mask is None:
             self._probe(conn)
+        self._polls += 1
+        every = self._dirty_rate_every
+        self._dirty_rate_now = self._dirty_rate_seconds if every and (self._polls - 1) % every == 0 else 0
         if self._host_cpus is None:
             try:
                 self._host_cpus = int(conn.getInfo()[2])
@@ -357,7 +375,7 @@ class Source:
             cfg=cfg, stats=stats, bulk=bulk.groups(flags), wanted=wanted,
             read=DomainCalls(job.dom, conn, self._link, errors, self._unsupported), monitor=monitor,
             job_hint=job.uuid in self._job_hints, last_job=self._last_jobs.get(job.uuid, NO_JOB),
-            host_cpus=self._host_cpus,
+            host_cpus=self._host_cpus, dirty_rate_seconds=self._dirty_rate_now if monitor else 0,
         )
         if monitor and "job" in wanted:  # a job seen is asked for again next poll, until it is over
             if domain.job is NO_JOB:
@@ -366,9 +384,16 @@ class Source:
                 self._job_hints.add(job.uuid)
         return domain
 
-    def _job_event(self, uuid: str, completed: Mapping[str, Any] | None) -> None:
-        """A migration iteration (``completed`` None: a job runs) or a job's completion, with its statistics."""
+    def _job_event(self, on_event: Callable[[DomainEvent], None], uuid: str, name: str,
+                   completed: Mapping[str, Any] | None) -> None:
+        """A migration iteration (``completed`` None: a job runs) or a job's completion, with its statistics; the
+        first iteration of a migration and the end of one are passed on as events (for notifications)."""
         if completed is None:
-            self._job_hints.add(uuid)
-        else:
-            self._last_jobs[uuid] = parse.job_from_call(completed, parse.JOB_COMPLETED)
+            if uuid not in self._job_hints:
+                self._job_hints.add(uuid)
+                on_event(DomainEvent(uuid=uuid, name=name, kind="migration_started", detail=MIGRATION_OUT))
+            return
+        job = parse.job_from_call(completed, parse.JOB_COMPLETED)
+        self._last_jobs[uuid] = job
+        if job.operation in (MIGRATION_IN, MIGRATION_OUT):
+            on_event(DomainEvent(uuid=uuid, name=name, kind="migration_ended", detail=job.type or 0))
