@@ -45,10 +45,12 @@ class PrivateLibvirtd(Daemon):
     what: ClassVar[str] = "libvirtd"
     stop_timeout: ClassVar[float] = 30.0
 
-    def __init__(self, root: Path, tcp_port: int | None = None) -> None:
-        """``tcp_port``: also listen for unauthenticated TCP on 127.0.0.1 (libvirt's remote ``+tcp`` transport)."""
+    def __init__(self, root: Path, tcp_port: int | None = None, host_uuid: str | None = None) -> None:
+        """``tcp_port``: also listen for unauthenticated TCP on 127.0.0.1 (libvirt's remote ``+tcp`` transport).
+        ``host_uuid``: the host UUID libvirtd reports (two daemons between which a domain migrates need two)."""
         self.root = root
         self.tcp_port = tcp_port
+        self.host_uuid = host_uuid
         super().__init__(self.log_path)
 
     @property
@@ -76,6 +78,9 @@ class PrivateLibvirtd(Daemon):
                 with open(etc / "libvirtd.conf", "a", encoding="utf-8") as conf:
                     conf.write(f'\nlisten_tls = 0\nlisten_tcp = 1\nauth_tcp = "none"\ntcp_port = "{self.tcp_port}"\n'
                                'listen_addr = "127.0.0.1"\n')
+            if self.host_uuid is not None:
+                with open(etc / "libvirtd.conf", "a", encoding="utf-8") as conf:
+                    conf.write(f'\nhost_uuid = "{self.host_uuid}"\n')
         CAPS_CACHE.mkdir(parents=True, exist_ok=True)
         for target in _MOUNTS.values():
             os.makedirs(target, exist_ok=True)  # mount points; empty folders if the host has none
