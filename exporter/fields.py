@@ -174,7 +174,8 @@ FIELDS: tuple[Field, ...] = (
     # inovex's name and formula; derived from two columns the MIB has (lvxDomainMemAvailable, lvxDomainMemUsable)
     Field("domain", "memory.used_percent", "percent", "balloon", gauge(
         "libvirt_domain_memory_stats_used_percent",
-        "Share of the guest's memory it cannot use without swapping: (available - usable) / available, in percent.")),
+        "Share of the guest's memory it cannot use without swapping: (available - usable) / available, in percent."),
+        column(42, "lvxDomainMemUsedPercent", G32)),
     Field("domain", "memory.disk_caches_kib", "kib", "balloon", gauge(
         "libvirt_domain_memory_stats_disk_cache_bytes", "Guest memory used by disk caches, in bytes."),
         column(21, "lvxDomainMemDiskCaches", G32), "balloon.disk_caches"),

@@ -63,6 +63,8 @@ class Field:
             return None
         if self.unit == "bool":
             return 1 if raw else 2  # TruthValue
+        if self.unit == "percent":
+            return round(raw)  # a whole percent: SNMP has no fractions
         if self.column is not None and self.column.unit == "kib" and self.unit == "bytes":
             return raw // 1024
         return raw
@@ -85,6 +87,8 @@ class Field:
         get = getter(self.attr)
         if self.unit == "bool":
             return lambda obj: None if (v := get(obj)) is None else (1 if v else 2)
+        if self.unit == "percent":
+            return lambda obj: None if (v := get(obj)) is None else round(v)
         if self.column is not None and self.column.unit == "kib" and self.unit == "bytes":
             return lambda obj: None if (v := get(obj)) is None else v // 1024
         return get

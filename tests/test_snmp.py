@@ -50,6 +50,8 @@ def _field_metrics() -> dict[str, tuple]:
             continue
         if f.unit == "bool":
             found[f.column.name] = ("truth", f.family.name)
+        elif f.unit == "percent":
+            found[f.column.name] = ("percent", f.family.name)  # the column is a whole percent
         else:
             found[f.column.name] = ("metric", f.family.name, f.metric_value(2**20) / f.column_value(2**20))
     return found
@@ -162,6 +164,8 @@ def test_every_column_matches_metrics(agent: tuple[Exporter, str]) -> None:
                 assert int(value) * spec[2] == pytest.approx(sample, rel=1e-12), (name, labels)
             elif spec[0] == "truth":
                 assert {"1": 1, "2": 0}[value] == metrics.get(spec[1], **labels), (name, labels)
+            elif spec[0] == "percent":
+                assert int(value) == round(metrics.get(spec[1], **labels)), (name, labels)
             else:
                 (series,) = [s for s in metrics.series(spec[1]) if all(s.get(k) == v for k, v in labels.items())
                              or (spec[1] == "libvirt_domain_info" and s["uuid"] == labels["uuid"])]
