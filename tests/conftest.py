@@ -11,6 +11,7 @@ skipped with the reason (shown by ``-ra``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -22,7 +23,9 @@ from pathlib import Path
 import pytest
 
 from exporter.hostgen import HostShape, node_xml
+from tests.support import snmp
 from tests.support.libvirtd import DaemonError, PrivateLibvirtd, kvm_usable
+from tests.support.process import Exporter
 from tests.support.wait import poll_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -157,3 +160,36 @@ def real_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealHost]:
     host = start_real_host(tmp_path_factory.mktemp("libvirtd"), "lxe-real", 2, kvm=kvm_usable())
     yield host
     host.daemon.shutdown()
+
+
+@contextlib.contextmanager
+def own_domain(host: RealHost, folder: Path, name: str, edit: Callable[[str], str] = lambda xml: xml,
+               tap: str = "") -> Iterator[str]:
+    """A running QEMU domain of a test's own on ``host`` (its definition through ``edit``), gone afterwards."""
+    folder.chmod(0o755)
+    disk = folder / f"{name}.qcow2"
+    _boot_disk(folder / f"{name}.raw", disk)
+    xml = folder / f"{name}.xml"
+    xml.write_text(edit(_real_domain_xml(name, disk, tap or f"lx{name[-2:]}{os.getpid() % 10000}", host.kvm)),
+                   encoding="utf-8")
+    host.daemon.virsh("define", str(xml))
+    try:
+        host.daemon.virsh("start", name)
+        yield name
+    finally:
+        host.daemon.virsh("destroy", name, check=False)
+        host.daemon.virsh("managedsave-remove", name, check=False)
+        host.daemon.virsh("undefine", name, check=False)
+
+
+@contextlib.contextmanager
+def demo_agent(folder: Path, extra: str = "") -> Iterator[tuple[Exporter, str]]:
+    """The demo host served over HTTP and SNMP (v2c and v3, tests.support.snmp's principals; ``extra``: more config
+    file text), its next poll an hour away: (the exporter, its SNMP address)."""
+    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
+    port = snmp.free_udp_port()
+    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}", extra=extra)
+    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}", "--libvirt.poll-interval",
+                   "1h"], log=folder / "log") as exp:
+        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
+        yield exp, f"127.0.0.1:{port}"

@@ -13,7 +13,7 @@ import pytest
 
 from exporter.domstats import cpulist_text
 from exporter.snmp import mib_lvx, mib_vm
-from tests.conftest import DEMO_HOST, RealHost, require
+from tests.conftest import DEMO_HOST, RealHost, demo_agent, own_domain
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
 
@@ -57,14 +57,8 @@ def _affinity(target: str, index: str) -> dict[int, set[int]]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, str]]:
-    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
-    folder = tmp_path_factory.mktemp("groups")
-    port = snmp.free_udp_port()
-    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}")
-    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}", "--libvirt.poll-interval",
-                   "1h"], log=folder / "log") as exp:
-        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        yield exp, f"127.0.0.1:{port}"
+    with demo_agent(tmp_path_factory.mktemp("groups")) as served:
+        yield served
 
 
 def test_demo_pinning_in_both_front_ends(demo: tuple[Exporter, str]) -> None:
@@ -93,23 +87,10 @@ _PERF_EVENTS = ("cpu_clock", "task_clock", "page_faults", "context_switches", "c
 @pytest.fixture
 def tuned_domain(real_host: RealHost, tmp_path) -> Iterator[str]:
     """A running QEMU domain with two I/O threads, vCPU 0 pinned to host CPU 0, and software perf events."""
-    from tests.conftest import _boot_disk, _real_domain_xml
-
-    tmp_path.chmod(0o755)
-    disk = tmp_path / f"{NAME}.qcow2"
-    _boot_disk(tmp_path / f"{NAME}.raw", disk)
-    xml = tmp_path / f"{NAME}.xml"
-    xml.write_text(_real_domain_xml(NAME, disk, f"lxg{os.getpid() % 10000}", real_host.kvm).replace(
-        "<vcpu>2</vcpu>", "<vcpu>2</vcpu><iothreads>2</iothreads><cputune><vcpupin vcpu='0' cpuset='0'/></cputune>"),
-        encoding="utf-8")
-    real_host.daemon.virsh("define", str(xml))
-    try:
-        real_host.daemon.virsh("start", NAME)
-        real_host.daemon.virsh("perf", NAME, "--enable", ",".join(_PERF_EVENTS), "--live")
-        yield NAME
-    finally:
-        real_host.daemon.virsh("destroy", NAME, check=False)
-        real_host.daemon.virsh("undefine", NAME, check=False)
+    tuned = "<vcpu>2</vcpu><iothreads>2</iothreads><cputune><vcpupin vcpu='0' cpuset='0'/></cputune>"
+    with own_domain(real_host, tmp_path, NAME, lambda xml: xml.replace("<vcpu>2</vcpu>", tuned)) as name:
+        real_host.daemon.virsh("perf", name, "--enable", ",".join(_PERF_EVENTS), "--live")
+        yield name
 
 
 def _bulk(uri: str, name: str) -> dict:

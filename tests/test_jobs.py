@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
 import threading
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from exporter import fields
 from exporter.snmp import mib_lvx
-from tests.conftest import ROOT, RealHost, require_tool
+from tests.conftest import ROOT, RealHost, own_domain, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
 from tests.support.prometheus import Prometheus
@@ -34,22 +33,9 @@ _COLUMN = {f.column.name: f.column.number for f in fields.of_table("job") if f.c
 @pytest.fixture
 def big_domain(real_host: RealHost, tmp_path) -> Iterator[str]:
     """A running 1 GiB QEMU guest of its own (its memory-only dump takes seconds), removed afterwards."""
-    from tests.conftest import _boot_disk, _real_domain_xml
-
-    tmp_path.chmod(0o755)
-    disk = tmp_path / f"{NAME}.qcow2"
-    _boot_disk(tmp_path / f"{NAME}.raw", disk)
-    xml = tmp_path / f"{NAME}.xml"
-    xml.write_text(_real_domain_xml(NAME, disk, f"lxj{os.getpid() % 10000}", real_host.kvm)
-                   .replace("<memory unit='MiB'>128</memory>", "<memory unit='MiB'>1024</memory>"), encoding="utf-8")
-    real_host.daemon.virsh("define", str(xml))
-    try:
-        real_host.daemon.virsh("start", NAME)
-        yield NAME
-    finally:
-        real_host.daemon.virsh("destroy", NAME, check=False)
-        real_host.daemon.virsh("managedsave-remove", NAME, check=False)
-        real_host.daemon.virsh("undefine", NAME, check=False)
+    with own_domain(real_host, tmp_path, NAME, lambda xml: xml.replace("<memory unit='MiB'>128</memory>",
+                                                                       "<memory unit='MiB'>1024</memory>")) as name:
+        yield name
 
 
 def _lvx_job(target: str, index: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ import pytest
 
 from exporter import fields
 from exporter.snmp import mib_lvx
-from tests.conftest import DEMO_HOST, RealHost, require, require_tool
+from tests.conftest import DEMO_HOST, RealHost, demo_agent, require_tool
 from tests.support import snmp
 from tests.support.process import Exporter, Metrics
 from tests.support.trapd import Trapd
@@ -77,14 +77,8 @@ def _snmp_limits(target_addr: str, row: str) -> dict[str, int | None]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, str]]:
-    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
-    folder = tmp_path_factory.mktemp("limits")
-    port = snmp.free_udp_port()
-    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}")
-    with Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}", "--libvirt.poll-interval",
-                   "1h"], log=folder / "log") as exp:
-        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        yield exp, f"127.0.0.1:{port}"
+    with demo_agent(tmp_path_factory.mktemp("limits")) as served:
+        yield served
 
 
 def test_demo_limits_equal_libvirts(demo: tuple[Exporter, str]) -> None:

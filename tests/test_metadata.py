@@ -23,7 +23,7 @@ from exporter.prometheus import snapshot_text
 from exporter.snapshot import ALL_GROUPS, NovaInstance
 from exporter.snmp import mib, mib_lvx, mib_system
 from exporter.source import Source, domxml
-from tests.conftest import DEMO_HOST, require
+from tests.conftest import demo_agent
 from tests.support import snmp
 from tests.support.process import ROOT, Exporter
 
@@ -231,15 +231,8 @@ def test_metadata_table_holds_the_same_labels(generated: tuple[hostgen.HostShape
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Exporter, str]]:
     """The demo host (three of its domains are Nova's, one has the site metadata of examples/demo.toml) served
     over HTTP and SNMP, with that [metadata] section."""
-    require(snmp.BASE_MIBS.joinpath("SNMPv2-SMI").exists(), "base MIBs missing: run `make base-mibs`")
-    folder = tmp_path_factory.mktemp("demo-nova")
-    port = snmp.free_udp_port()
-    cfg = snmp.agent_config(folder / "c.toml", folder / "state", f"127.0.0.1:{port}", extra=SITE_TOML)
-    exp = Exporter(["--config.file", str(cfg), "--libvirt.uri", f"test://{DEMO_HOST}", "--libvirt.poll-interval",
-                    "1h"], log=folder / "log")
-    with exp:
-        exp.wait_for(lambda m: m.get("libvirt_domains_number") == 6, what="six domains")
-        yield exp, f"127.0.0.1:{port}"
+    with demo_agent(tmp_path_factory.mktemp("demo-nova"), SITE_TOML) as served:
+        yield served
 
 
 def test_demo_metadata_over_http_and_snmp(demo: tuple[Exporter, str]) -> None:
