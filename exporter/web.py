@@ -169,6 +169,10 @@ def _landing(metrics_path: str) -> bytes:
 
 # -- the status page ----------------------------------------------------------
 
+#: How often a serving loop checks whether it is asked to stop (a wakeup of no cost; it bounds shutdown).
+_STOP_POLL_S = 0.05
+
+
 def _bind_targets(address: ListenAddress) -> list[tuple[socket.AddressFamily, str, bool]]:
     if address.host == "":
         if socket.has_ipv6:
@@ -209,11 +213,14 @@ class WebServer:
                         self.stop()
                         raise OSError(f"cannot listen on {address}: {exc.strerror or exc}") from None
                 self._servers.append(server)
-                threading.Thread(target=server.serve_forever, name=f"http-{address}", daemon=True).start()
+                threading.Thread(target=server.serve_forever, kwargs={"poll_interval": _STOP_POLL_S},
+                                 name=f"http-{address}", daemon=True).start()
                 log.info("serving metrics on %s://%s%s%s", "https" if self._app.tls else "http", address,
                          self._app.metrics_path, " (basic auth)" if self._app.auth else "")
 
     def stop(self) -> None:
+        # shutdown() waits until the serving loop notices, which it checks every _STOP_POLL_S (socketserver's
+        # default half a second made SIGTERM take that long for each listening socket).
         for server in self._servers:
             server.shutdown()
             server.server_close()
