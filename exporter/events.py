@@ -11,10 +11,11 @@ event loop and merged in by :func:`with_definition`.
 from __future__ import annotations
 
 import bisect
+import dataclasses
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from exporter.snapshot import EVENT_STATES, STATE_SHUTOFF, Block, Domain, DomainEvent, Interface, Memory
+from exporter.snapshot import EVENT_STATES, NO_IOTUNE, STATE_SHUTOFF, Block, Domain, DomainEvent, Interface, Memory
 
 D = TypeVar("D", Block, Interface)
 
@@ -58,9 +59,14 @@ def _insert(domains: tuple[Domain, ...], dom: Domain) -> tuple[Domain, ...]:
     return domains[:pos] + (dom,) + domains[pos:]
 
 
+#: A block device's live figures (counters, sizes, limits, error): the fields without a definition's value.
+_LIVE_BLOCK: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Block)
+                               if f.default is None or f.default is NO_IOTUNE}
+
+
 def _config_only(block: Block) -> Block:
-    return Block(target=block.target, device=block.device, disk_type=block.disk_type, bus=block.bus,
-                 source=block.source, driver_type=block.driver_type, readonly=block.readonly)
+    """The device as its definition says (serial, cache mode... kept), without its live figures."""
+    return dataclasses.replace(block, **_LIVE_BLOCK)
 
 
 def _after(dom: Domain, event: DomainEvent) -> Domain | None:

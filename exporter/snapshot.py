@@ -141,6 +141,7 @@ class Block:
     capacity_bytes: int | None = None
     allocation_bytes: int | None = None
     physical_bytes: int | None = None
+    alias: str = ""  # the device alias of a running domain's disk ("virtio-disk0"), which I/O error events name
     limited: bool = False  # the definition sets I/O limits (<iotune>): only then is iotune asked for
     iotune: IoTune = NO_IOTUNE
     error_code: int | None = None  # virDomainGetDiskErrors: 0 none, 1 unspecified, 2 no space; None unknown
@@ -336,7 +337,7 @@ class DomainEvent:
     removed).  ``detail`` is libvirt's event detail code.  Three kinds change
     no state and only notify: io_error (a disk's error paused the guest;
     ``detail`` the error code, 1 unspecified or 2 no space, ``device`` the
-    disk's source), migration_started (``detail`` the job operation, 4 in or
+    disk's alias), migration_started (``detail`` the job operation, 4 in or
     5 out) and migration_ended (``detail`` the outcome, 3 completed).
     """
 
@@ -344,7 +345,7 @@ class DomainEvent:
     name: str
     kind: str
     detail: int = 0
-    device: str = ""  # io_error: the disk's source path
+    device: str = ""  # io_error: the disk's device alias (its source path if libvirt gave none)
 
 
 @dataclass(frozen=True, slots=True)

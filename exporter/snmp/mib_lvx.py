@@ -251,8 +251,8 @@ _BLOCK_COLUMNS = {f.column.name: f.column.number for f in fields.of_table("block
 
 def event_notification(kind: str, dom: Domain, index: int, detail: int, device: str = "") -> NotificationDef | None:
     """A migration's start (``detail``: the job's operation, 4 incoming, 5 outgoing) or end (``detail``: its outcome,
-    3 completed), or a disk error that paused the guest (``detail``: the error code; ``device``: the disk's source
-    path, which names its row); None for any other kind."""
+    3 completed), or a disk error that paused the guest (``detail``: the error code; ``device``: the disk's alias
+    or source path, which names its row); None for any other kind."""
     code = LVX_EVENT_NOTIFICATIONS.get(kind)
     if code is None:
         return None
@@ -264,7 +264,7 @@ def event_notification(kind: str, dom: Domain, index: int, detail: int, device: 
     elif kind == "migration_ended":
         rest = ((job + (_JOB_COLUMNS["lvxJobLastType"], index), (INT, detail)),)
     else:
-        pos, target = next(((n, b.target) for n, b in enumerate(dom.blocks, start=1) if b.source == device),
+        pos, target = next(((n, b.target) for n, b in enumerate(dom.blocks, start=1) if device in (b.alias, b.source)),
                            (0, ""))
         rest = ((LVX_BLOCK_ENTRY + (_BLOCK_COLUMNS["lvxBlockTarget"], index, pos), (STR, target)),
                 (LVX_BLOCK_ENTRY + (_BLOCK_COLUMNS["lvxBlockErrorCode"], index, pos), (INT, detail)))

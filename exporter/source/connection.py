@@ -24,10 +24,9 @@ log = logging.getLogger("exporter.source")  # one logger for the whole boundary,
 
 T = TypeVar("T")
 
-#: The exporter's names for libvirt's lifecycle event codes.
 #: virDomainJobOperation of incoming and outgoing migrations.
 MIGRATION_IN, MIGRATION_OUT = 4, 5
-
+#: The exporter's names for libvirt's lifecycle event codes.
 EVENT_NAMES: Mapping[int, str] = {
     libvirt.VIR_DOMAIN_EVENT_DEFINED: "defined",
     libvirt.VIR_DOMAIN_EVENT_UNDEFINED: "undefined",
@@ -182,6 +181,7 @@ class Connection:
         self._lock = lock  # the source's lock, which also guards the lanes
         self.conn: libvirt.virConnect | None = None
         self.static = Host(uri=uri)  # what does not change while connected, asked once in open()
+        self.host_cpus = 0
         self._callbacks: list[int] = []
         self._lanes: list[Lane] = []  # idle lanes; one in use is held by its call
         self._shared_lane: Lane | None = None  # the test driver's lanes: the main connection
@@ -210,6 +210,7 @@ class Connection:
             libvirt_version=self.call_or(conn.getLibVersion, 0),
             uri=self.call_or(conn.getURI, self.uri),
         )
+        self.host_cpus = self.call_or(lambda: int(conn.getInfo()[2]), 0)  # 0 unknown: no pinning figures
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -322,11 +323,11 @@ class Connection:
                 on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="migration_started",
                                      detail=MIGRATION_IN))
 
-        def io_error(_conn: Any, dom: Any, path: str, _alias: str, action: int, reason: str, _opaque: Any) -> None:
+        def io_error(_conn: Any, dom: Any, path: str, alias: str, action: int, reason: str, _opaque: Any) -> None:
             # Only an error that paused the guest (its error policy): 'report' and 'ignore' may fire by the hundred.
             if action == libvirt.VIR_DOMAIN_EVENT_IO_ERROR_PAUSE:
                 on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="io_error",
-                                     detail=2 if reason == "enospc" else 1, device=path))
+                                     detail=2 if reason == "enospc" else 1, device=alias or path))
 
         def device(_conn: Any, dom: Any, _alias: str, _opaque: Any) -> None:
             on_event(DomainEvent(uuid=dom.UUIDString(), name=dom.name(), kind="device", detail=0))
@@ -360,7 +361,7 @@ class Connection:
             try:
                 self._callbacks.append(conn.domainEventRegisterAny(None, event_id, callback, None))
             except libvirt.libvirtError as exc:
-                log.debug("device events not available: %s", exc.get_error_message())
+                log.debug("domain event %d not available: %s", event_id, exc.get_error_message())
 
     def act(self, uuid: str, verb: str) -> None:
         """Carry out one lifecycle action on a domain, on a lane (see :meth:`exporter.source.Source.act`)."""

@@ -159,6 +159,7 @@ def parse(xml: str, metadata: MetadataMap | None = None) -> DomainConfig:
                 cache=_attr(driver, "cache"),
                 discard=_attr(driver, "discard"),
                 protocol=_attr(disk.find("source"), "protocol"),
+                alias=_attr(disk.find("alias"), "name"),
                 limited=_has_children(disk.find("iotune")),
             )
         )

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from exporter.errors import DomainGone
+from exporter.errors import DomainGone, Unsupported
 from exporter.source.connection import Connection, convert, count_failure
 
 log = logging.getLogger("exporter.source")  # one logger for the whole boundary
@@ -96,18 +96,21 @@ class DomainCalls:
         self._optional("startDirtyRateCalc", functools.partial(self._dom.startDirtyRateCalc, seconds, 0), "dirtyrate")
 
     def _optional(self, name: str, fn: Callable[[], T], group: str) -> T | None:
-        """A call that some drivers lack: asked once, then remembered as unsupported for the connection."""
+        """A call that some drivers lack: asked once, then remembered as unsupported for the connection (as
+        :class:`~exporter.source.host.HostGroups` does for the host's calls)."""
         if name in self._unsupported:
             return None
-
-        def guarded() -> T | None:
-            try:
-                return fn()
-            except libvirt.libvirtError as exc:
-                if exc.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
-                    raise
+        try:
+            return fn()
+        except libvirt.libvirtError as exc:
+            err = convert(exc, self._link.conn)
+            if isinstance(err, DomainGone):
+                raise err from None
+            err = count_failure(exc, self._link.conn, group, self._errors, unsupported_ok=True)
+            if isinstance(err, Unsupported):
+                log.info("%s is not supported by %s; not asked again on this connection", name,
+                         self._link.shown_uri)
                 self._unsupported.add(name)
-                log.info("%s is not supported by this driver; not asked again", name)
-                return None
-
-        return self._call(guarded, group)
+            else:
+                log.debug("%s call failed: %s", group, err)
+            return None

@@ -109,7 +109,6 @@ class Source:
         self._unsupported: set[str] = set()  # optional per-domain calls the driver refused (fallback.DomainCalls)
         self._job_hints: set[str] = set()  # domains to ask for their job: an event or the last poll saw one
         self._last_jobs: dict[str, Job] = {}  # each domain's last completed job, from JOB_COMPLETED events
-        self._host_cpus: int | None = None  # the host's CPUs, for the vCPUs that are pinned to none
         self._deadlines = Deadlines(self._lock, call_timeout)
         self._host = HostGroups(self._link, self._lock, call_timeout)
 
@@ -120,7 +119,6 @@ class Source:
         self._bulk_mask = None
         self._xml.clear()
         self._unsupported.clear()
-        self._host_cpus = None
         self._link.open(on_close)
 
     def close(self) -> None:
@@ -209,12 +207,6 @@ class Source:
         self._polls += 1
         every = self._dirty_rate_every
         self._dirty_rate_now = self._dirty_rate_seconds if every and (self._polls - 1) % every == 0 else 0
-        if self._host_cpus is None:
-            try:
-                self._host_cpus = int(conn.getInfo()[2])
-            except libvirt.libvirtError as exc:
-                count_failure(exc, conn, "node", Counter())
-                self._host_cpus = 0  # not asked again on this connection; no pinning figures
         errors: Counter[str] = Counter()
         in_bulk = self.bulk_groups() & wanted
         quick_mask = bulk.mask(in_bulk & bulk.NO_JOB_GROUPS)
@@ -375,7 +367,7 @@ class Source:
             cfg=cfg, stats=stats, bulk=bulk.groups(flags), wanted=wanted,
             read=DomainCalls(job.dom, conn, self._link, errors, self._unsupported), monitor=monitor,
             job_hint=job.uuid in self._job_hints, last_job=self._last_jobs.get(job.uuid, NO_JOB),
-            host_cpus=self._host_cpus, dirty_rate_seconds=self._dirty_rate_now if monitor else 0,
+            host_cpus=self._link.host_cpus, dirty_rate_seconds=self._dirty_rate_now if monitor else 0,
         )
         if monitor and "job" in wanted:  # a job seen is asked for again next poll, until it is over
             if domain.job is NO_JOB:
