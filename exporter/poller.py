@@ -67,6 +67,7 @@ class Poller:
                 poll_timeout=settings.poll_deadline_s,
                 metadata=settings.metadata,
                 dirty_rate=(settings.dirty_rate_every, settings.dirty_rate_seconds),
+                placement_every=settings.vcpu_placement_every,
             )
         )
         self._clock = clock

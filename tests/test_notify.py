@@ -189,6 +189,9 @@ def test_dead_inform_target_delays_nobody(trapd: Trapd, tmp_path) -> None:
     log = exp.output()
     assert log.count(f"notification queue for {dead_name} is full") == 1  # logged once, not per drop
     assert log.count(f"inform to {dead_name} not acknowledged") == 1
+    # SIGTERM does not wait for the dead target: the three informs still queued are logged as dropped, once
+    assert log.count(f"exiting with 3 notification(s) to {dead_name} not delivered (queued or unacknowledged)") == 1
+    assert "exiting with" not in log.replace(f"exiting with 3 notification(s) to {dead_name}", "")
 
 
 # -- the v2c encoder and the Response decoder ---------------------------------------------------------------
@@ -383,8 +386,13 @@ def test_notifier_counts_every_drop(tmp_path: Path, caplog: pytest.LogCaptureFix
         notifier.submit(SAMPLE)
     assert notifier.dropped[name] == 7 and notifier.stats() == [(name, 0, 7, 0, 3)]
     assert [count for _, count in _drop_lines(caplog, name)] == [1]
+    caplog.set_level(logging.WARNING, logger="exporter.snmp.notify")
     asyncio.run(notifier.stop())
     assert [count for _, count in _drop_lines(caplog, name)] == [1, 6]
+    # the three that were queued are dropped at exit too, logged with their count, and counted
+    assert [r.getMessage() for r in caplog.records if "exiting" in r.getMessage()] == [
+        f"exiting with 3 notification(s) to {name} not delivered (queued); dropped"]
+    assert notifier.dropped[name] == 10
 
 
 # -- the v2c sender against a scripted receiver ----------------------------------------------------------------

@@ -11,6 +11,7 @@ no edit here.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,12 +102,13 @@ class Recorded:
 
 
 def _build(record: Mapping[str, Any], *, stats: Mapping[str, Any] | None = None, bulk: frozenset[str] = ALL,
-           wanted: frozenset[str] = ALL, monitor: bool = True, reads: Recorded | None = None) -> Domain:
+           wanted: frozenset[str] = ALL, monitor: bool = True, reads: Recorded | None = None,
+           placement: parse.Placement | None = None) -> Domain:
     return build_domain(
         name=record["name"], uuid=record["uuid"], dom_id=record["id"], persistent=record["persistent"],
         autostart=record["autostart"], cfg=domxml.parse(record["xml"]),
         stats=record["bulk"] if stats is None else stats, bulk=bulk, wanted=wanted,
-        read=reads if reads is not None else Recorded(record), monitor=monitor,
+        read=reads if reads is not None else Recorded(record), monitor=monitor, placement=placement,
     )
 
 
@@ -415,3 +417,41 @@ def test_every_balloon_figure_from_bulk_and_from_the_call() -> None:
                       hugetlb_pgfail=12, last_update_s=13)
     assert parse.memory_from_bulk(bulk) == expected
     assert parse.memory_from_call(call) == expected
+
+
+def test_vcpu_placement_asked_on_one_poll_in_n(qemu: dict[str, Any]) -> None:
+    """With placements every 3 polls: each domain asks vcpus() on exactly one poll in 3 (the first sight at once),
+    serves the last answer in between, asks again at once when restarted (a new id) or when a vCPU is missing from the
+    last answer, and is forgotten when it goes."""
+    from exporter.source.placement import Placements
+
+    placements = Placements(3)
+    uuids = [f"00000000-0000-0000-0000-{n:012d}" for n in range(30)]
+    asked: dict[str, list[int]] = {u: [] for u in uuids}
+    for poll in range(1, 10):
+        for uuid in uuids:
+            record = {**qemu, "uuid": uuid}
+            reads = Recorded(record)
+            dom = _build(record, reads=reads, placement=placements.cached(uuid, qemu["id"], poll))
+            if "vcpus" in reads.calls:
+                asked[uuid].append(poll)
+                placements.remember(dom)
+            want = {n: cpu for n, _s, _t, cpu in qemu["vcpus"][0]}
+            assert {v.number: v.physical_cpu for v in dom.vcpus} == {
+                n: (c if c >= 0 else None) for n, c in want.items()}  # the same figures, asked or served again
+    for uuid in uuids:
+        first, *rest = asked[uuid]
+        assert first == 1 and len(rest) in (2, 3) and all(b - a == 3 for a, b in itertools.pairwise(rest)), asked[uuid]
+    by_poll = [sum(p in asked[u] for u in uuids) for p in range(2, 10)]
+    assert max(by_poll) - min(by_poll) <= 8, by_poll  # spread over the polls, not all on one
+    # a restarted domain (another id) is asked at once; so is one with a vCPU the last answer lacks
+    uuid = uuids[0]
+    due_later = next(p for p in range(10, 13) if placements.cached(uuid, qemu["id"], p) is not None)
+    assert placements.cached(uuid, qemu["id"] + 1, due_later) is None
+    reads = Recorded({**qemu, "uuid": uuid})
+    _build({**qemu, "uuid": uuid}, reads=reads, placement={0: (0, 0, 1)})
+    assert "vcpus" in reads.calls
+    placements.forget_except(uuids[1:])
+    assert placements.cached(uuid, qemu["id"], due_later) is None
+    # every 1: always asked, nothing kept
+    assert Placements(1).cached(uuid, qemu["id"], 2) is None

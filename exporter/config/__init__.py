@@ -72,6 +72,7 @@ class LibvirtSettings:
     metadata: MetadataMap = field(default_factory=MetadataMap)  # the [metadata] section's labels
     dirty_rate_every: int = 0  # start a dirty-rate calculation on every running domain every N polls; 0 never
     dirty_rate_seconds: int = 1  # how long each calculation measures
+    vcpu_placement_every: int = 4  # ask where vCPUs run on one poll in N (exporter.source.placement)
 
     @property
     def poll_deadline_s(self) -> float:
@@ -196,6 +197,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("web.config_file", "web.config_file", file_path,
             "web configuration file (exporter-toolkit format): TLS and basic auth for HTTP; a relative path is "
             "taken from the working directory", flag="--web.config.file"),
+    Setting("libvirt.vcpu_placement_every", "libvirt.vcpu_placement_every", positive_int,
+            "ask each running domain which host CPU its vCPUs run on (libvirt_domain_vcpu_cpu) on one poll in N, "
+            "serving the last answer in between; 1 asks every poll (default 4)"),
     Setting("dirtyrate.calc_every", "libvirt.dirty_rate_every", non_negative_int,
             "start a memory dirty-rate calculation on every running domain every N polls; it costs the guest "
             "some time, and needs libvirt opened read-write (default 0: never)"),

@@ -330,7 +330,14 @@ class Notifier:
         target.failing, target.backoff = False, 1.0
 
     async def stop(self) -> None:
+        """Cancel every worker at once (no waiting on a target that does not answer); whatever was queued or
+        still unacknowledged is counted as dropped and logged with its count, once per target."""
         for target in self._targets:
+            undelivered = target.pending
+            if undelivered:
+                self.dropped[target.name] += undelivered
+                log.warning("exiting with %d notification(s) to %s not delivered (%s); dropped", undelivered,
+                            target.name, "queued or unacknowledged" if target.acknowledged else "queued")
             for task in (target.task, *target.deliveries):
                 if task is not None:
                     task.cancel()

@@ -92,6 +92,7 @@ def build_domain(
     last_job: Job = NO_JOB,
     host_cpus: int | None = None,
     dirty_rate_seconds: int = 0,
+    placement: parse.Placement | None = None,
 ) -> Domain:
     """One domain from its bulk ``stats``, with per-domain calls for what the bulk lacks.
 
@@ -103,6 +104,8 @@ def build_domain(
 
     Its job is asked for only when its state says it has one (:data:`JOB_STATES`) or ``job_hint`` says so (an
     event, or a job seen in the last poll); ``last_job`` is the outcome libvirt last reported.
+    ``placement``: where the vCPUs last ran, to serve again instead of asking (when the bulk has the vCPUs and the
+    answer covers each of them).
     """
     found = parse.state_from_bulk(stats)
     if found is not None:
@@ -154,11 +157,13 @@ def build_domain(
     vcpus_max = parse.opt_int(stats.get("vcpu.maximum"))
     vcpus: tuple[Vcpu, ...] = ()
     if "vcpu" in wanted and calls:
-        placement = parse.placement_from_call(read.vcpus())
         if "vcpu" in bulk:
-            vcpus = parse.vcpus_from_bulk(stats, placement, vcpus_current)
+            known = placement  # the last answer, served again if it covers every vCPU (exporter.source.placement)
+            if known is None or any(n not in known for n in parse.bulk_vcpu_numbers(stats, vcpus_current)):
+                known = parse.placement_from_call(read.vcpus())
+            vcpus = parse.vcpus_from_bulk(stats, known, vcpus_current)
         else:
-            vcpus = parse.vcpus_from_placement(placement)
+            vcpus = parse.vcpus_from_placement(parse.placement_from_call(read.vcpus()))
         if vcpus_current is None and vcpus:
             vcpus_current = len(vcpus)
     if vcpus_current is None:

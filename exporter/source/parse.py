@@ -182,14 +182,18 @@ def placement_from_call(vcpus: Sequence[Any] | None) -> dict[int, tuple[int, int
     return placement
 
 
+def bulk_vcpu_numbers(stats: Stats, current: int | None) -> list[int]:
+    """The numbers of the vCPUs a bulk record has (``vcpu.N.state``)."""
+    template = fields.TABLES["vcpu"].bulk_prefix + "state"
+    count = opt_int(stats.get("vcpu.maximum")) or current or 0
+    return [n for n in range(count) if template.format(n=n) in stats]
+
+
 def vcpus_from_bulk(stats: Stats, placement: Placement, current: int | None) -> tuple[Vcpu, ...]:
     """The ``vcpu.N.*`` keys, with the physical CPU (which the bulk group lacks) from ``placement``."""
-    count = opt_int(stats.get("vcpu.maximum")) or current or 0
     result = []
-    for n in range(count):
+    for n in bulk_vcpu_numbers(stats, current):
         prefix = fields.TABLES["vcpu"].bulk_prefix.format(n=n)
-        if prefix + "state" not in stats:
-            continue
         cpu = placement.get(n, (0, 0, -1))[2]
         counters = {attr: opt_int(stats.get(prefix + key)) for attr, key in _VCPU_KEYS}
         result.append(Vcpu(number=n, physical_cpu=cpu if cpu >= 0 else None, **counters))

@@ -42,6 +42,7 @@ from exporter.source.domain import build_domain
 from exporter.source.fallback import DomainCalls
 from exporter.source.host import HostGroups
 from exporter.source.jobs import Deadlines, DomainJob
+from exporter.source.placement import Placements
 
 log = logging.getLogger("exporter.source")  # one logger for the whole boundary
 
@@ -73,6 +74,7 @@ class Source:
         workers: int = 3,
         metadata: MetadataMap | None = None,
         dirty_rate: tuple[int, int] = (0, 1),
+        placement_every: int = 1,
     ) -> None:
         """``call_timeout``: a per-domain or host-group call running longer is given up on.
 
@@ -89,6 +91,7 @@ class Source:
         ``metadata``: the site's labels, read from each definition (:mod:`exporter.metadata`).
         ``dirty_rate``: (every N polls, for S seconds) a dirty-rate calculation is started on each running domain
         (N 0: never); it needs a read-write connection.
+        ``placement_every``: ask each running domain where its vCPUs run on one poll in N (:mod:`.placement`).
         """
         self._metadata = metadata
         self._dirty_rate_every, self._dirty_rate_seconds = dirty_rate
@@ -109,6 +112,7 @@ class Source:
         self._unsupported: set[str] = set()  # optional per-domain calls the driver refused (fallback.DomainCalls)
         self._job_hints: set[str] = set()  # domains to ask for their job: an event or the last poll saw one
         self._last_jobs: dict[str, Job] = {}  # each domain's last completed job, from JOB_COMPLETED events
+        self._placements = Placements(placement_every)
         self._deadlines = Deadlines(self._lock, call_timeout)
         self._host = HostGroups(self._link, self._lock, call_timeout)
 
@@ -307,6 +311,7 @@ class Source:
             self._link.forget_handles_except(seen)
         for gone in set(self._last_jobs) - seen:  # the outcome of a domain's last job goes with the domain
             self._last_jobs.pop(gone, None)
+        self._placements.forget_except(seen)
         host, pools, networks = self._host.read(wanted, errors)
         domains.sort(key=lambda d: d.name)
         with self._lock:
@@ -362,13 +367,17 @@ class Source:
         :func:`exporter.source.domain.build_domain`).
         """
         cfg = self._config(job.dom, job.uuid, job.id, job.stale)
+        placement = self._placements.cached(job.uuid, job.id, self._polls) if monitor else None
         domain = build_domain(
             name=job.name, uuid=job.uuid, dom_id=job.id, persistent=job.persistent, autostart=job.autostart,
             cfg=cfg, stats=stats, bulk=bulk.groups(flags), wanted=wanted,
             read=DomainCalls(job.dom, conn, self._link, errors, self._unsupported), monitor=monitor,
             job_hint=job.uuid in self._job_hints, last_job=self._last_jobs.get(job.uuid, NO_JOB),
             host_cpus=self._link.host_cpus, dirty_rate_seconds=self._dirty_rate_now if monitor else 0,
+            placement=placement,
         )
+        if monitor and placement is None:
+            self._placements.remember(domain)
         if monitor and "job" in wanted:  # a job seen is asked for again next poll, until it is over
             if domain.job is NO_JOB:
                 self._job_hints.discard(job.uuid)
