@@ -24,15 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,18 +40,35 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine  # noqa: E402
+from bench.measure import (  # noqa: E402
+    LVX,
+    V3_USER_TOML,
+    domains_in,
+    p95,
+    peak_rss_mb,
+    ratio,
+    scrape_times,
+    snmp_rates,
+    start_kumina,
+    timed,
+    v3_rates,
+)
+from bench.qemu import FleetRow, fleet  # noqa: E402
+from bench.qemu import lines as fleet_lines  # noqa: E402
 from exporter.exposition import Exposition  # noqa: E402
 from exporter.hostgen import HostShape, domain_xml  # noqa: E402
 from exporter.poller import snapshot_of  # noqa: E402
 from exporter.snapshot import ALL_GROUPS  # noqa: E402
 from exporter.source import Source  # noqa: E402
 from tests.support.libvirtd import PrivateLibvirtd, kvm_usable  # noqa: E402
-from tests.support.process import Exporter, free_port  # noqa: E402
+from tests.support.process import Exporter  # noqa: E402
 from tests.support.snmp import free_udp_port  # noqa: E402
 from tests.support.snmpd import COMMUNITY as MASTER_COMMUNITY  # noqa: E402
-from tests.support.snmpd import Snmpd  # noqa: E402
+from tests.support.snmpd import RO_USER, Snmpd  # noqa: E402
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+Rates = tuple[float, int, float]  # (bulk varbinds/s, varbinds, GETNEXT PDUs/s)
 
 
 @dataclass
@@ -74,14 +89,9 @@ class Row:
     getnext_rate: float = 0.0
     agentx_bulk_rate: float = 0.0
     agentx_getnext_rate: float = 0.0
+    v3_bulk_rate: float = 0.0  # SNMPv3 authPriv (SHA-256/AES), the same walk as bulk_rate
     rss_mb: float = 0.0
     notes: list[str] = field(default_factory=list)
-
-
-def timed(fn: Callable[[], object]) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def floor_poll(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain]) -> None:
@@ -101,46 +111,6 @@ def floor_poll(conn: libvirt.virConnect, domains: Sequence[libvirt.virDomain]) -
     conn.getCPUStats(-1)
     conn.listAllStoragePools(0)
     conn.listAllNetworks(0)
-
-
-def scrape_times(url: str, count: int) -> tuple[list[float], str]:
-    times, text = [], ""
-    for _ in range(count):
-        t0 = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=120) as response:
-            text = response.read().decode()
-        times.append(time.perf_counter() - t0)
-    return times, text
-
-
-def p95(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-
-
-def domains_in(text: str, metric: str) -> int:
-    return len(set(re.findall(rf'^{metric}\{{[^}}]*domain="([^"]+)"', text, re.M)))
-
-
-def snmp_rates(target: str, community: str, root: str, column: str) -> tuple[float, int, float]:
-    """(bulk varbinds/s, varbinds, GETNEXT PDUs/s)."""
-    t0 = time.perf_counter()
-    out = subprocess.run(["snmpbulkwalk", "-v2c", "-c", community, "-m", "", "-On", "-Cr50", "-t", "30", target, root],
-                         capture_output=True, text=True, check=True).stdout
-    bulk_time = time.perf_counter() - t0
-    varbinds = sum(1 for line in out.splitlines() if "No more variables" not in line)
-    t0 = time.perf_counter()
-    out = subprocess.run(["snmpwalk", "-v2c", "-c", community, "-m", "", "-On", "-t", "30", target, column],
-                         capture_output=True, text=True, check=True).stdout
-    pdus = sum(1 for line in out.splitlines()) + 1
-    return varbinds / bulk_time, varbinds, pdus / (time.perf_counter() - t0)
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def define_host(conn: libvirt.virConnect, n: int) -> list[libvirt.virDomain]:
@@ -182,7 +152,7 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
     config = work / f"bench-{n}.toml"
     config.write_text(f'[state]\ndirectory = "{work / "state"}"\n[snmp]\nmode = "both"\n'
                       f'listen_address = ["127.0.0.1:{port}"]\n[snmp.agentx]\nsocket = "{master.socket}"\n'
-                      '[[snmp.communities]]\nname = "bench"\n')
+                      '[[snmp.communities]]\nname = "bench"\n' + V3_USER_TOML)
     config.chmod(0o600)
     exp = Exporter(["--config.file", str(config), "--libvirt.uri", uri, "--libvirt.poll-interval", "1h",
                     "--libvirt.poll-timeout", "10m"], log=work / f"exporter-{n}.log")
@@ -195,11 +165,12 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
         row.scrape_median, row.scrape_p95 = statistics.median(times), p95(times)
         row.scrape_domains = domains_in(text, "libvirt_domain_info_maximum_memory_bytes")
         target = f"127.0.0.1:{port}"
-        lvx = "1.3.6.1.4.1.8072.9999.9999"
-        row.bulk_rate, row.bulk_varbinds, row.getnext_rate = snmp_rates(target, "bench", lvx,
-                                                                       f"{lvx}.1.2.1.2")
-        row.agentx_bulk_rate, varbinds, row.agentx_getnext_rate = snmp_rates(master.target, MASTER_COMMUNITY, lvx,
-                                                                             f"{lvx}.1.2.1.2")
+        row.bulk_rate, row.bulk_varbinds, row.getnext_rate = snmp_rates(target, "bench", LVX, f"{LVX}.1.2.1.2")
+        row.v3_bulk_rate, varbinds, _ = v3_rates(target, LVX, f"{LVX}.1.2.1.2")
+        if varbinds != row.bulk_varbinds:
+            raise RuntimeError(f"the SNMPv3 walk gave {varbinds} varbinds, the v2c walk {row.bulk_varbinds}")
+        row.agentx_bulk_rate, varbinds, row.agentx_getnext_rate = snmp_rates(master.target, MASTER_COMMUNITY, LVX,
+                                                                             f"{LVX}.1.2.1.2")
         if varbinds != row.bulk_varbinds:
             raise RuntimeError(f"the walk through snmpd gave {varbinds} varbinds, the agent {row.bulk_varbinds}")
         row.rss_mb = peak_rss_mb(exp.proc.pid)
@@ -208,18 +179,9 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
         master.stop()
 
     if kumina:
-        kport = free_port()
-        proc = subprocess.Popen([kumina, f"--web.listen-address=127.0.0.1:{kport}", f"--libvirt.uri={uri}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc, kurl = start_kumina(kumina, uri)
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{kport}/", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            times, text = scrape_times(f"http://127.0.0.1:{kport}/metrics", scrapes)
+            times, text = scrape_times(kurl + "/metrics", scrapes)
             row.kumina_median, row.kumina_p95 = statistics.median(times), p95(times)
             row.kumina_domains = domains_in(text, "libvirt_domain_info_maximum_memory_bytes")
         finally:
@@ -228,11 +190,13 @@ def bench_size(daemon: PrivateLibvirtd, conn: libvirt.virConnect, n: int, scrape
     return row
 
 
-def snmpd_rates(work: Path) -> tuple[float, int, float]:
-    """net-snmp's own agent walking its own tree, on a loopback port of its own."""
+def snmpd_rates(work: Path) -> tuple[Rates, Rates]:
+    """net-snmp's own agent walking its own tree, on a loopback port of its own: SNMPv2c, and SNMPv3 authPriv
+    (SHA-256/AES) as its read-only user."""
     own = Snmpd(work / "snmpd-own")
     try:
-        return snmp_rates(own.target, MASTER_COMMUNITY, "1.3.6.1", "1.3.6.1.2.1.25")
+        return (snmp_rates(own.target, MASTER_COMMUNITY, "1.3.6.1", "1.3.6.1.2.1.25"),
+                v3_rates(own.target, "1.3.6.1", "1.3.6.1.2.1.25", options=RO_USER))
     finally:
         own.stop()
 
@@ -296,11 +260,7 @@ def real_qemu(work: Path) -> QemuRow | None:
         daemon.shutdown()
 
 
-def ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}x" if a and b else "n/a"
-
-
-def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: QemuRow | None,
+def report(rows: list[Row], snmpd: tuple[Rates, Rates], qemu: QemuRow | None, node: FleetRow | None,
            out: Path) -> str:
     lines = [
         "# Benchmark results",
@@ -318,8 +278,8 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: QemuRow | Non
         "",
         "| N | poll wall s | poll CPU s | floor s | poll/floor | render s | scrape median s | p95 s | domains | "
         "kumina median s | kumina p95 s | kumina domains | kumina/ours | bulk varbinds/s | GETNEXT PDUs/s | "
-        "AgentX bulk varbinds/s | AgentX GETNEXT PDUs/s | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "AgentX bulk varbinds/s | AgentX GETNEXT PDUs/s | v3 authPriv bulk varbinds/s | v3/v2c | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -329,19 +289,22 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: QemuRow | Non
             f"{'n/a' if r.kumina_p95 is None else f'{r.kumina_p95:.4f}'} | "
             f"{'n/a' if r.kumina_domains is None else r.kumina_domains} | {ratio(r.kumina_median, r.scrape_median)}"
             f" | {r.bulk_rate:.0f} | {r.getnext_rate:.0f} | {r.agentx_bulk_rate:.0f} | {r.agentx_getnext_rate:.0f}"
-            f" | {r.rss_mb:.0f} |")
-    bulk, varbinds, getnext = snmpd
+            f" | {r.v3_bulk_rate:.0f} | {ratio(r.v3_bulk_rate, r.bulk_rate)} | {r.rss_mb:.0f} |")
+    (bulk, varbinds, getnext), (v3_bulk, _, v3_getnext) = snmpd
     lines += [
         "",
         f"net-snmp's snmpd walking its own tree ({varbinds} varbinds): {bulk:.0f} varbinds/s in bulk, "
-        f"{getnext:.0f} GETNEXT PDUs/s.",
+        f"{getnext:.0f} GETNEXT PDUs/s; as SNMPv3 authPriv (SHA-256/AES): {v3_bulk:.0f} varbinds/s in bulk "
+        f"({ratio(v3_bulk, bulk)} of its v2c), {v3_getnext:.0f} GETNEXT PDUs/s.",
     ]
     if rows:
         last = rows[-1]
         lines.append(f"At N={last.n}: our bulk walk is {ratio(last.bulk_rate, bulk)} of snmpd's, "
                      f"our GETNEXT {ratio(last.getnext_rate, getnext)} of snmpd's. Through snmpd as an AgentX "
                      f"subagent: {ratio(last.agentx_bulk_rate, last.bulk_rate)} of the standalone agent's bulk rate, "
-                     f"{ratio(last.agentx_getnext_rate, last.getnext_rate)} of its GETNEXT rate.")
+                     f"{ratio(last.agentx_getnext_rate, last.getnext_rate)} of its GETNEXT rate. Our SNMPv3 authPriv "
+                     f"bulk walk: {ratio(last.v3_bulk_rate, last.bulk_rate)} of our v2c, "
+                     f"{ratio(last.v3_bulk_rate, v3_bulk)} of snmpd's v3.")
     if qemu is not None:
         lines += ["", f"Real QEMU ({qemu.domains} domains, bulk stats of every group we export): our poll "
                       f"{qemu.ours * 1000:.1f} ms, one bare getAllDomainStats of the same groups "
@@ -350,6 +313,8 @@ def report(rows: list[Row], snmpd: tuple[float, int, float], qemu: QemuRow | Non
                       f"of one of them runs (medians of {qemu.job_samples}): ours {qemu.job_ours * 1000:.1f} ms, "
                       f"the floor {qemu.job_floor * 1000:.1f} ms: {ratio(qemu.job_ours, qemu.job_floor)} "
                       "(the poll also asks the dumping domain for its job)."]
+    if node is not None:
+        lines += fleet_lines(node)
     text = "\n".join(lines) + "\n"
     (out / "RESULTS.md").write_text(text)
     try:
@@ -384,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sizes", default="100,300,1000,3000")
     parser.add_argument("--scrapes", type=int, default=20)
     parser.add_argument("--out", default=str(ROOT / "bench"))
-    parser.add_argument("--no-qemu", action="store_true", help="skip the real QEMU part")
+    parser.add_argument("--no-qemu", action="store_true", help="skip the real QEMU parts")
+    parser.add_argument("--fleet", type=int, default=60, help="domains of the real QEMU compute node (default 60)")
     args = parser.parse_args(argv)
     sizes = sorted(int(n) for n in args.sizes.split(","))
     out = Path(args.out)
@@ -410,7 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             daemon.shutdown()
         snmpd = snmpd_rates(work)
         qemu = None if args.no_qemu else real_qemu(work)
-    print(report(rows, snmpd, qemu, out))
+        node = None if args.no_qemu else fleet(work, args.fleet, kumina, args.scrapes)
+    print(report(rows, snmpd, qemu, node, out))
     return 0
 
 

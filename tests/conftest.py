@@ -75,7 +75,9 @@ class RealHost:
     kvm: bool
 
 
-def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool) -> str:
+def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool, data: Path | None = None) -> str:
+    second = (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{data}'/>"
+              "<target dev='vdb' bus='virtio'/></disk>") if data is not None else ""
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{name}</name>
   <memory unit='MiB'>128</memory>
@@ -87,7 +89,7 @@ def _real_domain_xml(name: str, disk: Path, tap: str, kvm: bool) -> str:
       <driver name='qemu' type='qcow2'/>
       <source file='{disk}'/>
       <target dev='vda' bus='virtio'/>
-    </disk>
+    </disk>{second}
     <interface type='ethernet'>
       <target dev='{tap}'/>
       <model type='virtio'/>
@@ -117,8 +119,10 @@ def _boot_disk(raw: Path, disk: Path, code: bytes = _HALT) -> None:
     raw.unlink()
 
 
-def start_real_host(root: Path, prefix: str, count: int, *, kvm: bool, code: bytes = _HALT) -> RealHost:
-    """A private libvirtd below ``root`` running ``count`` QEMU domains; fails (CI) or skips with the reason."""
+def start_real_host(root: Path, prefix: str, count: int, *, kvm: bool, code: bytes = _HALT,
+                    data_disk: bool = False) -> RealHost:
+    """A private libvirtd below ``root`` running ``count`` QEMU domains; fails (CI) or skips with the reason.
+    ``data_disk``: each domain has a second, empty disk (vdb) besides its boot disk."""
     require(os.geteuid() == 0, "the real tier needs root")
     for tool, package in (("libvirtd", "libvirt-daemon"), ("virtlogd", "libvirt-daemon"),
                           ("virsh", "libvirt-clients"), ("qemu-system-x86_64", "qemu-system-x86"),
@@ -137,8 +141,11 @@ def start_real_host(root: Path, prefix: str, count: int, *, kvm: bool, code: byt
             name = f"{prefix}{i}"
             disk = root / f"{name}.qcow2"
             _boot_disk(root / f"{name}.raw", disk, code)
+            data = root / f"{name}-data.qcow2" if data_disk else None
+            if data is not None:
+                subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(data), "16M"], check=True)
             xml = root / f"{name}.xml"
-            xml.write_text(_real_domain_xml(name, disk, f"lx{prefix[-2:]}{tag}t{i}", kvm), encoding="utf-8")
+            xml.write_text(_real_domain_xml(name, disk, f"lx{prefix[-2:]}{tag}t{i}", kvm, data), encoding="utf-8")
             daemon.virsh("define", str(xml))
             daemon.virsh("start", name)
             names.append(name)

@@ -10,17 +10,18 @@ from tests.conftest import ROOT, require
 
 
 def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
-    """bench/run.py at N=20 writes RESULTS.md with every column filled, snmpd's rates and the QEMU line (without
-    and with a job running)."""
+    """bench/run.py at N=20 writes RESULTS.md with every column filled, snmpd's rates, the QEMU line (without
+    and with a job running) and the compute node's table (3 domains here, 60 in `make bench`)."""
     kumina = ROOT / "build" / "kumina" / "usr" / "bin" / "prometheus-libvirt-exporter"
     require(kumina.exists(), "kumina's exporter not unpacked: run `make test` (it unpacks build/kumina)")
     result = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--sizes", "20", "--scrapes", "3",
-                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                             "--fleet", "3", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     text = (tmp_path / "RESULTS.md").read_text()
     (row,) = [line for line in text.splitlines() if line.startswith("| 20 |")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert len(cells) == 18
+    assert len(cells) == 20
     for i, cell in enumerate(cells):
         assert cell not in ("", "n/a", "0", "0.000") and re.match(r"^[\d.]+x?$", cell), (i, cell)
     assert cells[8] == "21"  # all 20 generated domains plus the test driver's own
@@ -28,6 +29,13 @@ def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
     assert re.search(r"Real QEMU \(5 domains, bulk stats of every group we export\): our poll [\d.]+ ms", text)
     assert re.search(r"While a memory dump of one of them runs \(medians of \d+\): ours [\d.]+ ms, "
                      r"the floor [\d.]+ ms: [\d.]+x", text)
+    assert re.search(r"as SNMPv3 authPriv \(SHA-256/AES\): \d+ varbinds/s in bulk", text)
+    node = text.split("## A real QEMU compute node: 3 TCG domains", 1)[1]
+    for measured in ("poll, vCPU placement at the default", "poll, vCPU placement every poll", "scrape (median / p95)",
+                     "SNMPv2c bulk walk", "SNMPv3 authPriv (SHA-256/AES) bulk walk", "SNMPv3 authPriv GETNEXT",
+                     "peak RSS", "SIGTERM to exit, idle", "SIGTERM to exit, a call hung"):
+        (line,) = [row for row in node.splitlines() if row.startswith(f"| {measured}")]
+        assert "n/a" not in line and re.search(r"\| [\d.]+ (ms|s|MB|varbinds/s|PDUs/s) \|", line), line
 
 
 def test_load_short(tmp_path) -> None:
