@@ -181,8 +181,11 @@ def _stuck_exits(root: Path, uri: str, work: Path, kumina: str | None, row: Flee
     try:
         exp, _ = _exporter(uri, work, "fleet-stuck")
         try:
-            exp.wait_for(lambda m: m.get("libvirt_domain_timed_out", domain=f"{PREFIX}0") == 1, timeout=120,
-                         what=f"{PREFIX}0 timed out")
+            try:
+                exp.wait_for(lambda m: m.get("libvirt_domain_timed_out", domain=f"{PREFIX}0") == 1, timeout=120,
+                             what=f"{PREFIX}0 timed out")
+            except AssertionError as exc:
+                raise RuntimeError(f"{exc}; the exporter's log ends: {exp.output()[-3000:]}") from None
             row.term_stuck_s = sigterm_seconds(exp.proc)
         finally:
             exp.stop()
