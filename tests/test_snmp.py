@@ -642,7 +642,8 @@ def test_scalar_types(agent: tuple[Exporter, str]) -> None:
 
 
 def test_fast_path_and_pysnmp_agree(agent: tuple[Exporter, str]) -> None:
-    """SNMPv2c reads take the fast path, SNMPv3 goes through pysnmp: both walks give the same instances and values."""
+    """v2c and v3 walks give the same instances and values (both on the fast paths; the v3 fast path against
+    pysnmp alone: tests/test_fastv3.py)."""
     _, target = agent
     moving = {mib.BY_NAME[n].oid for n in ("sysUpTime", "lvxSnapshotAge", "vmHvUpTime", "lvxDomainUptime", "vmUpTime",
                                            "lvxDomainStatsAge")}

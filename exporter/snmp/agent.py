@@ -3,8 +3,9 @@
 Built only when ``snmp.mode`` is ``standalone`` or ``both``.  Request
 handlers read the model's :class:`~exporter.snmp.mib.MibView`, built once
 per snapshot, with a bisect for GETNEXT and GETBULK; they never call
-libvirt.  SNMPv2c reads are answered by the fast path
-(:mod:`exporter.snmp.fastpath`) before pysnmp sees them; SETs go through
+libvirt.  SNMPv2c and SNMPv3 (USM) reads are answered by the fast path
+(:mod:`exporter.snmp.fastpath`, :mod:`exporter.snmp.fastv3`) before pysnmp
+sees them; SETs go through
 :mod:`exporter.snmp.setresponder`.  Access control is pysnmp's VACM: every
 community and user gets a read view and, unless granted one, an empty write
 view.
@@ -28,8 +29,10 @@ from exporter.config import SnmpSettings
 from exporter.config.values import ListenAddress
 from exporter.snmp.engine import auth_protocol, default_engine_id, encode, new_engine, priv_protocol
 from exporter.snmp.fastpath import FastPath
+from exporter.snmp.fastv3 import FastV3
 from exporter.snmp.model import SnmpModel
 from exporter.snmp.setresponder import ControlSetResponder
+from exporter.snmp.usm import pysnmp_clock, user_keys
 from exporter.snmp.view import Missing
 
 log = logging.getLogger(__name__)
@@ -125,6 +128,9 @@ class StandaloneAgent:
         self.fast_path = FastPath(
             {c.name.encode("utf-8"): tuple(cfg.views[c.view]) for c in cfg.communities},
             self.model.view, self.model.clock)
+        keys = [user_keys(u, engine_id, tuple(cfg.views[u.view])) for u in cfg.users]
+        self.fast_path.v3 = FastV3(engine_id, [k for k in keys if k is not None], self.fast_path,
+                                   pysnmp_clock(eng)) if cfg.users else None
         for n, address in enumerate(cfg.listen_addresses, start=1):
             self._open(eng, n, address)
 
@@ -201,7 +207,7 @@ class StandaloneAgent:
 
 
 class _FastPathFirst:
-    """Mixed into pysnmp's UDP transports: the fast path answers SNMPv2c reads, the rest goes on to pysnmp.
+    """Mixed into pysnmp's UDP transports: the fast path answers SNMPv2c/v3 reads, the rest goes on to pysnmp.
 
     Whatever pysnmp raises on a malformed datagram (some garbage makes pyasn1
     raise TypeError rather than a decoding error) is caught here: the packet is

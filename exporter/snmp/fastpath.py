@@ -7,9 +7,10 @@ GET/GETNEXT/GETBULK with a configured community is decoded by hand, access is
 decided per column of the view (the community's view subtrees), and the
 response is BER-encoded directly.
 
-Anything else (SNMPv1, SNMPv3, SET, an unknown community, anything that does
-not decode cleanly) returns None and goes to pysnmp as before, which keeps the
-protocol's error handling and counters for those.
+SNMPv3 reads are answered the same way by :mod:`exporter.snmp.fastv3`, set as
+``FastPath.v3``.  Anything else (SNMPv1, SET, an unknown community, anything
+that does not decode cleanly) returns None and goes to pysnmp as before, which
+keeps the protocol's error handling and counters for those.
 """
 
 from __future__ import annotations
@@ -168,9 +169,8 @@ class Request:
         self.names = names
 
 
-def read_message(data: bytes, pdu_types: tuple[int, ...]) -> tuple[bytes, int, int]:
-    """An SNMPv2c message's (community, PDU type, where the PDU's content starts), for a PDU of one of
-    ``pdu_types`` that runs to the end of ``data``; raises :class:`Malformed` for anything else."""
+def _community_and_pdu(data: bytes) -> tuple[bytes, int]:
+    """An SNMPv2c message's community and where its PDU starts."""
     end = len(data)
     tag, pos, stop = read_tlv(data, 0, end)
     if tag != _SEQUENCE or stop != end:
@@ -181,17 +181,25 @@ def read_message(data: bytes, pdu_types: tuple[int, ...]) -> tuple[bytes, int, i
     tag, start, pos = read_tlv(data, pos, end)
     if tag != _OCTETS:
         raise Malformed("no community")
-    community = data[start:pos]
-    pdu_type, pos, stop = read_tlv(data, pos, end)
-    if pdu_type not in pdu_types or stop != end:
+    return data[start:pos], pos
+
+
+def read_message(data: bytes, pdu_types: tuple[int, ...]) -> tuple[bytes, int, int]:
+    """An SNMPv2c message's (community, PDU type, where the PDU's content starts), for a PDU of one of
+    ``pdu_types`` that runs to the end of ``data``; raises :class:`Malformed` for anything else."""
+    community, pos = _community_and_pdu(data)
+    pdu_type, pos, stop = read_tlv(data, pos, len(data))
+    if pdu_type not in pdu_types or stop != len(data):
         raise Malformed(f"not an expected PDU (tag 0x{pdu_type:02x})")
     return community, pdu_type, pos
 
 
-def decode(data: bytes) -> Request:
-    """An SNMPv2c GET, GETNEXT or GETBULK; raises :class:`Malformed` for anything else."""
-    end = len(data)
-    community, pdu_type, pos = read_message(data, (_GET, _GETNEXT, _GETBULK))
+def decode_pdu(data: bytes, pos: int, end: int, community: bytes = b"") -> Request:
+    """The GET, GETNEXT or GETBULK PDU at ``pos`` that runs exactly to ``end``; raises :class:`Malformed` for
+    anything else (``community``: kept in the request for a v2c answer)."""
+    pdu_type, pos, stop = read_tlv(data, pos, end)
+    if pdu_type not in (_GET, _GETNEXT, _GETBULK) or stop != end:
+        raise Malformed(f"not a read PDU (tag 0x{pdu_type:02x})")
     rid_start = pos
     _, pos = read_integer(data, pos, end)
     request_id = data[rid_start:pos]
@@ -216,11 +224,18 @@ def decode(data: bytes) -> Request:
     return Request(community, pdu_type, request_id, a, b, names)
 
 
+def decode(data: bytes) -> Request:
+    """An SNMPv2c GET, GETNEXT or GETBULK; raises :class:`Malformed` for anything else."""
+    community, pos = _community_and_pdu(data)
+    return decode_pdu(data, pos, len(data), community)
+
+
 # -- answering ------------------------------------------------------------------
 
 
 class FastPath:
-    """Answers SNMPv2c reads for the configured communities, or returns None to leave them to pysnmp."""
+    """Answers SNMPv2c reads for the configured communities (and SNMPv3 ones through ``v3``), or returns None
+    to leave them to pysnmp."""
 
     def __init__(self, communities: Mapping[bytes, Subtrees], get_view: Callable[[], MibView],
                  clock: Callable[[], float]) -> None:
@@ -233,23 +248,29 @@ class FastPath:
         self._failed_logged = False
         self.answered = 0  # requests answered here
         self.dropped = 0  # datagrams neither this nor pysnmp could decode (counted by the transport)
+        #: What answers a datagram that is not SNMPv2c (exporter.snmp.fastv3's SNMPv3 reads), if anything.
+        self.v3: Callable[[bytes], bytes | None] | None = None
 
     def answer(self, datagram: bytes) -> bytes | None:
         try:
             request = decode(datagram)
         except Malformed:
-            return None
+            return None if self.v3 is None else self._guarded(self.v3, datagram)
         subtrees = self._communities.get(request.community)
         if subtrees is None:
             return None  # pysnmp counts and drops a bad community
+        return self._guarded(lambda _: self._respond(request, subtrees), datagram)
+
+    def _guarded(self, respond: Callable[[bytes], bytes | None], datagram: bytes) -> bytes | None:
         try:
-            reply = self._respond(request, subtrees)
+            reply = respond(datagram)
         except Exception:
             if not self._failed_logged:
                 log.exception("SNMP fast path failed; such requests go to pysnmp")
                 self._failed_logged = True
             return None
-        self.answered += 1
+        if reply is not None:
+            self.answered += 1
         return reply
 
     # The view's columns, each with its OID's BER content, and per community which columns it may read.
@@ -276,17 +297,24 @@ class FastPath:
             self._access[subtrees] = classes
         return classes
 
-    def _respond(self, request: Request, subtrees: Subtrees) -> bytes:
+    def varbinds(self, request: Request, subtrees: Subtrees, budget: int) -> tuple[int, bytes]:
+        """(error-status, the response's varbind list content) for a read request, with at most ``budget``
+        bytes of varbinds: beyond, GET and GETNEXT answer tooBig and GETBULK gives fewer repetitions."""
         view = self._prepare()
         classes = self._classes(view, subtrees)
         now = self._clock()
         if request.pdu_type == _GET:
             binds = [self._get(view, name, subtrees, now) for name in request.names]
-            return self._message(request, binds, too_big_ok=False)
-        if request.pdu_type == _GETNEXT:
+        elif request.pdu_type == _GETNEXT:
             binds = [self._next(view, classes, subtrees, name, now)[1] for name in request.names]
-            return self._message(request, binds, too_big_ok=False)
-        return self._bulk(view, classes, subtrees, request, now)
+        else:
+            return self._bulk(view, classes, subtrees, request, now, budget)
+        body = b"".join(binds)
+        return (_TOO_BIG, b"") if len(body) > budget else (0, body)  # RFC 3416: tooBig, index 0, no varbinds
+
+    def _respond(self, request: Request, subtrees: Subtrees) -> bytes:
+        status, body = self.varbinds(request, subtrees, _budget(request))
+        return tlv(_SEQUENCE, b"\x02\x01\x01" + tlv(_OCTETS, request.community) + response_pdu(request, status, body))
 
     def _get(self, view: MibView, name: tuple[int, ...], subtrees: Subtrees, now: float) -> bytes:
         if any(name[:len(s)] == s for s in subtrees):
@@ -335,30 +363,26 @@ class FastPath:
         return max(row + 1, bisect.bisect_left(col.rows, min(later)[n:]))
 
     def _bulk(self, view: MibView, classes: list[int], subtrees: Subtrees, request: Request,
-              now: float) -> bytes:
+              now: float, budget: int) -> tuple[int, bytes]:
         names = request.names
         non_repeaters = min(max(request.a, 0), len(names))
-        budget = _budget(request)
         binds = [self._next(view, classes, subtrees, name, now)[1] for name in names[:non_repeaters]]
         size = sum(map(len, binds))
         if size > budget:
-            return self._message(request, [], status=_TOO_BIG)
+            return _TOO_BIG, b""
         for row in bulk_rounds(names[non_repeaters:], max(request.b, 0),
                                    lambda name: self._next(view, classes, subtrees, name, now)):
             for bind in row:  # fewer repetitions than asked, to fit the message, is allowed (RFC 3416 4.2.3)
                 if size + len(bind) > budget:
-                    return self._message(request, binds)
+                    return 0, b"".join(binds)
                 binds.append(bind)
                 size += len(bind)
-        return self._message(request, binds)
+        return 0, b"".join(binds)
 
-    @staticmethod
-    def _message(request: Request, binds: list[bytes], status: int = 0, too_big_ok: bool = True) -> bytes:
-        body = b"".join(binds)
-        if not too_big_ok and len(body) > _budget(request):
-            body, status = b"", _TOO_BIG  # RFC 3416: tooBig, error-index 0, no varbinds
-        pdu = request.request_id + b"\x02\x01" + bytes((status,)) + b"\x02\x01\x00" + tlv(_SEQUENCE, body)
-        return tlv(_SEQUENCE, b"\x02\x01\x01" + tlv(_OCTETS, request.community) + tlv(_RESPONSE, pdu))
+
+def response_pdu(request: Request, status: int, body: bytes) -> bytes:
+    """The Response-PDU to ``request``: ``status`` (error-index 0) and ``body``, its varbinds' encoding."""
+    return tlv(_RESPONSE, request.request_id + b"\x02\x01" + bytes((status,)) + b"\x02\x01\x00" + tlv(_SEQUENCE, body))
 
 
 def _budget(request: Request) -> int:
