@@ -48,16 +48,22 @@ def snmp_rates(target: str, community: str, root: str, column: str,
     """(bulk varbinds/s, varbinds, GETNEXT PDUs/s): SNMPv2c with ``community``, or the net-snmp ``security``
     options given (``-v3 -l authPriv ...``)."""
     who = list(security) if security is not None else ["-v2c", "-c", community]
-    t0 = time.perf_counter()
-    out = subprocess.run(["snmpbulkwalk", *who, "-m", "", "-On", "-Cr50", "-t", "30", target, root],
-                         capture_output=True, text=True, check=True).stdout
-    bulk_time = time.perf_counter() - t0
-    varbinds = sum(1 for line in out.splitlines() if "No more variables" not in line)
+    bulk, varbinds = bulk_walk(target, who, root)
     t0 = time.perf_counter()
     out = subprocess.run(["snmpwalk", *who, "-m", "", "-On", "-t", "30", target, column],
                          capture_output=True, text=True, check=True).stdout
     pdus = sum(1 for line in out.splitlines()) + 1
-    return varbinds / bulk_time, varbinds, pdus / (time.perf_counter() - t0)
+    return bulk, varbinds, pdus / (time.perf_counter() - t0)
+
+
+def bulk_walk(target: str, who: Sequence[str], root: str) -> tuple[float, int]:
+    """(varbinds/s, varbinds) of one ``snmpbulkwalk -Cr50`` of ``root``, ``who`` being the version and
+    credentials options."""
+    t0 = time.perf_counter()
+    out = subprocess.run(["snmpbulkwalk", *who, "-m", "", "-On", "-Cr50", "-t", "30", target, root],
+                         capture_output=True, text=True, check=True).stdout
+    varbinds = sum(1 for line in out.splitlines() if "No more variables" not in line)
+    return varbinds / (time.perf_counter() - t0), varbinds
 
 
 def v3_rates(target: str, root: str, column: str,

@@ -39,6 +39,7 @@ import libvirt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import v3rate  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.measure import (  # noqa: E402
     LVX,
@@ -260,8 +261,8 @@ def real_qemu(work: Path) -> QemuRow | None:
         daemon.shutdown()
 
 
-def report(rows: list[Row], snmpd: tuple[Rates, Rates], qemu: QemuRow | None, node: FleetRow | None,
-           out: Path) -> str:
+def report(rows: list[Row], snmpd: tuple[Rates, Rates], v3: tuple[int, dict[str, tuple[float, int]]],
+           qemu: QemuRow | None, node: FleetRow | None, out: Path) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -305,6 +306,12 @@ def report(rows: list[Row], snmpd: tuple[Rates, Rates], qemu: QemuRow | None, no
                      f"{ratio(last.agentx_getnext_rate, last.getnext_rate)} of its GETNEXT rate. Our SNMPv3 authPriv "
                      f"bulk walk: {ratio(last.v3_bulk_rate, last.bulk_rate)} of our v2c, "
                      f"{ratio(last.v3_bulk_rate, v3_bulk)} of snmpd's v3.")
+    v3_n, walks = v3
+    (v2c_rate, v2c_varbinds), fast, alone = walks["v2c"], walks["v3 fast"][0], walks["v3 pysnmp"][0]
+    lines += ["", f"SNMPv3 authPriv (SHA-256/AES) against SNMPv2c on one agent over {v3_n} domains ({v2c_varbinds} "
+                  f"varbinds; `bench/v3rate.py`, the agent in-process): v2c {v2c_rate:.0f} varbinds/s, v3 on the fast "
+                  f"path {fast:.0f} ({ratio(fast, v2c_rate)}), v3 through pysnmp alone {alone:.0f} "
+                  f"({ratio(alone, v2c_rate)})."]
     if qemu is not None:
         lines += ["", f"Real QEMU ({qemu.domains} domains, bulk stats of every group we export): our poll "
                       f"{qemu.ours * 1000:.1f} ms, one bare getAllDomainStats of the same groups "
@@ -375,9 +382,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             daemon.shutdown()
         snmpd = snmpd_rates(work)
+        v3_n = min(sizes[-1], 1000)
+        (work / "v3rate").mkdir()
+        v3 = v3rate.measure(v3_n, work / "v3rate", rounds=2, pysnmp_rounds=1)
         qemu = None if args.no_qemu else real_qemu(work)
         node = None if args.no_qemu else fleet(work, args.fleet, kumina, args.scrapes)
-    print(report(rows, snmpd, qemu, node, out))
+    print(report(rows, snmpd, (v3_n, v3), qemu, node, out))
     return 0
 
 
