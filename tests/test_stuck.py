@@ -146,6 +146,33 @@ def test_one_frozen_qemu_leaves_the_others_fresh(tcg_host: RealHost, tmp_path: P
     assert "Traceback" not in log
 
 
+def test_started_while_a_qemu_is_frozen(tcg_host: RealHost, tmp_path: Path) -> None:
+    """An exporter that starts (or reconnects: the same first poll) while a QEMU is frozen: its first poll finds
+    which stats groups the driver has without asking any running domain, so it completes; the seven others are
+    served with their counters and the frozen one is flagged. (Before, that probe asked the first domain listed
+    for every group, and hung on it for as long as it stayed frozen.)"""
+    import libvirt
+
+    conn = libvirt.openReadOnly(tcg_host.uri)
+    try:
+        frozen = conn.listAllDomains(0)[0].name()  # the one libvirt lists first: the probe used to ask it
+    finally:
+        conn.close()
+    healthy = tuple(name for name in tcg_host.domains if name != frozen)
+    pid = _qemu_pid(tcg_host, frozen)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        exp, _ = _exporter(tcg_host, tmp_path)
+        with exp:
+            first = exp.wait_for(lambda m: m.get("libvirt_domains_number") == COUNT
+                                 and m.get("libvirt_domain_timed_out", domain=frozen) == 1,
+                                 timeout=6 * INTERVAL, what="the first poll, with the frozen domain flagged")
+            assert _all_fresh(first, healthy)
+            assert first.get("libvirt_exporter_poll_stalled") == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_control_around_a_frozen_domain(tcg_host: RealHost, tmp_path: Path) -> None:
     """An action hanging on a frozen QEMU holds up nobody: SETs on a healthy domain succeed meanwhile; once the
     domain is flagged, a SET on it is refused at once (resourceUnavailable), except a hard power-off, which works."""

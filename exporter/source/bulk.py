@@ -52,21 +52,18 @@ def groups(flags: int) -> frozenset[str]:
 def probe(conn: libvirt.virConnect) -> tuple[int, bool] | None:
     """(mask of the groups the driver has in bulk, whether it takes NOWAIT).
 
+    Each group is asked with ENFORCE_STATS of the inactive domains only: drivers refuse a group they lack
+    before they look at any domain, and no running domain is asked anything (a frozen QEMU would hang a
+    monitor-bound group, and with it the first poll after every connect).
     None when a domain vanished meanwhile: try again at the next poll.
-    Raises :class:`ConnectionLost` and, if listing fails, other ``SourceError``.
+    Raises :class:`ConnectionLost`.
     """
-    enforce = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
-    try:
-        sample = conn.listAllDomains(0)[:1]
-    except libvirt.libvirtError as exc:
-        raise convert(exc, conn) from None
+    enforce = (libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_ENFORCE_STATS
+               | libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_INACTIVE)
     found = 0
     for flag in GROUP_FLAGS.values():
         try:
-            if sample:
-                conn.domainListGetStats(sample, flag, enforce)
-            else:
-                conn.getAllDomainStats(flag, enforce)
+            conn.getAllDomainStats(flag, enforce)
         except libvirt.libvirtError as exc:
             err = convert(exc, conn)
             if isinstance(err, ConnectionLost):
