@@ -18,6 +18,8 @@ from exporter.snmp.syntax import C64, G32, INT, OID, STR, TICKS, U32
 from exporter.snmp.view import MibView
 from exporter.source import Source
 from tests.conftest import ROOT
+from tests.support.mutate import mutations
+from tests.support.usmclient import pdu as make_pdu
 
 COMMUNITY = b"fast-community"
 EVERYTHING = ((1, 3, 6, 1),)
@@ -43,15 +45,7 @@ def _fast(view: MibView, subtrees: fastpath.Subtrees = EVERYTHING) -> fastpath.F
 
 def _request(pdu_type: str, names: list[tuple[int, ...]], non_repeaters: int = 0, repetitions: int = 10,
              community: bytes = COMMUNITY) -> bytes:
-    pdu = {"get": v2c.GetRequestPDU, "next": v2c.GetNextRequestPDU, "bulk": v2c.GetBulkRequestPDU}[pdu_type]()
-    if pdu_type == "bulk":
-        v2c.apiBulkPDU.set_defaults(pdu)
-        v2c.apiBulkPDU.set_non_repeaters(pdu, non_repeaters)
-        v2c.apiBulkPDU.set_max_repetitions(pdu, repetitions)
-    else:
-        v2c.apiPDU.set_defaults(pdu)
-    v2c.apiPDU.set_request_id(pdu, 123456789)
-    v2c.apiPDU.set_varbinds(pdu, [(name, v2c.Null()) for name in names])
+    pdu = make_pdu(pdu_type, names, non_repeaters, repetitions, request_id=123456789)
     msg = v2c.Message()
     v2c.apiMessage.set_defaults(msg)
     v2c.apiMessage.set_community(msg, community)
@@ -182,17 +176,7 @@ def test_everything_else_is_left_to_pysnmp(view: MibView) -> None:
     set_request = bytearray(good)
     set_request[good.index(b"\xa0")] = 0xA3
     assert fast.answer(bytes(set_request)) is None
-    rng = random.Random(11)
-    for _ in range(3000):  # truncated, extended and bit-flipped copies never raise
-        data = bytearray(good)
-        cut = rng.randrange(len(data))
-        choice = rng.randrange(3)
-        if choice == 0:
-            data = data[:cut]
-        elif choice == 1:
-            data[cut] ^= 1 << rng.randrange(8)
-        else:
-            data += bytes(rng.randrange(256) for _ in range(rng.randrange(1, 8)))
-        reply = fast.answer(bytes(data))
+    for data in mutations(good, random.Random(11), 3000):  # cut, flipped, extended copies never raise
+        reply = fast.answer(data)
         if reply is not None:
             decoder.decode(reply, asn1Spec=v2c.Message())  # anything answered is a well-formed message

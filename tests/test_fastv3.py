@@ -21,6 +21,7 @@ from exporter.snmp.view import MibView
 from tests.conftest import require_tool
 from tests.support import usmclient as c
 from tests.support.inproc_agent import InProcessAgent, demo_snapshot
+from tests.support.mutate import mutations
 
 ENGINE_ID = bytes.fromhex("80001f8805c0ffee0123456789abcdef")
 COMMUNITY = "v3-diff-community"
@@ -261,28 +262,6 @@ def _standalone(view: MibView, clock: Callable[[], tuple[int, int]]) -> FastV3:
     return FastV3(ENGINE_ID, [keys], fastpath.FastPath({}, lambda: view, lambda: 0.0), clock)
 
 
-def _mutations(good: bytes, rng: random.Random, count: int) -> Iterator[bytes]:
-    for _ in range(count):
-        data = bytearray(good)
-        for _ in range(rng.randint(1, 3)):
-            cut = rng.randrange(len(data))
-            choice = rng.randrange(5)
-            if choice == 0:
-                data = data[:cut]
-            elif choice == 1:
-                data[cut] ^= 1 << rng.randrange(8)
-            elif choice == 2:
-                data[cut] = rng.randrange(256)
-            elif choice == 3:
-                data[cut:cut] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 4)))
-            else:
-                del data[cut:cut + rng.randint(1, 4)]
-            if not data:
-                data = bytearray(b"\x30")
-        if bytes(data) != good:
-            yield bytes(data)
-
-
 def test_damaged_messages_are_never_answered(live: InProcessAgent) -> None:
     view = live.model.view()
     fast = _standalone(view, lambda: (1, 1000))
@@ -290,7 +269,7 @@ def test_damaged_messages_are_never_answered(live: InProcessAgent) -> None:
     good = c.request(keys, ENGINE_ID, 1, 1000, c.pdu("bulk", [(1, 3)], 0, 5))
     assert c.reply(fast(good) or b"", keys).kind == "response"
     rng = random.Random(17)
-    for data in _mutations(good, rng, 4000):
+    for data in mutations(good, rng, 4000):
         assert fast(data) is None, data.hex()
     # keyed damage: wrong keys, stale, another level, the ciphertext cut or altered under a valid MAC
     bad = [c.request(c.keys_for(V3User("monitor", "wrong-auth-key", "monitor-priv-key"), ENGINE_ID), ENGINE_ID, 1,
@@ -314,13 +293,13 @@ def test_damaged_messages_are_never_answered(live: InProcessAgent) -> None:
                                              plain=lambda d, n=cut: d + bytes(n)))
     for data in bad:
         assert fast(data) is None
-    for data in _mutations(bad[-1], rng, 500):  # mutations of a keyed but faulty message
+    for data in mutations(bad[-1], rng, 500):  # mutations of a keyed but faulty message
         assert fast(data) is None
 
 
 def test_the_agent_survives_a_flood_of_damaged_messages(live: InProcessAgent, oids: list[tuple[int, ...]]) -> None:
     before = live.answered
-    mutated = list(_mutations(_send(live, MONITOR, c.pdu("bulk", [(1, 3)], 0, 5), msg_id=5), random.Random(5), 400))
+    mutated = list(mutations(_send(live, MONITOR, c.pdu("bulk", [(1, 3)], 0, 5), msg_id=5), random.Random(5), 400))
     for batch in range(0, len(mutated), 50):  # in batches, each followed by a request: no socket buffer overflows
         for data in mutated[batch:batch + 50]:
             live.send_only(data)
