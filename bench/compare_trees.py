@@ -24,7 +24,10 @@ import dataclasses, gc, json, resource, sys, tempfile, time
 from pathlib import Path
 from exporter import hostgen
 from exporter.poller import snapshot_of
-from exporter.prometheus import snapshot_text
+try:
+    from exporter.textrender import snapshot_text
+except ImportError:  # trees before the text renderer had a module of its own
+    from exporter.prometheus import snapshot_text
 from exporter.snapshot import ALL_GROUPS
 from exporter.snmp import mib
 try:

@@ -157,7 +157,7 @@ def build(config: Config, web_config: webconfig.WebConfig | None = None) -> App:
                       agentx_connected=lambda: sub is not None and sub.connected.is_set(),
                       notifications=notifier.status if notifier is not None else None)
     web = WebServer(config.web.listen_addresses, config.web.telemetry_path,
-                    lambda gzipped: exposition.render_gzip() if gzipped else exposition.render(),
+                    exposition.body,
                     _health(poller), web_config, page)
     return App(poller, web, controller, notifier, model, agent, subagent)
 

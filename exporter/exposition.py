@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.prometheus import DomainTexts, Families, add_ages, behind, snapshot_families, snapshot_text
+from exporter.prometheus import Families, add_ages, behind, snapshot_families
 from exporter.snapshot import Snapshot
+from exporter.textrender import TextRenderer
 
 
 class SnapshotCollector(Collector):
@@ -123,7 +124,7 @@ class Exposition:
         self._groups = groups
         self._lock = threading.Lock()
         self._cached: _Rendered | None = None
-        self._domain_texts = DomainTexts(groups)
+        self._renderer = TextRenderer(groups)
         self.renders = 0  # snapshot renderings so far (for tests and debugging)
         self._live = CollectorRegistry(auto_describe=False)
         self._live.register(_AgeCollector(get_snapshot, clock, groups))
@@ -137,26 +138,34 @@ class Exposition:
         with self._lock:  # concurrent scrapes of a new snapshot render it once
             cached = self._cached
             if cached is None or cached.snapshot is not snap:
-                self._cached = None  # let the old rendering go before making the new one
-                self._cached = cached = _Rendered(snap, snapshot_text(snap, self._groups, self._domain_texts))
+                self._cached = cached = None  # let the old rendering go before making the new one
+                self._cached = cached = _Rendered(snap, tuple(self._renderer.render(snap)))
                 self.renders += 1
             return cached
 
     def render(self) -> bytes:
         """The whole exposition, uncompressed."""
-        return self._static().text + generate_latest(self._live)
+        return b"".join(self.body(False))
 
     def render_gzip(self) -> bytes:
         """The whole exposition as one gzip stream; the snapshot's part is compressed once per snapshot."""
         return self._static().gzip(generate_latest(self._live))
 
+    def body(self, gzipped: bool) -> list[bytes]:
+        """The whole exposition in parts to be sent one after the other (gzip: one gzip stream), so that
+        the snapshot's text, the bulk of it, is served as it is kept rather than copied per scrape."""
+        if gzipped:
+            return [self.render_gzip()]
+        return [*self._static().chunks, generate_latest(self._live)]
+
 
 class _Rendered:
-    """One snapshot's exposition text, and its gzip compression kept open for the live tail."""
+    """One snapshot's exposition text (family by family), and its gzip compression kept open for the live
+    tail."""
 
-    def __init__(self, snapshot: Snapshot, text: bytes) -> None:
+    def __init__(self, snapshot: Snapshot, chunks: tuple[bytes, ...]) -> None:
         self.snapshot = snapshot
-        self.text = text
+        self.chunks = chunks
         self._lock = threading.Lock()
         self._head: bytes | None = None
         self._compressor: Any = None  # zlib's compressor object
@@ -165,7 +174,9 @@ class _Rendered:
         with self._lock:
             if self._head is None:
                 compressor = zlib.compressobj(1, zlib.DEFLATED, 31)  # wbits 31: a gzip header and trailer
-                self._head = compressor.compress(self.text) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                parts = [compressor.compress(chunk) for chunk in self.chunks]
+                parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+                self._head = b"".join(parts)
                 self._compressor = compressor
             compressor = self._compressor.copy()
-        return bytes(self._head + compressor.compress(tail) + compressor.flush())
+        return b"".join((self._head, compressor.compress(tail), compressor.flush()))

@@ -82,6 +82,11 @@ class Field:
             return lambda obj: None if (v := get(obj)) is None else v * factor
         return get
 
+    def metric_scale(self) -> tuple[float | None, bool]:
+        """(the factor :meth:`metric_value` multiplies by, or None; whether a truth value becomes 0 or 1): for
+        renderers that convert a whole column at once, as :meth:`metric_reader` does value by value."""
+        return (None, True) if self.unit == "bool" else (_BASE_UNIT.get(self.unit), False)
+
     def column_reader(self) -> Callable[[Any], Any]:
         """``obj`` -> the value as the MIB column holds it (None when absent)."""
         get = getter(self.attr)
@@ -100,6 +105,7 @@ class Label:
 
     name: str
     get: Callable[[Any], str]
+    attr: str = ""  # the attribute of the table's object it is read from (dotted for a nested one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +151,8 @@ def label(name: str, attr: str, convert: Callable[[Any], str] | None = None) -> 
     """A label read from ``attr``, a text attribute unless ``convert`` makes text of it."""
     get = getter(attr)
     if convert is None:
-        return Label(name, get)
-    return Label(name, lambda obj: convert(get(obj)))
+        return Label(name, get, attr)
+    return Label(name, lambda obj: convert(get(obj)), attr)
 
 
 #: inovex's family and labels (plus uuid), for the domains OpenStack Nova defined; the instance's id is the

@@ -1,5 +1,6 @@
 """Prometheus front end: the metric families, and a snapshot rendered as them (text or prometheus_client
-families).  What a scrape serves, with its caching, is :mod:`exporter.exposition`.
+families; the text itself is written by :mod:`exporter.textrender`).  What a scrape serves, with its
+caching, is :mod:`exporter.exposition`.
 
 A scrape reads one snapshot reference and never calls libvirt.  Every family
 is declared once: the exporter's own in :data:`SPECS` here, every per-object one in the field table
@@ -10,7 +11,7 @@ Sample output::
 
     libvirt_up 1
     libvirt_domain_info_virtual_cpus{domain="web1",uuid="6695eb01-..."} 2
-    libvirt_domain_block_stats_read_bytes_total{domain="web1",target_device="vda",uuid="..."} 1.2e+09
+    libvirt_domain_block_stats_read_bytes_total{domain="web1",uuid="...",target_device="vda"} 1.2e+09
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
-from prometheus_client.utils import floatToGoString as _go_float
 
 from exporter import __version__, fields
 from exporter.fieldtypes import InfoFamily
@@ -98,22 +98,28 @@ SPECS: tuple[Spec, ...] = (
 )
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
-#: Families with a series per domain (or per vCPU or device of a domain).
-_DOMAIN_FAMILIES = tuple(s.name for s in SPECS if s.labels[:2] == DOMAIN)
-_DOMAIN_COLUMN = {name: n for n, name in enumerate(_DOMAIN_FAMILIES)}
 
 
 @functools.lru_cache(maxsize=8)
-def _enabled_specs(groups: frozenset[str]) -> dict[str, Spec]:
+def enabled_specs(groups: frozenset[str]) -> dict[str, Spec]:
     """The families that ``groups`` (the enabled collectors) export, by name."""
     return {s.name: s for s in SPECS if s.group == "exporter" or s.group in groups}
 
 
+class Sink(Protocol):
+    """Where :func:`fill` puts samples (prometheus_client families, or text)."""
+
+    def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None: ...
+
+    def add_named(self, name: str, labels: tuple[str, ...], named: tuple[tuple[str, str], ...], value: int
+                  ) -> None: ...
+
+
 class _Sink:
-    """Where :func:`_fill` puts samples; only families of enabled collectors are kept."""
+    """A sink that keeps only families of enabled collectors."""
 
     def __init__(self, groups: frozenset[str]) -> None:
-        self._enabled = _enabled_specs(groups)
+        self._enabled = enabled_specs(groups)
 
     def _wanted(self, name: str, value: float | int | None) -> Spec | None:
         return None if value is None else self._enabled.get(name)
@@ -156,72 +162,6 @@ class Families(_Sink):
                 yield family
 
 
-def _escape(value: str) -> str:
-    if "\\" not in value and "\n" not in value and '"' not in value:
-        return value  # nearly every label value: nothing to escape
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-class _TextFamilies(_Sink):
-    """The same families as :class:`Families`, written straight to exposition text.
-
-    Much faster than building prometheus_client families for tens of thousands
-    of series; used for the cached rendering of each snapshot.
-    """
-
-    def __init__(self, groups: frozenset[str]) -> None:
-        super().__init__(groups)
-        self._lines: dict[str, list[str]] = {}
-        self._label_cache: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
-
-    def add(self, name: str, labels: Iterable[str], value: float | int | None) -> None:
-        if value is None:
-            return
-        spec = self._enabled.get(name)
-        if spec is None:
-            return
-        values = labels if isinstance(labels, tuple) else tuple(labels)
-        key = (spec.labels, values)
-        text = self._label_cache.get(key)
-        if text is None:
-            text = ",".join(f'{k}="{_escape(v)}"' for k, v in zip(spec.labels, values, strict=True))
-            self._label_cache[key] = text
-        lines = self._lines.get(name)
-        if lines is None:
-            lines = self._lines[name] = []
-        number = _go_float(value)  # type: ignore[no-untyped-call]
-        lines.append(f"{name}{{{text}}} {number}\n" if text else f"{name} {number}\n")
-
-    def add_named(self, name: str, labels: tuple[str, ...], named: tuple[tuple[str, str], ...], value: int) -> None:
-        """A series with ``named`` (label, value) pairs after the family's own labels (not cached: one per
-        domain)."""
-        spec = self._enabled.get(name)
-        if spec is None:
-            return
-        pairs = tuple(zip(spec.labels, labels, strict=True)) + named
-        text = ",".join(f'{k}="{_escape(v)}"' for k, v in pairs)
-        self._lines.setdefault(name, []).append(f"{name}{{{text}}} {_go_float(value)}\n")  # type: ignore[no-untyped-call]
-
-    def fragment(self) -> tuple[bytes, ...]:
-        """What was added so far, encoded family by family in :data:`_DOMAIN_FAMILIES` order (one domain's
-        part of the text)."""
-        return tuple("".join(self._lines.get(name, ())).encode() for name in _DOMAIN_FAMILIES)
-
-    def render(self, fragments: list[tuple[bytes, ...]] | None = None) -> bytes:
-        """The text of every family, with each fragment's lines of a family after this object's own."""
-        # Family by family, each freed once encoded: the peak stays near one copy of the text.
-        out: list[bytes] = []
-        for spec in SPECS:
-            lines = self._lines.pop(spec.name, None)
-            column = _DOMAIN_COLUMN.get(spec.name)
-            parts = [frag[column] for frag in fragments] if fragments and column is not None else []
-            if lines or any(parts):
-                out.append(f"# HELP {spec.name} {spec.help}\n# TYPE {spec.name} {spec.kind}\n".encode())
-                out.append("".join(lines or ()).encode())
-                out.extend(parts)
-        return b"".join(out)
-
-
 _Plan = tuple[tuple[str, Callable[[Any], Any]], ...]
 
 
@@ -238,7 +178,7 @@ _PLANS = {table: _plan(table) for table in fields.TABLES}
 _INFOS = {table: _info(table) for table in fields.TABLES}
 
 
-def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...]) -> None:
+def _rows(f: Sink, table: str, obj: Any, ids: tuple[str, ...]) -> None:
     """The series of one object of ``table`` (a domain, a vCPU, a device, a pool...) labelled ``ids``."""
     for info in _INFOS[table]:
         if info.present(obj):
@@ -248,7 +188,7 @@ def _rows(f: Families | _TextFamilies, table: str, obj: Any, ids: tuple[str, ...
         add(name, ids, read(obj))
 
 
-def _domain_families(f: Families | _TextFamilies, dom: Domain) -> None:
+def _domain_families(f: Sink, dom: Domain) -> None:
     ids = (dom.name, dom.uuid)
     _rows(f, "domain", dom, ids)
     if dom.metadata:
@@ -276,47 +216,8 @@ def snapshot_families(snap: Snapshot, groups: frozenset[str], now: float | None)
     the output depends on the snapshot alone and can be cached.
     """
     f = Families(groups)
-    _fill(f, snap, now)
+    fill(f, snap, now)
     yield from f
-
-
-def snapshot_text(snap: Snapshot, groups: frozenset[str], cache: DomainTexts | None = None) -> bytes:
-    """The exposition text of one snapshot, without its age (cacheable).
-
-    With a ``cache``, a domain rendered for an earlier snapshot is not
-    rendered again: after an event only the domain it changed is.
-    """
-    f = _TextFamilies(groups)
-    _fill(f, snap, None, domains=False)
-    fragments = (cache or DomainTexts(groups)).fragments(snap.domains)
-    return f.render(fragments)
-
-
-class DomainTexts:
-    """Each domain's part of the exposition, kept for the domain objects of the last snapshot rendered.
-
-    Snapshots are immutable and an event replaces only the domain it
-    changes, so every other domain object is the same one as before and its
-    text is reused.
-    """
-
-    def __init__(self, groups: frozenset[str]) -> None:
-        self._groups = groups
-        self._texts: dict[int, tuple[Domain, tuple[bytes, ...]]] = {}
-
-    def fragments(self, domains: tuple[Domain, ...]) -> list[tuple[bytes, ...]]:
-        old, new = self._texts, {}
-        result = []
-        for dom in domains:
-            entry = old.get(id(dom))
-            if entry is None or entry[0] is not dom:
-                f = _TextFamilies(self._groups)
-                _domain_families(f, dom)
-                entry = (dom, f.fragment())
-            new[id(dom)] = entry
-            result.append(entry[1])
-        self._texts = new
-        return result
 
 
 def behind(snap: Snapshot) -> list[tuple[str, str, float]]:
@@ -324,7 +225,7 @@ def behind(snap: Snapshot) -> list[tuple[str, str, float]]:
     return [(d.name, d.uuid, d.stats_at) for d in snap.domains if d.stats_at is not None and d.stats_at < snap.taken_at]
 
 
-def add_ages(f: Families | _TextFamilies, snap: Snapshot, behind: list[tuple[str, str, float]], now: float
+def add_ages(f: Sink, snap: Snapshot, behind: list[tuple[str, str, float]], now: float
               ) -> None:
     """The ages that grow between polls: the snapshot's, and that of each domain behind it."""
     f.add("libvirt_exporter_snapshot_age_seconds", (), max(0.0, now - snap.taken_at))
@@ -332,7 +233,7 @@ def add_ages(f: Families | _TextFamilies, snap: Snapshot, behind: list[tuple[str
         f.add("libvirt_domain_stats_age_seconds", (name, uuid), max(0.0, now - stats_at))
 
 
-def _fill(f: Families | _TextFamilies, snap: Snapshot, now: float | None, *, domains: bool = True) -> None:
+def fill(f: Sink, snap: Snapshot, now: float | None, *, domains: bool = True) -> None:
     f.add("libvirt_up", (), 1 if snap.up else 0)
     host = snap.host
     f.add("libvirt_versions_info",

@@ -12,7 +12,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +68,8 @@ class _Server(ThreadingHTTPServer):
 
 
 class _App:
-    def __init__(self, metrics_path: str, render_metrics: Callable[[bool], bytes], health: Callable[[], dict[str, Any]],
-                 web: WebConfig, page: StatusPage | None = None):
+    def __init__(self, metrics_path: str, render_metrics: Callable[[bool], bytes | Sequence[bytes]],
+                 health: Callable[[], dict[str, Any]], web: WebConfig, page: StatusPage | None = None):
         self.metrics_path = metrics_path
         self.render_metrics = render_metrics
         self.health = health
@@ -97,22 +97,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _accepts_gzip(self) -> bool:
         return "gzip" in self.headers.get("Accept-Encoding", "")
 
-    def _send(self, status: int, body: bytes, content_type: str, head: bool = False, gzipped: bool = False,
-              headers: tuple[tuple[str, str], ...] = ()) -> None:
+    def _send(self, status: int, body: bytes | Sequence[bytes], content_type: str, head: bool = False,
+              gzipped: bool = False, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        """``body``: the bytes, or parts of them sent one after the other (not copied into one)."""
+        parts = [body] if isinstance(body, bytes) else body
         encoding = "gzip" if gzipped else ""
-        if not gzipped and len(body) > 1024 and self._accepts_gzip():
-            body = gzip.compress(body, compresslevel=1)
+        if not gzipped and sum(map(len, parts)) > 1024 and self._accepts_gzip():
+            parts = [gzip.compress(b"".join(parts), compresslevel=1)]
             encoding = "gzip"
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(map(len, parts))))
         if encoding:
             self.send_header("Content-Encoding", encoding)
         for name, value in headers:
             self.send_header(name, value)
         self.end_headers()
         if not head:
-            self.wfile.write(body)
+            for part in parts:
+                self.wfile.write(part)
 
     def _route(self, head: bool) -> None:
         app = self.server.app
@@ -192,7 +195,7 @@ class WebServer:
         self,
         addresses: tuple[ListenAddress, ...],
         metrics_path: str,
-        render_metrics: Callable[[bool], bytes],
+        render_metrics: Callable[[bool], bytes | Sequence[bytes]],
         health: Callable[[], dict[str, Any]],
         web: WebConfig | None = None,
         page: StatusPage | None = None,

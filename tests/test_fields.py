@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import fields
 from exporter.fieldtypes import COUNTER
-from exporter.prometheus import SPEC_BY_NAME, snapshot_text
+from exporter.prometheus import SPEC_BY_NAME
 from exporter.snapshot import (
     ALL_GROUPS,
     EXPORT_GROUPS,
@@ -33,6 +33,7 @@ from exporter.snapshot import (
 )
 from exporter.snmp import mib, mib_lvx, mib_system
 from exporter.snmp.syntax import resolve
+from exporter.textrender import snapshot_text
 from tests.conftest import require
 from tests.support import snmp
 

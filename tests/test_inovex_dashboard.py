@@ -21,9 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 from exporter.poller import snapshot_of
-from exporter.prometheus import snapshot_text
 from exporter.snapshot import ALL_GROUPS
 from exporter.source import Source
+from exporter.textrender import snapshot_text
 from tests.conftest import DEMO_HOST, RealHost, require_tool
 from tests.support.process import Exporter, Metrics
 from tests.support.prometheus import Prometheus

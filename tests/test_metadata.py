@@ -19,10 +19,10 @@ from exporter.config import resolve
 from exporter.errors import ConfigError
 from exporter.metadata import compile_map
 from exporter.poller import snapshot_of
-from exporter.prometheus import snapshot_text
 from exporter.snapshot import ALL_GROUPS, NovaInstance
 from exporter.snmp import mib, mib_lvx, mib_system
 from exporter.source import Source, domxml
+from exporter.textrender import snapshot_text
 from tests.conftest import demo_agent
 from tests.support import snmp
 from tests.support.process import ROOT, Exporter

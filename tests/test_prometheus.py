@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import random
 import re
 import shutil
 import subprocess
@@ -10,13 +12,16 @@ import time
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.utils import floatToGoString
 
 from exporter import docs
 from exporter.exposition import Exposition, SnapshotCollector
+from exporter.gofloat import Numbers, go_float, go_floats
 from exporter.poller import ERROR_GROUPS
-from exporter.prometheus import SPECS, snapshot_text
-from exporter.snapshot import ALL_GROUPS, Snapshot, frozen_map
+from exporter.prometheus import SPECS
+from exporter.snapshot import ALL_GROUPS, Domain, Snapshot, frozen_map
 from exporter.source import Source
+from exporter.textrender import snapshot_text
 from tests.conftest import ROOT, require_tool
 
 
@@ -193,24 +198,77 @@ def test_exposition_renders_each_snapshot_once(demo_uri: str) -> None:
     assert third.count("libvirt_domain_state_code{") == 2
 
 
-def _samples(text: str) -> set[object]:
-    """Exposition lines as comparable items: comments as is, samples with their labels sorted."""
-    items: set[object] = set()
+def _label_order_free(text: str) -> list[str]:
+    """Exposition lines in order, each sample's labels sorted by name (prometheus_client sorts them; the fast
+    text keeps each family's declared order); everything else byte for byte."""
+    lines = []
     for line in text.splitlines():
-        if line.startswith("#"):
-            items.add(line)
-            continue
-        match = re.match(r"^(\w+)(\{(.*)\})? (.*)$", line)
-        labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or "")))
-        items.add((match.group(1), labels, match.group(4)))
-    return items
+        match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if match:
+            pairs = re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2))
+            assert ",".join(f'{k}="{v}"' for k, v in pairs) == match.group(2), line  # nothing left unparsed
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(pairs))
+            line = f"{match.group(1)}{{{labels}}} {match.group(3)}"
+        lines.append(line)
+    return lines
+
+
+def _edge_domains(snap: Snapshot) -> tuple[Domain, ...]:
+    """Copies of the first domain carrying values at the edges of the number format, an odd name, and
+    [metadata] labels (libvirt_domain_metadata_info)."""
+    base = snap.domains[0]
+    edges: list[tuple[float | int, int | None]] = [
+        (0.0, 0), (-0.0, -1), (1e-7, -5), (math.nan, 2**60), (math.inf, -(2**60)), (-math.inf, 10**6),
+        (1e22, 999_999), (1234567.0, 2**53 + 1), (1.5e6, 123_456_789_012_345), (1796284092.6677117, 10**15),
+    ]
+    domains = []
+    for n, (stats_at, code) in enumerate(edges):
+        domains.append(base.replace_fields(
+            name=f"edge{n}", uuid=f"00000000-0000-4000-8000-{n:012d}", stats_at=stats_at, state_reason=code,
+            max_memory_kib=None if code is None else abs(code), cpu_time_ns=code,
+            metadata=(("team", f"t{n}"), ("cost_centre", "" if n % 2 else 'a "b" \\ c\nd'))))
+    domains.append(base.replace_fields(name='we"ird\\name\nx', uuid="00000000-0000-4000-8000-00000000ffff"))
+    return tuple(domains)
 
 
 def test_fast_text_equals_prometheus_client_output(demo_uri: str) -> None:
-    """The cached exposition text says exactly what prometheus_client's rendering of the same snapshot says."""
+    """The cached exposition text says exactly what prometheus_client's rendering of the same snapshot says,
+    line by line, byte for byte but for the order of labels within a series: families, help texts, series
+    order, label values and number formatting (0, -0, 1e-07, NaN, +-Inf, large integers, integral floats),
+    including the [metadata] family."""
     snap = _snapshot(demo_uri)
-    snap = snap.replace(domains=snap.domains + (snap.domains[0].replace_fields(name='we"ird\\name\nx'),))
+    snap = snap.replace(domains=snap.domains + _edge_domains(snap))
+    assert any(d.metadata for d in snap.domains)
     reference = generate_latest(_registry(snap)).decode()
-    reference = "\n".join(line for line in reference.splitlines() if "_age_seconds" not in line)  # live values
+    reference = "\n".join(line for line in reference.splitlines() if "_age_seconds" not in line) + "\n"  # live
     fast = snapshot_text(snap, frozenset(ALL_GROUPS)).decode()
-    assert _samples(fast) == _samples(reference)
+    assert "libvirt_domain_metadata_info{" in fast and "NaN" in fast and "+Inf" in fast and "-0.0" in fast
+    assert _label_order_free(fast) == _label_order_free(reference)
+    for groups in (frozenset(ALL_GROUPS) - {"block", "vcpu"}, frozenset(ALL_GROUPS) | {"inovex"}):
+        reference = generate_latest(_registry(snap, groups)).decode()
+        reference = "\n".join(line for line in reference.splitlines() if "_age_seconds" not in line) + "\n"
+        assert _label_order_free(snapshot_text(snap, groups).decode()) == _label_order_free(reference)
+
+
+def test_go_floats_write_numbers_as_prometheus_client_does() -> None:
+    """Every number, a column at a time, as prometheus_client's floatToGoString writes it: the integer and
+    small-float shortcuts, Go's exponent form from seven digits up, the float edges; and the memo that keeps
+    texts from one rendering to the next gives the same texts."""
+    rng = random.Random(17)
+    values: list[float | int] = [
+        0, -0.0, 0.0, 1, -1, True, False, 1e-7, -1e-7, 5e-324, 999_999, 1_000_000, -1_000_000, 1_000_000.5,
+        1_500_000, 999_999.9999999999, 2**53 - 1, 2**53, 2**53 + 1, -(2**53), 10**15, 10**16 - 1, 10**16, 10**22,
+        1e16, 9.999e15, 1e22, -1e22, 2**64 - 1, 1099511627776, 1073741824.0, math.nan, math.inf, -math.inf]
+    values += [rng.randrange(-(2**64), 2**64) for _ in range(2000)]
+    values += [rng.randrange(0, 10 ** rng.randrange(1, 18)) for _ in range(4000)]
+    values += [rng.randrange(1, 100) * 10 ** rng.randrange(0, 17) for _ in range(2000)]
+    values += [rng.random() * 10 ** rng.randrange(-10, 20) for _ in range(4000)]
+    values += [rng.uniform(-1e17, 1e17) for _ in range(2000)]
+    expected = [floatToGoString(v) for v in values]
+    assert go_floats(values) == expected
+    assert [go_float(v) for v in values] == expected
+    numbers = Numbers(limit=5000, probe_every=2)
+    for _ in range(4):  # the same column again: texts from the memo; then zeros of both signs
+        assert numbers.texts("c", values) == expected
+        numbers.done()
+    assert numbers.texts("z", [0, -0.0, 0.0, 0]) == ["0.0", "-0.0", "0.0", "0.0"]
