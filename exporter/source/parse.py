@@ -20,6 +20,7 @@ snapshot stores them; node memory comes in KiB and is stored in bytes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -159,10 +160,16 @@ def iothreads_from_bulk(stats: Stats) -> tuple[IoThread, ...]:
 
 def vcpu_pins(cfg: DomainConfig, count: int, host_cpus: int) -> tuple[VcpuPin, ...]:
     """Each of ``count`` vCPUs' host CPUs: its <vcpupin>, else the domain's <vcpu cpuset>, else every one of the
-    host's ``host_cpus`` (as libvirt answers virDomainGetVcpuPinInfo)."""
+    host's ``host_cpus`` (as libvirt answers virDomainGetVcpuPinInfo).  Domains pinned alike share one answer."""
+    return _vcpu_pins(cfg.cpuset, tuple(cfg.vcpupin), count, host_cpus)
+
+
+@functools.lru_cache(maxsize=256)
+def _vcpu_pins(cpuset: str, vcpupin: tuple[tuple[int, str], ...], count: int,
+               host_cpus: int) -> tuple[VcpuPin, ...]:
     everything = tuple(range(host_cpus))
-    default = parse_cpuset(cfg.cpuset, host_cpus) if cfg.cpuset else everything
-    pinned = dict(cfg.vcpupin)
+    default = parse_cpuset(cpuset, host_cpus) if cpuset else everything
+    pinned = dict(vcpupin)
     result = []
     for n in range(count):
         cpus = parse_cpuset(pinned[n], host_cpus) if n in pinned else default
