@@ -16,12 +16,15 @@ DEMO_MIBS = -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB:LIB
 
 # Debian packages: the build of libvirt-python, the real hypervisor tier
 # (libvirtd, virtlogd, QEMU), the SNMP and Prometheus tools the tests use (snmp_exporter reads our agent
-# with prometheus/snmp.yml; OpenSSH carries libvirt's +ssh transport to a private sshd on a loopback port).
+# with prometheus/snmp.yml; OpenSSH carries libvirt's +ssh transport to a private sshd on a loopback port),
+# and the Zabbix tier's server, frontend (its API under php -S), PostgreSQL and snmptrapd's Perl module for
+# the trap receiver (tests/test_zabbix_server.py).
 APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-utils iproute2 curl \
 	snmp snmpd snmptrapd smitools monitoring-plugins-standard systemd bindfs \
-	prometheus prometheus-snmp-exporter openssh-client openssh-server chromium
+	prometheus prometheus-snmp-exporter openssh-client openssh-server chromium \
+	zabbix-server-pgsql zabbix-frontend-php php-cli php-pgsql postgresql libsnmp-perl
 
 # Real texts of the base MIBs (SNMPv2-SMI, -TC, -CONF, -MIB, IF-MIB), which
 # Debian main lacks, come from the npm package net-snmp: fetched, never run.

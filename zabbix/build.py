@@ -11,6 +11,7 @@ discovery with ``discovery[...]`` OIDs) and has items, triggers and graphs.
 
 from __future__ import annotations
 
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -21,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from exporter.snmp import mib  # noqa: E402
+from exporter.snmp import mib, mib_lvx  # noqa: E402
 
 OUT = Path(__file__).with_name("libvirt-exporter-snmp.yaml")
 TEMPLATE = "libvirt-exporter SNMP"
@@ -43,6 +44,13 @@ def _item(name: str, key: str, snmp_oid: str, **extra: Any) -> dict[str, Any]:
             "history": "7d"}
     item.update(extra)
     return item
+
+
+def _trap_item(name: str, key: str, description: str) -> dict[str, Any]:
+    """An item that the server's SNMP trapper fills (type SNMP_TRAP): each trap that snmptrapd wrote to the
+    SNMPTrapperFile for this host's SNMP interface address, as text."""
+    return {"uuid": _uuid("item", key), "name": name, "type": "SNMP_TRAP", "key": key, "delay": "0",
+            "history": "7d", "trends": "0", "value_type": "LOG", "description": description}
 
 
 def _per_second(multiplier: str | None = None) -> dict[str, Any]:
@@ -94,9 +102,14 @@ def _domains() -> dict[str, Any]:
                   _trigger("Domain {#DOMNAME} is not running", f"last(/{TEMPLATE}/{state})<>1", "WARNING",
                            "The domain is paused, shut down or off; a crash has its own trigger."),
               ]),
+        # lvxDomainCpuTime has no instance while the domain is off: that reads as no CPU used, not as an
+        # unsupported item (the last step's custom value ends the preprocessing there).
         _item("Domain {#DOMNAME}: CPU usage", cpu, f"{oid('lvxDomainCpuTime')}.{idx}", value_type="FLOAT",
-              units="cores", description="CPU seconds used per second (1 = one host core busy).",
-              **_per_second("0.000000001")),
+              units="cores", description="CPU seconds used per second (1 = one host core busy); 0 while the "
+                                         "domain is not running.",
+              preprocessing=[{"type": "CHECK_NOT_SUPPORTED", "parameters": [""], "error_handler": "CUSTOM_VALUE",
+                              "error_handler_params": "0"},
+                             *_per_second("0.000000001")["preprocessing"]]),
         _item("Domain {#DOMNAME}: vCPUs", f"lvx.domain.vcpus[{idx}]", f"{oid('lvxDomainVcpus')}.{idx}"),
         _item("Domain {#DOMNAME}: memory", f"lvx.domain.memory[{idx}]", f"{oid('lvxDomainMemory')}.{idx}",
               units="B", preprocessing=[{"type": "MULTIPLIER", "parameters": ["1024"]}]),
@@ -149,9 +162,14 @@ def _disks() -> dict[str, Any]:
               ]),
     ]
     return {"uuid": _uuid("discovery", "disks"), "name": "Disk discovery", "type": "SNMP_AGENT",
-            "snmp_oid": f"discovery[{{#DISKTARGET}},{oid('lvxBlockTarget')},{{#DISKSOURCE}},{oid('lvxBlockSource')}]",
+            "snmp_oid": f"discovery[{{#DISKTARGET}},{oid('lvxBlockTarget')},{{#DISKSOURCE}},{oid('lvxBlockSource')},"
+                        f"{{#DISKREADS}},{oid('lvxBlockReadBytes')}]",
             "key": "lvx.disk.discovery", "delay": "10m", "lifetime": "7d",
-            "description": "Disks of active domains; {#SNMPINDEX} is lvxDomainIndex.position.",
+            # lvxBlockTable lists a stopped domain's disks too, without their counters, capacity or allocation:
+            # items for them would all be unsupported.  A counter is there only while the domain runs.
+            "filter": {"conditions": [{"macro": "{#DISKREADS}", "operator": "EXISTS", "formulaid": "A"}]},
+            "description": "Disks of active domains ({#DISKREADS}, the read counter, exists only while the "
+                           "domain runs); {#SNMPINDEX} is lvxDomainIndex.position.",
             "item_prototypes": prototypes,
             "graph_prototypes": [_graph("Disk {#DISKTARGET} of {#SNMPINDEX}: throughput", [read, write])]}
 
@@ -239,6 +257,13 @@ def _last_jobs() -> dict[str, Any]:
 JOB_RULES = ("lvx.job.discovery", "lvx.job.last.discovery")
 
 
+#: Our MIB's notifications (lvxNotifications.N), numeric as snmptrapd writes them without the MIB loaded, or by
+#: name with it; a Zabbix item key holds the regular expression in quotes.
+NOTIFICATION_REGEX = (r"(" + re.escape("." + ".".join(map(str, mib_lvx.LVX_ROOT)) + ".0.") + r"[0-9]+"
+                      r"|LIBVIRT-EXPORTER-MIB::lvx[A-Za-z]+)\b")
+NOTIFICATION_KEY = f'snmptrap["{NOTIFICATION_REGEX}"]'
+
+
 def template() -> dict[str, Any]:
     connection = "lvx.libvirt.connection"
     items = [
@@ -260,6 +285,12 @@ def template() -> dict[str, Any]:
               preprocessing=[{"type": "MULTIPLIER", "parameters": ["1024"]}]),
         _item("Hypervisor driver version", "lvx.host.driver.version", f"{oid('lvxHostDriverVersion')}.0",
               value_type="CHAR", trends="0"),
+        _trap_item("libvirt-exporter notifications", NOTIFICATION_KEY,
+                   "The exporter's own notifications (lvxDomainStarted, lvxDomainCrashed, lvxDomainActionFailed...), "
+                   "as snmptrapd's trap receiver wrote them to the server's SNMPTrapperFile."),
+        _trap_item("Other SNMP notifications", "snmptrap.fallback",
+                   "Notifications from this address that no other snmptrap item took (libvirt-snmp's "
+                   "libvirtGuestNotif, VM-MIB's, when the exporter sends them)."),
     ]
     return {"zabbix_export": {
         "version": "6.0",
@@ -278,8 +309,9 @@ def template() -> dict[str, Any]:
             "macros": [{"macro": "{$LVX.DISK.PUSED.MAX}", "value": "90",
                         "description": "Allocation, in percent of capacity, above which a disk trigger fires."}],
             "valuemaps": [STATE_MAP, CONNECTION_MAP, DISK_ERROR_MAP, JOB_OPERATION_MAP, JOB_TYPE_MAP],
-            "graphs": [_graph("libvirt domains", ["lvx.domains", "lvx.domains.active"])],
         }],
+        # A graph is not part of its template in an export: it sits beside the templates and names them.
+        "graphs": [_graph("libvirt domains", ["lvx.domains", "lvx.domains.active"])],
     }}
 
 

@@ -32,8 +32,10 @@ class Trapd(Daemon):
     stop_timeout: ClassVar[float] = 5.0
     proc: subprocess.Popen[bytes]
 
-    def __init__(self, folder: Path, ports: int, v3_users: list[str], port_numbers: list[int] | None = None) -> None:
-        """``ports`` loopback ports (or exactly ``port_numbers``, to start again where a stopped one listened)."""
+    def __init__(self, folder: Path, ports: int, v3_users: list[str], port_numbers: list[int] | None = None,
+                 extra_conf: str = "") -> None:
+        """``ports`` loopback ports (or exactly ``port_numbers``, to start again where a stopped one listened);
+        ``extra_conf``: more lines for its snmptrapd.conf (a ``perl do`` trap handler, say)."""
         exe = shutil.which("snmptrapd")
         if exe is None:
             raise AssertionError("snmptrapd not found (Debian package snmptrapd)")
@@ -41,7 +43,7 @@ class Trapd(Daemon):
         self.log = folder / "trapd.log"
         super().__init__(self.log)
         conf = folder / "snmptrapd.conf"
-        conf.write_text("disableAuthorization yes\n" + "".join(f"createUser {u}\n" for u in v3_users))
+        conf.write_text("disableAuthorization yes\n" + "".join(f"createUser {u}\n" for u in v3_users) + extra_conf)
         # Free ports are picked before snmptrapd binds them, so another process may take one meanwhile:
         # with ports of our own choosing, a start that fails is tried again on fresh ones.
         attempts = 1 if port_numbers else 3
