@@ -1,6 +1,7 @@
 # libvirt-exporter: `make demo` runs the service on a demo host, `make test`
-# runs the whole suite.  Both install what they need on a fresh Debian machine
-# (apt-get as root, then a .venv with the project).
+# runs the whole suite, `make deb` builds the Debian package.  They install
+# what they need on a fresh Debian machine (apt-get as root, then a .venv with
+# the project for demo and test).
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -17,14 +18,16 @@ DEMO_MIBS = -M $(CURDIR)/$(BASE_MIBS):$(CURDIR)/mibs -m LIBVIRT-EXPORTER-MIB:LIB
 # Debian packages: the build of libvirt-python, the real hypervisor tier
 # (libvirtd, virtlogd, QEMU), the SNMP and Prometheus tools the tests use (snmp_exporter reads our agent
 # with prometheus/snmp.yml; OpenSSH carries libvirt's +ssh transport to a private sshd on a loopback port),
-# and the Zabbix tier's server, frontend (its API under php -S), PostgreSQL and snmptrapd's Perl module for
-# the trap receiver (tests/test_zabbix_server.py).
+# the Zabbix tier's server, frontend (its API under php -S), PostgreSQL and snmptrapd's Perl module for
+# the trap receiver (tests/test_zabbix_server.py), and the .deb's build (debhelper, dh-virtualenv), check
+# (lintian) and installation test in a fresh chroot (mmdebstrap).
 APT_PACKAGES := gcc pkg-config python3-dev python3-venv libvirt-dev \
 	libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
 	qemu-system-x86 qemu-utils iproute2 curl \
 	snmp snmpd snmptrapd smitools monitoring-plugins-standard systemd bindfs \
 	prometheus prometheus-snmp-exporter openssh-client openssh-server chromium \
-	zabbix-server-pgsql zabbix-frontend-php php-cli php-pgsql postgresql libsnmp-perl
+	zabbix-server-pgsql zabbix-frontend-php php-cli php-pgsql postgresql libsnmp-perl \
+	debhelper dh-virtualenv dpkg-dev lintian mmdebstrap
 
 # Real texts of the base MIBs (SNMPv2-SMI, -TC, -CONF, -MIB, IF-MIB), which
 # Debian main lacks, come from the npm package net-snmp: fetched, never run.
@@ -34,7 +37,7 @@ NET_SNMP_NPM := net-snmp@3.29.2
 # into build/, not installed, so that no service of it starts and takes port 9177.
 KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
 
-.PHONY: demo demo-control test test-busy bench load system-deps venv base-mibs clean
+.PHONY: demo demo-control test test-busy bench load system-deps venv base-mibs deb clean
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -122,5 +125,28 @@ load: venv base-mibs
 	$(BIN)/python bench/load.py --out bench
 	$(BIN)/python bench/churn.py --out bench
 
+# The Debian package (debian/, README "Installing"): dpkg-buildpackage in a copy of what the build needs,
+# below build-deb/, with the base MIB texts added; the .deb lands in build-deb/.  Its version is
+# debian/changelog's, which must be the project's (exporter/__init__.py): add a changelog entry with it.
+DEB_DIR := build-deb
+DEB_VERSION = $(shell sed -n '1{s/^[^ ]* .//;s/. .*//;p}' debian/changelog)
+PROJECT_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' exporter/__init__.py)
+DEB = $(DEB_DIR)/libvirt-exporter_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
+DEB_TREE := pyproject.toml README.md MANIFEST.in exporter mibs systemd man debian
+DEB_BASE_MIBS := SNMPv2-SMI SNMPv2-TC SNMPv2-CONF SNMPv2-MIB
+
+deb: system-deps base-mibs
+	@test "$(DEB_VERSION)" = "$(PROJECT_VERSION)" || { echo "error: debian/changelog says $(DEB_VERSION)," \
+		"exporter/__init__.py $(PROJECT_VERSION): add a changelog entry (dch -v $(PROJECT_VERSION))" >&2; exit 1; }
+	@$(MAKE) --no-print-directory $(DEB)
+
+$(DEB): $(shell find $(DEB_TREE) -type f -not -path '*/__pycache__/*' 2>/dev/null) $(BASE_MIBS)/SNMPv2-SMI
+	rm -rf $(DEB_DIR)/src && mkdir -p $(DEB_DIR)/src/libvirt-exporter/debian/base-mibs
+	tar -c --exclude=__pycache__ $(DEB_TREE) | tar -x -C $(DEB_DIR)/src/libvirt-exporter
+	cp $(addprefix $(BASE_MIBS)/,$(DEB_BASE_MIBS)) $(DEB_DIR)/src/libvirt-exporter/debian/base-mibs/
+	cd $(DEB_DIR)/src/libvirt-exporter && DEB_PIP_CACHE=$(CURDIR)/$(DEB_DIR)/pip-cache dpkg-buildpackage -b --no-sign
+	mv $(DEB_DIR)/src/$(notdir $@) $@
+	rm -rf $(DEB_DIR)/src
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build build-deb *.egg-info

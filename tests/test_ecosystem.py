@@ -4,6 +4,7 @@ Prometheus, Prometheus rules with promtool, the systemd unit with systemd-analyz
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -108,9 +109,11 @@ def test_rules_load_into_prometheus_and_stay_quiet_on_a_healthy_host(scraped: tu
 
 
 def _unit_copy(folder: Path, *dropins: Path) -> Path:
-    """The unit with ExecStart pointing at this checkout's command (verify checks that it exists)."""
+    """The unit with ExecStart pointing at this checkout's command (verify checks that it exists), as the README
+    tells a virtualenv's owner to change it."""
     text = (ROOT / "systemd" / "libvirt-exporter.service").read_text()
-    text = text.replace("/usr/local/bin/libvirt-exporter", str(Path(sys.executable).with_name("libvirt-exporter")))
+    text = text.replace("ExecStart=/usr/bin/libvirt-exporter",
+                        f"ExecStart={Path(sys.executable).with_name('libvirt-exporter')}")
     for dropin in dropins:
         text = text.replace("\n[Install]", dropin.read_text().split("[Service]", 1)[1] + "\n[Install]")
     path = folder / "libvirt-exporter.service"
@@ -124,7 +127,9 @@ def test_systemd_unit_verifies_and_scores(tmp_path: Path) -> None:
         folder = tmp_path / str(len(dropins))
         folder.mkdir()
         unit = _unit_copy(folder, *dropins)
-        verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+        # Documentation=man:libvirt-exporter(1): verify runs man, which finds the checkout's page through MANPATH.
+        verify = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "MANPATH": f"{ROOT / 'man'}:"})
         assert verify.returncode == 0 and verify.stdout + verify.stderr == "", verify.stdout + verify.stderr
         security = subprocess.run([analyze, "security", "--offline=true", str(unit)], capture_output=True, text=True,
                                   timeout=60)

@@ -21,7 +21,7 @@ MIBS = ("LIBVIRT-EXPORTER-MIB.txt", "LIBVIRT-MIB.txt")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the checkout without local state (.venv, build/, caches), as a clean clone has it."""
     target = tmp_path_factory.mktemp("src") / "libvirt-exporter"
-    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(".venv", "build", ".git", "__pycache__",
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(".venv", "build", "build-deb", ".git", "__pycache__",
                                                                 "*.egg-info", ".pytest_cache", "dist"))
     return target
 
@@ -35,6 +35,7 @@ def test_pip_install_into_a_clean_venv(source: Path, tmp_path: Path) -> None:
     for name in MIBS:  # where net-snmp looks below the prefix
         shipped = venv / "share" / "snmp" / "mibs" / name
         assert shipped.read_text() == (ROOT / "mibs" / name).read_text()
+    assert (venv / "share" / "man" / "man1" / "libvirt-exporter.1").exists()  # found by man with bin/ on PATH
     command = venv / "bin" / "libvirt-exporter"
     version = subprocess.run([str(command), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and version.stdout.startswith("libvirt-exporter ")
@@ -57,6 +58,8 @@ def test_build_makes_an_sdist_and_a_wheel_with_the_mibs(source: Path, tmp_path: 
     top = members[0].split("/")[0]
     for path in [f"mibs/{n}" for n in MIBS] + ["grafana/libvirt-exporter.json", "prometheus/libvirt-exporter.rules.yml",
                                                 "zabbix/libvirt-exporter-snmp.yaml", "systemd/libvirt-exporter.service",
+                                                "systemd/config.toml", "man/man1/libvirt-exporter.1", "debian/rules",
+                                                "debian/control", "debian/changelog",
                                                 "examples/demo-host.xml", "Makefile", "README.md", "pyproject.toml"]:
         assert f"{top}/{path}" in members, path
 
