@@ -37,7 +37,7 @@ NET_SNMP_NPM := net-snmp@3.29.2
 # into build/, not installed, so that no service of it starts and takes port 9177.
 KUMINA := build/kumina/usr/bin/prometheus-libvirt-exporter
 
-.PHONY: demo demo-control test test-busy bench load system-deps venv base-mibs deb clean
+.PHONY: demo demo-control test test-busy bench load system-deps venv base-mibs deb deb-chroot clean
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -90,11 +90,11 @@ demo: venv base-mibs
 demo-control: venv base-mibs
 	$(call run-demo,examples/control.toml,snmpset -v3 -l authPriv -u operator -a SHA-256 -A operator-auth-key -x AES -X operator-priv-key $(DEMO_MIBS) $(DEMO_SNMP_ADDRESS) lvxDomainAdminState.5 i paused)
 
-test: venv base-mibs $(KUMINA)
+test: venv base-mibs $(KUMINA) deb-chroot
 	$(BIN)/python -m pytest
 
 # The whole suite on a busy machine: two CPU hogs (stress-ng --cpu 2) run for as long as it does.
-test-busy: venv base-mibs $(KUMINA)
+test-busy: venv base-mibs $(KUMINA) deb-chroot
 	@command -v stress-ng >/dev/null || { [ "$$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -q --no-install-recommends stress-ng; } || { echo "error: stress-ng is needed" >&2; exit 1; }
 	stress-ng --cpu 2 --quiet & hogs=$$!; trap 'kill $$hogs 2>/dev/null; wait $$hogs 2>/dev/null' EXIT; \
@@ -134,6 +134,11 @@ PROJECT_VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' exporter/__i
 DEB = $(DEB_DIR)/libvirt-exporter_$(DEB_VERSION)_$(shell dpkg --print-architecture).deb
 DEB_TREE := pyproject.toml README.md MANIFEST.in exporter mibs systemd man debian
 DEB_BASE_MIBS := SNMPv2-SMI SNMPv2-TC SNMPv2-CONF SNMPv2-MIB
+
+# The package, and the fresh Debian 12 chroot tests/test_deb.py installs it into (mmdebstrap, from Debian's
+# archive): made here, before the suite runs, so that no test downloads anything.
+deb-chroot: deb venv
+	$(BIN)/python -m tests.support.debchroot $(DEB)
 
 deb: system-deps base-mibs
 	@test "$(DEB_VERSION)" = "$(PROJECT_VERSION)" || { echo "error: debian/changelog says $(DEB_VERSION)," \

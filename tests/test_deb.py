@@ -1,8 +1,9 @@
 """The Debian package (`make deb`): what it holds, lintian, and its life in a fresh Debian 12 chroot.
 
-The chroot is made by mmdebstrap from Debian's archive with exactly the package's dependencies (the first of
-each alternative) and the tools the checks run (systemd-analyze, the net-snmp tools, man), so ``dpkg -i``
-fails if the Depends field misses something.  It is cached as a tarball in build-deb/ keyed by that list.
+The package and the chroot are made by `make test` before the suite runs (`make deb`, `make deb-chroot`), so
+that no test reaches Debian's archive or PyPI.  The chroot is made by mmdebstrap with exactly the package's
+dependencies (the first of each alternative) and the tools the checks run (systemd-analyze, the net-snmp tools,
+man), so ``dpkg -i`` fails if the Depends field misses something (:mod:`tests.support.debchroot`).
 Nothing is installed on this machine: every command runs in the chroot, in a mount namespace of its own whose
 /proc is the only mount, gone with the namespace.  In the chroot the package is installed, checked (the unit
 verifies as installed, the sysusers file made the user, the configuration's owner and mode, the command serves
@@ -30,6 +31,7 @@ import pytest
 from exporter import __version__
 from exporter.config import load_file, resolve
 from tests.conftest import ROOT, require, require_tool
+from tests.support import debchroot
 from tests.support.daemon import Daemon
 from tests.support.process import Metrics, free_port, http_get
 from tests.support.snmp import free_udp_port
@@ -39,11 +41,6 @@ ARCH = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, tex
 DEB = DEB_DIR / f"libvirt-exporter_{__version__}_{ARCH}.deb"
 EXAMPLE_CONFIG = ROOT / "systemd" / "config.toml"
 UNIT = "/lib/systemd/system/libvirt-exporter.service"
-MIRRORS = ("deb http://deb.debian.org/debian bookworm main",
-           "deb http://deb.debian.org/debian bookworm-updates main",
-           "deb http://deb.debian.org/debian-security bookworm-security main")
-# What the checks run in the chroot besides the package's own dependencies.
-CHROOT_TOOLS = ("systemd", "snmp", "man-db")
 # Where the package puts files, and where a purge must leave things as they were.
 WATCHED = ("opt", "etc", "usr/bin", "usr/share/snmp", "usr/share/doc", "usr/share/man", "lib/systemd",
            "usr/lib/sysusers.d", "var/lib")
@@ -91,20 +88,9 @@ def test_the_unit_and_the_readme_name_the_packaged_paths() -> None:
 
 @pytest.fixture(scope="module")
 def deb() -> Path:
-    """The package, built by `make deb` (which does nothing when it is newer than its sources)."""
-    for tool, package in (("dpkg-buildpackage", "dpkg-dev"), ("dh_virtualenv", "dh-virtualenv"),
-                          ("dh", "debhelper"), ("make", "make")):
-        require_tool(tool, package)
-    require(os.geteuid() == 0 or DEB.exists(), "make deb needs root to install its Debian prerequisites")
-    built = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), "deb"], capture_output=True,
-                           text=True, timeout=1200)
-    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
-    assert DEB.exists(), built.stdout[-2000:]
+    """The package, as `make test` built it (`make deb`, which rebuilds it when its sources are newer)."""
+    require(DEB.exists(), f"no package at {DEB}: `make test` builds it first (make deb)")
     return DEB
-
-
-def _field(deb: Path, name: str) -> str:
-    return subprocess.run(["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def test_the_package_holds_the_service(deb: Path) -> None:
@@ -127,10 +113,10 @@ def test_the_package_holds_the_service(deb: Path) -> None:
     # dpkg owns the venv: no pip in it, and no file outside what the package lists
     assert not any("/site-packages/pip/" in path for path in entries)
     assert not any(path.startswith("/usr/lib/debug") for path in entries)
-    depends = _field(deb, "Depends")
+    depends = debchroot.field(deb, "Depends")
     for needed in ("python3 (>= 3.11~)", "python3 (<< 3.12)", "libvirt0", "systemd | systemd-standalone-sysusers"):
         assert needed in depends, depends
-    assert _field(deb, "Version") == __version__
+    assert debchroot.field(deb, "Version") == __version__
     control = subprocess.run(["dpkg-deb", "--ctrl-tarfile", str(deb)], capture_output=True, check=True).stdout
     assert b"/etc/libvirt-exporter/config.toml" in control and b"/etc/default/libvirt-exporter" in control
 
@@ -145,31 +131,6 @@ def test_lintian_finds_no_error(deb: Path) -> None:
 
 
 # ---- a fresh Debian 12 chroot ----------------------------------------------------------------------------------
-
-def _chroot_packages(deb: Path) -> list[str]:
-    names = []
-    for clause in _field(deb, "Depends").split(","):
-        first = clause.split("|")[0].strip()
-        names.append(re.split(r"[\s(:]", first, maxsplit=1)[0])
-    return sorted(set(names) | set(CHROOT_TOOLS))
-
-
-def _chroot_tarball(packages: list[str]) -> Path:
-    key = hashlib.sha256("\n".join([*packages, *MIRRORS]).encode()).hexdigest()[:16]
-    tarball = DEB_DIR / f"chroot-bookworm-{key}.tar"
-    if not tarball.exists():
-        mmdebstrap = require_tool("mmdebstrap", "mmdebstrap")
-        partial = tarball.with_name(f"{tarball.stem}.partial{os.getpid()}.tar")
-        made = subprocess.run([mmdebstrap, "--quiet", "--mode=root", "--variant=minbase", "--format=tar",
-                               f"--include={','.join(packages)}", "bookworm", str(partial), *MIRRORS],
-                              capture_output=True, text=True, timeout=1200)
-        if made.returncode != 0:
-            partial.unlink(missing_ok=True)
-            require(False, f"mmdebstrap could not make a Debian 12 chroot (is deb.debian.org reachable?): "
-                           f"{made.stderr[-2000:]}")
-        partial.replace(tarball)
-    return tarball
-
 
 class Chroot:
     """A root file system below ``path``; commands run in it through chroot in a mount namespace of their own."""
@@ -202,7 +163,9 @@ class Chroot:
 def chroot(deb: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
     require(os.geteuid() == 0, "the package's chroot tier needs root (chroot, mount namespaces, device nodes)")
     require_tool("unshare", "util-linux")
-    tarball = _chroot_tarball(_chroot_packages(deb))
+    tarball = debchroot.tarball(deb)
+    require(tarball.exists(), f"no Debian 12 chroot at {tarball}: `make test` makes it first (make deb-chroot), "
+                              "so that this test downloads nothing")
     path = tmp_path_factory.mktemp("chroot")
     subprocess.run(["tar", "-C", str(path), "-xf", str(tarball)], check=True, timeout=600)
     yield Chroot(path)
