@@ -39,7 +39,7 @@ import libvirt
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import v3rate  # noqa: E402
+from bench import render, v3rate  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.measure import (  # noqa: E402
     LVX,
@@ -262,7 +262,7 @@ def real_qemu(work: Path) -> QemuRow | None:
 
 
 def report(rows: list[Row], snmpd: tuple[Rates, Rates], v3: tuple[int, dict[str, tuple[float, int]]],
-           qemu: QemuRow | None, node: FleetRow | None, out: Path) -> str:
+           rendering: tuple[int, dict[str, float]], qemu: QemuRow | None, node: FleetRow | None, out: Path) -> str:
     lines = [
         "# Benchmark results",
         "",
@@ -312,6 +312,15 @@ def report(rows: list[Row], snmpd: tuple[Rates, Rates], v3: tuple[int, dict[str,
                   f"varbinds; `bench/v3rate.py`, the agent in-process): v2c {v2c_rate:.0f} varbinds/s, v3 on the fast "
                   f"path {fast:.0f} ({ratio(fast, v2c_rate)}), v3 through pysnmp alone {alone:.0f} "
                   f"({ratio(alone, v2c_rate)})."]
+    render_n, cost = rendering
+    lines += ["", f"Rendering one snapshot of {render_n} domains ({cost['series']:.0f} series; `bench/render.py`, "
+                  f"in-process, best of 3): the first scrape after a poll {cost['first']:.3f} s, the first after start "
+                  f"(no label set cached) {cost['cold']:.3f} s; prometheus_client's own rendering of the same series "
+                  f"{cost['client']:.3f} s, {ratio(cost['client'], cost['first'])} ours after a poll, "
+                  f"{ratio(cost['client'], cost['cold'])} ours after start."]
+    if len(rows) > 1 and rows[-1].n > rows[0].n:
+        per_1000 = (rows[-1].rss_mb - rows[0].rss_mb) / (rows[-1].n - rows[0].n) * 1000
+        lines.append(f"Peak RSS grows by {per_1000:.0f} MB per 1000 domains (N={rows[0].n} to N={rows[-1].n}).")
     if qemu is not None:
         lines += ["", f"Real QEMU ({qemu.domains} domains, bulk stats of every group we export): our poll "
                       f"{qemu.ours * 1000:.1f} ms, one bare getAllDomainStats of the same groups "
@@ -385,9 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         v3_n = min(sizes[-1], 1000)
         (work / "v3rate").mkdir()
         v3 = v3rate.measure(v3_n, work / "v3rate", rounds=2, pysnmp_rounds=1)
+        rendering = render.measure(v3_n, repeat=3)
         qemu = None if args.no_qemu else real_qemu(work)
         node = None if args.no_qemu else fleet(work, args.fleet, kumina, args.scrapes)
-    print(report(rows, snmpd, (v3_n, v3), qemu, node, out))
+    print(report(rows, snmpd, (v3_n, v3), (v3_n, rendering), qemu, node, out))
     return 0
 
 

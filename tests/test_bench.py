@@ -30,6 +30,9 @@ def test_bench_runs_and_reports_every_figure(tmp_path) -> None:
     assert re.search(r"While a memory dump of one of them runs \(medians of \d+\): ours [\d.]+ ms, "
                      r"the floor [\d.]+ ms: [\d.]+x", text)
     assert re.search(r"as SNMPv3 authPriv \(SHA-256/AES\): \d+ varbinds/s in bulk", text)
+    assert re.search(r"Rendering one snapshot of 20 domains \(\d+ series; .*the first scrape after a poll [\d.]+ s, "
+                     r"the first after start \(no label set cached\) [\d.]+ s; prometheus_client's own rendering of "
+                     r"the same series [\d.]+ s, [\d.]+x ours after a poll", text)
     assert re.search(r"over 20 domains \(\d+ varbinds; .*v2c \d+ varbinds/s, v3 on the fast path \d+ \([\d.]+x\), "
                      r"v3 through pysnmp alone \d+ \([\d.]+x\)", text)
     node = text.split("## A real QEMU compute node: 3 TCG domains", 1)[1]
