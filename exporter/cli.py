@@ -82,15 +82,7 @@ def limit_malloc_arenas(arenas: int = 2) -> bool:
     held: under 20 concurrent scrapers the RSS crept up by some 15% a minute.
     With two arenas it stays flat (bench/LOAD.md).  Not glibc: nothing done.
     """
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
+    return _mallopt("MALLOC_ARENA_MAX", -8, arenas)  # M_ARENA_MAX
 
 
 def fix_mmap_threshold(size: int = 128 * 1024) -> bool:
@@ -102,13 +94,18 @@ def fix_mmap_threshold(size: int = 128 * 1024) -> bool:
     room is held on to: the peak RSS at 3000 domains was some 30 MB higher (bench/rss.py).  A fixed
     threshold returns each large block when it is freed.  Not glibc: nothing done.
     """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+    return _mallopt("MALLOC_MMAP_THRESHOLD_", -3, size)  # M_MMAP_THRESHOLD
+
+
+def _mallopt(variable: str, option: int, value: int) -> bool:
+    """glibc's mallopt(option, value), unless the environment sets ``variable`` (its own say wins); False where
+    there is no glibc."""
+    if variable in os.environ:
         return False
     try:
         import ctypes
 
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-3, size))  # M_MMAP_THRESHOLD
+        return bool(ctypes.CDLL("libc.so.6").mallopt(option, value))
     except (OSError, AttributeError):
         return False
 

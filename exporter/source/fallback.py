@@ -44,15 +44,25 @@ class DomainCalls:
         self._errors = errors
         self._unsupported = unsupported if unsupported is not None else set()
 
-    def _call(self, fn: Callable[[], T], group: str) -> T | None:
+    def _call(self, fn: Callable[[], T], group: str, optional: str = "") -> T | None:
+        """``fn``'s answer, or None when it failed (counted in ``group``).  An ``optional`` call is one some
+        drivers lack: refused as unsupported once, it is remembered and not asked again on this connection (as
+        :class:`~exporter.source.host.HostGroups` does for the host's calls)."""
+        if optional and optional in self._unsupported:
+            return None
         try:
             return fn()
         except libvirt.libvirtError as exc:
             err = convert(exc, self._link.conn)
             if isinstance(err, DomainGone):
                 raise err from None
-            err = count_failure(exc, self._link.conn, group, self._errors)
-            log.debug("%s call failed: %s", group, err)
+            err = count_failure(exc, self._link.conn, group, self._errors, unsupported_ok=bool(optional))
+            if optional and isinstance(err, Unsupported):
+                log.info("%s is not supported by %s; not asked again on this connection", optional,
+                         self._link.shown_uri)
+                self._unsupported.add(optional)
+            else:
+                log.debug("%s call failed: %s", group, err)
             return None
 
     def state(self) -> Sequence[int]:
@@ -84,33 +94,14 @@ class DomainCalls:
         return self._call(functools.partial(self._dom.interfaceStats, target), "interface")
 
     def block_io_tune(self, target: str) -> Mapping[str, Any] | None:
-        return self._optional("blockIoTune", functools.partial(self._dom.blockIoTune, target, 0), "block")
+        return self._call(functools.partial(self._dom.blockIoTune, target, 0), "block", optional="blockIoTune")
 
     def disk_errors(self) -> Mapping[str, int] | None:
-        return self._optional("diskErrors", functools.partial(self._dom.diskErrors, 0), "block")
+        return self._call(functools.partial(self._dom.diskErrors, 0), "block", optional="diskErrors")
 
     def job_stats(self) -> Mapping[str, Any] | None:
-        return self._optional("jobStats", functools.partial(self._dom.jobStats, 0), "job")
+        return self._call(functools.partial(self._dom.jobStats, 0), "job", optional="jobStats")
 
     def start_dirty_rate(self, seconds: int) -> None:
-        self._optional("startDirtyRateCalc", functools.partial(self._dom.startDirtyRateCalc, seconds, 0), "dirtyrate")
-
-    def _optional(self, name: str, fn: Callable[[], T], group: str) -> T | None:
-        """A call that some drivers lack: asked once, then remembered as unsupported for the connection (as
-        :class:`~exporter.source.host.HostGroups` does for the host's calls)."""
-        if name in self._unsupported:
-            return None
-        try:
-            return fn()
-        except libvirt.libvirtError as exc:
-            err = convert(exc, self._link.conn)
-            if isinstance(err, DomainGone):
-                raise err from None
-            err = count_failure(exc, self._link.conn, group, self._errors, unsupported_ok=True)
-            if isinstance(err, Unsupported):
-                log.info("%s is not supported by %s; not asked again on this connection", name,
-                         self._link.shown_uri)
-                self._unsupported.add(name)
-            else:
-                log.debug("%s call failed: %s", group, err)
-            return None
+        self._call(functools.partial(self._dom.startDirtyRateCalc, seconds, 0), "dirtyrate",
+                   optional="startDirtyRateCalc")
